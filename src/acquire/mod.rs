@@ -1,0 +1,8 @@
+//! Model sources: local storage, the Hugging Face cache, the Hugging Face Hub
+//! and the Ollama library. Discovery lists a repository's files with their
+//! byte sizes; downloading comes in a later stage.
+
+pub mod http;
+pub mod hub;
+pub mod local;
+pub mod ollama;

@@ -1,0 +1,15 @@
+//! kitt: benchmark campaigns for LLM inference engines.
+//!
+//! The modules follow the pipeline of the design brief: `config` (YAML as
+//! written) → `plan` (the resolved run matrix) → `acquire` (where models come
+//! from) → engines and measurement (later) → `report`. `cli` holds the
+//! command handlers, which stay thin; `error` maps failures to exit codes.
+
+pub mod acquire;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod home;
+pub mod plan;
+pub mod report;
