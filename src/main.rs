@@ -1,1 +1,5 @@
-fn main() {}
+//! The `kitt` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    kitt::cli::main()
+}

@@ -1,1 +1,590 @@
-//! (in progress)
+//! Hugging Face Hub listing: which files a model repository holds, how large
+//! each one is, and whether our token may download them (gating).
+//!
+//! One [`HubClient`] lives for one command and remembers every answer,
+//! failures included, so a campaign naming the same repository for several
+//! engines asks the Hub once. The token is sent only as a bearer header and
+//! is never printed or logged. This module does not download files and does
+//! not read the local Hugging Face cache; `HF_HUB_OFFLINE` (or
+//! `KITT_OFFLINE`) turns every listing into [`HubError::Offline`] so callers
+//! fall back to local sources.
+
+use std::fmt;
+use std::sync::Arc;
+
+use reqwest::header::{AUTHORIZATION, LINK};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+
+use super::http::{self, FetchOnce, RetryPolicy};
+
+/// The public Hub, used when `HF_ENDPOINT` is not set.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// A guard against a server whose `Link` headers never end.
+const MAX_TREE_PAGES: usize = 1_000;
+
+/// Client for the Hub's model API, with a per-command cache of listings.
+pub struct HubClient {
+    endpoint: String,
+    token: Option<Token>,
+    offline: bool,
+    api: reqwest::Client,
+    /// Sends the gating probe; it must see the Hub's redirect, not follow it to the CDN.
+    probe: reqwest::Client,
+    policy: RetryPolicy,
+    cache: FetchOnce<Result<Arc<HubRepo>, HubError>>,
+}
+
+/// A Hub token whose `Debug` form does not reveal it.
+#[derive(Clone)]
+struct Token(String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl fmt::Debug for HubClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubClient")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token)
+            .field("offline", &self.offline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One model repository as listed by the Hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRepo {
+    /// The repository id, `org/name`.
+    pub repo: String,
+    /// The commit the listing describes, when the Hub reports it.
+    pub revision: Option<String>,
+    /// Every file, sorted by path.
+    pub files: Vec<HubFile>,
+    /// Whether we may download the files.
+    pub gate: Gate,
+}
+
+/// One file of a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubFile {
+    /// Path relative to the repository root, `/`-separated.
+    pub path: String,
+    /// Size in bytes (for LFS files the real size, not the pointer's).
+    pub size: u64,
+    /// SHA-256 of the content, known for LFS files.
+    pub sha256: Option<String>,
+}
+
+/// Whether a repository's files are gated behind a licence, and whether we passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Not gated.
+    Open,
+    /// Gated, and our token has access.
+    Granted,
+    /// Gated and no access: no token, or the token lacks access.
+    Denied {
+        /// Why, and what the user can do about it.
+        reason: String,
+    },
+}
+
+/// Why a repository could not be listed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HubError {
+    /// The endpoint setting is not an http(s) URL.
+    #[error("`HF_ENDPOINT` must be an http(s) URL without query, got `{value}`")]
+    InvalidEndpoint { value: String },
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client for the Hugging Face Hub")]
+    Client {
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// The repository id is malformed; nothing was sent.
+    #[error("invalid Hub repository id `{repo}`: {reason} (expected `org/name`)")]
+    InvalidRepoId { repo: String, reason: String },
+    /// Offline mode is on; nothing was sent.
+    #[error(
+        "cannot list `{repo}`: offline mode is on (`HF_HUB_OFFLINE` or `KITT_OFFLINE`), \
+         so only local models are used"
+    )]
+    Offline { repo: String },
+    /// The Hub does not know the repository.
+    #[error("Hub repository `{repo}` not found; check the name")]
+    NotFound { repo: String },
+    /// The Hub refused to list the repository.
+    #[error("the Hub refused to list `{repo}` (HTTP {status}); {}", token_hint(*.token_set))]
+    Unauthorized { repo: String, status: u16, token_set: bool },
+    /// Still rate-limited after every retry.
+    #[error("the Hub is rate-limiting requests for `{repo}`; try again later")]
+    RateLimited { repo: String },
+    /// Any other unexpected HTTP status.
+    #[error("the Hub answered HTTP {status} while listing `{repo}`")]
+    Status { repo: String, status: u16 },
+    /// The Hub could not be reached.
+    #[error("cannot reach the Hub while listing `{repo}`")]
+    Network {
+        repo: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// The Hub answered something kitt cannot read.
+    #[error("unexpected answer from the Hub for `{repo}`: {detail}")]
+    BadResponse { repo: String, detail: String },
+}
+
+/// The advice attached to a refused listing.
+fn token_hint(token_set: bool) -> &'static str {
+    if token_set {
+        "the Hub token in use has no access to it; it may be private or misspelled"
+    } else {
+        "`HF_TOKEN` is not set; it may be private or misspelled"
+    }
+}
+
+impl HubClient {
+    /// Endpoint from `HF_ENDPOINT` (default the public Hub), token from the argument or else
+    /// `HF_TOKEN`; `HF_HUB_OFFLINE` or `KITT_OFFLINE` (`1`, `true`, `yes`, `on`) means local only.
+    pub fn from_env(token: Option<String>) -> Result<Self, HubError> {
+        Self::from_lookup(token, |name| std::env::var(name).ok())
+    }
+
+    /// A client for `endpoint`, online, with the given token; used by tests and mirrors.
+    pub fn with_endpoint(endpoint: &str, token: Option<String>) -> Result<Self, HubError> {
+        let endpoint = http::base_url(endpoint)
+            .ok_or_else(|| HubError::InvalidEndpoint { value: endpoint.to_owned() })?;
+        let client_error = |source| HubError::Client { source: Arc::new(source) };
+        let api = http::client_builder().build().map_err(client_error)?;
+        let probe = http::client_builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(client_error)?;
+        Ok(Self {
+            endpoint,
+            token: token.filter(|token| !token.trim().is_empty()).map(Token),
+            offline: false,
+            api,
+            probe,
+            policy: RetryPolicy::default(),
+            cache: FetchOnce::default(),
+        })
+    }
+
+    /// Same as [`HubClient::from_env`], reading variables through `lookup`.
+    fn from_lookup(
+        token: Option<String>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, HubError> {
+        let endpoint = lookup("HF_ENDPOINT").filter(|value| !value.trim().is_empty());
+        let token = token.or_else(|| lookup("HF_TOKEN"));
+        let offline = ["HF_HUB_OFFLINE", "KITT_OFFLINE"]
+            .iter()
+            .any(|name| lookup(name).is_some_and(|value| is_truthy(&value)));
+        let client = Self::with_endpoint(endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT), token)?;
+        Ok(client.with_offline(offline))
+    }
+
+    /// Turns offline mode on or off.
+    pub fn with_offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Replaces the retry policy (tests use short waits).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Whether offline mode is on.
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    /// The Hub's base URL, without a trailing `/`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether a token will be sent.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Lists a model repository: every file with its byte size, and whether it is gated for
+    /// us. Cached for the life of the client, errors included; concurrent calls for the same
+    /// repository share one fetch.
+    pub async fn repo(&self, repo: &str) -> Result<Arc<HubRepo>, HubError> {
+        validate_repo_id(repo)?;
+        if self.offline {
+            return Err(HubError::Offline { repo: repo.to_owned() });
+        }
+        self.cache.get_or_fetch(repo, || async { self.fetch(repo).await.map(Arc::new) }).await
+    }
+
+    /// Asks the Hub for the model info, the file tree and, when gated, our access.
+    async fn fetch(&self, repo: &str) -> Result<HubRepo, HubError> {
+        let info = self.model_info(repo).await?;
+        let revision = info.sha.clone();
+        let mut files = self.tree(repo, revision.as_deref().unwrap_or("main")).await?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+
+        let gated = is_gated(&info.gated)
+            .ok_or_else(|| bad(repo, format!("`gated` has an unknown value `{}`", info.gated)))?;
+        let gate = if gated {
+            self.check_access(repo, revision.as_deref(), &files).await?
+        } else {
+            Gate::Open
+        };
+        Ok(HubRepo { repo: repo.to_owned(), revision, files, gate })
+    }
+
+    /// `GET /api/models/{repo}`.
+    async fn model_info(&self, repo: &str) -> Result<ModelInfo, HubError> {
+        let url = format!("{}/api/models/{repo}", self.endpoint);
+        let response = self.send(repo, || self.api.get(&url)).await?;
+        let response = self.classify(repo, response)?;
+        response.json().await.map_err(|error| bad(repo, format!("model info: {error}")))
+    }
+
+    /// `GET /api/models/{repo}/tree/{revision}?recursive=true`, following `Link` pages.
+    async fn tree(&self, repo: &str, revision: &str) -> Result<Vec<HubFile>, HubError> {
+        let first = format!("{}/api/models/{repo}/tree/{revision}?recursive=true", self.endpoint);
+        let mut next = Some(first);
+        let mut files = Vec::new();
+        for _ in 0..MAX_TREE_PAGES {
+            let Some(url) = next.take() else {
+                return Ok(files);
+            };
+            let response = self.send(repo, || self.api.get(&url)).await?;
+            let response = self.classify(repo, response)?;
+            next = self.next_page(repo, &response)?;
+            let entries: Vec<TreeEntry> =
+                response.json().await.map_err(|error| bad(repo, format!("file tree: {error}")))?;
+            files.extend(entries.into_iter().filter_map(TreeEntry::into_file));
+        }
+        match next {
+            None => Ok(files),
+            Some(_) => Err(bad(repo, format!("file tree has more than {MAX_TREE_PAGES} pages"))),
+        }
+    }
+
+    /// The `rel="next"` page of a tree listing, which must stay on the Hub's host.
+    fn next_page(&self, repo: &str, response: &Response) -> Result<Option<String>, HubError> {
+        let Some(target) = response
+            .headers()
+            .get_all(LINK)
+            .iter()
+            .find_map(|value| value.to_str().ok().and_then(next_link_target))
+        else {
+            return Ok(None);
+        };
+        let url = response
+            .url()
+            .join(&target)
+            .map_err(|_| bad(repo, format!("unreadable pagination link `{target}`")))?;
+
+        // The token travels with every page, so never follow a link to another server.
+        if !same_origin(&url, response.url()) {
+            return Err(bad(repo, format!("pagination link `{url}` leaves the Hub's host")));
+        }
+        Ok(Some(url.into()))
+    }
+
+    /// Probes a file of a gated repository with `HEAD .../resolve/...` to see if we may
+    /// download it.
+    async fn check_access(
+        &self,
+        repo: &str,
+        revision: Option<&str>,
+        files: &[HubFile],
+    ) -> Result<Gate, HubError> {
+        let page = format!("{}/{repo}", self.endpoint);
+        if self.token.is_none() {
+            let reason = format!(
+                "`{repo}` is gated: accept its licence at {page} and set `HF_TOKEN` to a \
+                 token of that account"
+            );
+            return Ok(Gate::Denied { reason });
+        }
+
+        // Weights (LFS files) are what a run downloads, so they are the ones worth probing.
+        let Some(file) = files.iter().find(|file| file.sha256.is_some()).or(files.first()) else {
+            let reason = format!("`{repo}` is gated and lists no file to check access with");
+            return Ok(Gate::Denied { reason });
+        };
+        let revision = revision.unwrap_or("main");
+        let url = format!("{page}/resolve/{revision}/{}", encode_path(&file.path));
+        let response = self.send(repo, || self.probe.head(&url)).await?;
+
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            return Ok(Gate::Granted);
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let reason = format!(
+                "`{repo}` is gated and the Hub token in use has no access (HTTP {}): accept \
+                 its licence at {page} with the token's account, or wait for approval",
+                status.as_u16()
+            );
+            return Ok(Gate::Denied { reason });
+        }
+        Err(self.status_error(repo, status))
+    }
+
+    /// Sends one request with the bearer token and the retry policy.
+    async fn send(
+        &self,
+        repo: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, HubError> {
+        let authorised = || match &self.token {
+            Some(Token(token)) => build().header(AUTHORIZATION, format!("Bearer {token}")),
+            None => build(),
+        };
+        http::send_with_retry(authorised, &self.policy)
+            .await
+            .map_err(|source| HubError::Network { repo: repo.to_owned(), source: Arc::new(source) })
+    }
+
+    /// Passes a 2xx response through and turns any other status into an error.
+    fn classify(&self, repo: &str, response: Response) -> Result<Response, HubError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(self.status_error(repo, status))
+    }
+
+    /// The error for a final non-success status.
+    fn status_error(&self, repo: &str, status: StatusCode) -> HubError {
+        let repo = repo.to_owned();
+        match status {
+            StatusCode::NOT_FOUND => HubError::NotFound { repo },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => HubError::Unauthorized {
+                repo,
+                status: status.as_u16(),
+                token_set: self.token.is_some(),
+            },
+            StatusCode::TOO_MANY_REQUESTS => HubError::RateLimited { repo },
+            _ => HubError::Status { repo, status: status.as_u16() },
+        }
+    }
+}
+
+/// The parts of `GET /api/models/{repo}` that kitt reads.
+#[derive(Deserialize)]
+struct ModelInfo {
+    sha: Option<String>,
+    #[serde(default)]
+    gated: serde_json::Value,
+}
+
+/// One entry of a tree listing.
+#[derive(Deserialize)]
+struct TreeEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    lfs: Option<LfsInfo>,
+}
+
+/// The LFS part of a tree entry.
+#[derive(Deserialize)]
+struct LfsInfo {
+    oid: String,
+    size: u64,
+}
+
+impl TreeEntry {
+    /// The file this entry describes; directories give `None`.
+    fn into_file(self) -> Option<HubFile> {
+        if self.kind != "file" {
+            return None;
+        }
+        let (size, sha256) = match self.lfs {
+            Some(lfs) => (lfs.size, Some(lfs.oid)),
+            None => (self.size, None),
+        };
+        Some(HubFile { path: self.path, size, sha256 })
+    }
+}
+
+/// Reads the model info's `gated` field: `false`/absent, `true`, `"auto"` or `"manual"`.
+fn is_gated(value: &serde_json::Value) -> Option<bool> {
+    match value {
+        serde_json::Value::Null => Some(false),
+        serde_json::Value::Bool(gated) => Some(*gated),
+        serde_json::Value::String(mode) => match mode.as_str() {
+            "auto" | "manual" | "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The target of the `rel="next"` entry in one `Link` header value.
+fn next_link_target(header: &str) -> Option<String> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        let is_next = params.split(';').any(|param| {
+            let param = param.trim().replace(' ', "");
+            param == "rel=\"next\"" || param == "rel=next"
+        });
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_owned())
+    })
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Percent-encodes each segment of a repository-relative path.
+fn encode_path(path: &str) -> String {
+    let mut encoded = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Whether an environment flag is switched on.
+fn is_truthy(value: &str) -> bool {
+    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+}
+
+/// A [`HubError::BadResponse`] for `repo`.
+fn bad(repo: &str, detail: String) -> HubError {
+    HubError::BadResponse { repo: repo.to_owned(), detail }
+}
+
+/// Checks a repository id before it goes into a URL: `org/name`, each part made of ASCII
+/// letters, digits, `-`, `_` and `.`, not starting or ending with `-` or `.`, without `--`
+/// or `..`, the name at most 96 characters.
+pub fn validate_repo_id(repo: &str) -> Result<(), HubError> {
+    let invalid =
+        |reason: &str| HubError::InvalidRepoId { repo: repo.to_owned(), reason: reason.to_owned() };
+    let Some((org, name)) = repo.split_once('/') else {
+        return Err(invalid("it has no `/` between organisation and name"));
+    };
+    for part in [org, name] {
+        if part.is_empty() {
+            return Err(invalid("the organisation and the name must not be empty"));
+        }
+        if !part.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(invalid(
+                "only ASCII letters, digits, `-`, `_`, `.` and one `/` are allowed",
+            ));
+        }
+        if part.starts_with(['-', '.']) || part.ends_with(['-', '.']) {
+            return Err(invalid("a part must not start or end with `-` or `.`"));
+        }
+        if part.contains("--") || part.contains("..") {
+            return Err(invalid("`--` and `..` are not allowed"));
+        }
+    }
+    if name.len() > 96 {
+        return Err(invalid("the name is longer than 96 characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn client(vars: &[(&str, &str)], token: Option<&str>) -> Result<HubClient, HubError> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        HubClient::from_lookup(token.map(str::to_owned), |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn env_defaults_to_the_public_hub_online_without_token() {
+        let hub = client(&[], None).expect("default client");
+        assert_eq!(hub.endpoint(), DEFAULT_ENDPOINT);
+        assert!(!hub.is_offline());
+        assert!(!hub.has_token());
+    }
+
+    #[test]
+    fn env_reads_endpoint_token_and_offline_flags() {
+        let vars = [("HF_ENDPOINT", "http://127.0.0.1:9/"), ("HF_TOKEN", "hf_env")];
+        let hub = client(&vars, None).expect("client");
+        assert_eq!(hub.endpoint(), "http://127.0.0.1:9");
+        assert!(hub.has_token());
+        for flag in ["1", "true", "YES", "on"] {
+            assert!(client(&[("HF_HUB_OFFLINE", flag)], None).expect("client").is_offline());
+        }
+        assert!(client(&[("KITT_OFFLINE", "1")], None).expect("client").is_offline());
+        assert!(!client(&[("HF_HUB_OFFLINE", "0")], None).expect("client").is_offline());
+    }
+
+    #[test]
+    fn token_never_shows_in_debug_output() {
+        let hub = client(&[], Some("hf_secret")).expect("client");
+        assert!(!format!("{hub:?}").contains("hf_secret"));
+    }
+
+    #[test]
+    fn bad_endpoint_is_named() {
+        let error = client(&[("HF_ENDPOINT", "huggingface.co")], None).expect_err("bad URL");
+        assert_eq!(
+            error.to_string(),
+            "`HF_ENDPOINT` must be an http(s) URL without query, got `huggingface.co`"
+        );
+    }
+
+    #[test]
+    fn repo_ids_are_validated() {
+        for good in ["meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct-GGUF", "a/b"] {
+            assert!(validate_repo_id(good).is_ok(), "{good}");
+        }
+        for bad in ["gpt2", "a/b/c", "/b", "a/", "a b/c", "org/na..me", "-org/x", "o/x.", "o/é"] {
+            assert!(validate_repo_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gated_field_values() {
+        assert_eq!(is_gated(&serde_json::json!(false)), Some(false));
+        assert_eq!(is_gated(&serde_json::json!(null)), Some(false));
+        assert_eq!(is_gated(&serde_json::json!("manual")), Some(true));
+        assert_eq!(is_gated(&serde_json::json!("auto")), Some(true));
+        assert_eq!(is_gated(&serde_json::json!(3)), None);
+    }
+
+    #[test]
+    fn link_header_next_target() {
+        let header = concat!(
+            r#"<https://h.co/api/x?cursor=a>; rel="prev", "#,
+            r#"<https://h.co/api/x?cursor=b>; rel="next""#
+        );
+        assert_eq!(next_link_target(header).as_deref(), Some("https://h.co/api/x?cursor=b"));
+        assert_eq!(next_link_target(r#"<https://h.co/a>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn paths_are_percent_encoded_per_segment() {
+        assert_eq!(encode_path("dir/a b#1.gguf"), "dir/a%20b%231.gguf");
+    }
+}

@@ -1,1 +1,3 @@
-//! (in progress)
+//! What users read: tables and JSON.
+
+pub mod plan;

@@ -1,0 +1,198 @@
+//! The validated campaign: what the rest of kitt reads instead of the YAML.
+
+use std::path::PathBuf;
+
+use crate::engine::{EngineKind, Format};
+use crate::plan::glob::QuantGlob;
+use crate::plan::quant::QuantLabel;
+
+use super::secret::Secret;
+
+/// Bytes in one `_gb` unit of the config. Sizes and the disk reserve are
+/// binary gigabytes (GiB), as free space has always been measured.
+pub const GB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// A validated campaign config.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    /// `campaign_name`.
+    pub name: String,
+    /// `description`.
+    pub description: String,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// The models, in file order.
+    pub models: Vec<ModelSpec>,
+    /// The engines, in file order.
+    pub engines: Vec<EngineSpec>,
+    /// `disk`.
+    pub disk: DiskPolicy,
+    /// `notifications`.
+    pub notifications: Notifications,
+    /// The top-level `quant_filter`.
+    pub quant_filter: QuantFilter,
+    /// `resource_limits.max_model_size_gb` in bytes; `None` when 0 or absent.
+    pub max_model_size_bytes: Option<u64>,
+    /// `parallel`.
+    pub parallel: bool,
+    /// Devon settings.
+    pub devon: Devon,
+    /// `hf_token`, else `HF_TOKEN`.
+    pub hf_token: Option<Secret>,
+    /// `skip_gated`: skip gated repositories we cannot access instead of failing them.
+    pub skip_gated: bool,
+    /// `schedule`: a cron expression this file is meant to run on.
+    pub schedule: Option<String>,
+    /// `auto_compare`: compare each result with the previous result of the same run key.
+    pub auto_compare: bool,
+    /// Things that are allowed but probably not what the user wants.
+    pub warnings: Vec<String>,
+}
+
+/// One model of the matrix.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Display name; part of every run key.
+    pub name: String,
+    /// Parameter count parsed from `params`.
+    pub params: Option<u64>,
+    /// `params` as written.
+    pub params_text: String,
+    /// `safetensors_repo`.
+    pub safetensors_repo: Option<String>,
+    /// `gguf_repo`.
+    pub gguf_repo: Option<String>,
+    /// `ollama_tag`.
+    pub ollama_tag: Option<String>,
+    /// `estimated_size_gb` in bytes.
+    pub estimated_size_bytes: Option<u64>,
+}
+
+/// One engine of the matrix.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// The benchmark suite to run.
+    pub suite: String,
+    /// The formats this engine entry may load, in preference order.
+    pub formats: Vec<Format>,
+    /// Engine parameters from `config`.
+    pub config: EngineConfig,
+    /// The engine's own `quant_filter`, applied after the top-level one.
+    pub quant_filter: QuantFilter,
+}
+
+/// How an engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineMode {
+    /// A process on this machine.
+    #[default]
+    Native,
+    /// A container through the `docker` CLI.
+    Docker,
+}
+
+/// An engine's `config` map, typed.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Path of the engine's server binary.
+    pub binary: Option<PathBuf>,
+    /// Native or Docker.
+    pub mode: EngineMode,
+    /// Container image overriding the engine's default.
+    pub image: Option<String>,
+    /// Base URL of an already-running OpenAI-compatible server (`openai` only).
+    pub base_url: Option<String>,
+    /// The model id to ask the server for (`openai` only; default: the model's name).
+    pub model: Option<String>,
+    /// Context size in tokens.
+    pub context_size: Option<u32>,
+    /// Layers to offload to GPUs (-1: all).
+    pub gpu_layers: Option<i32>,
+    /// Parallel request slots.
+    pub parallel: Option<u32>,
+    /// CPU threads.
+    pub threads: Option<u32>,
+    /// Extra command-line arguments passed to the engine as given.
+    pub extra_args: Vec<String>,
+}
+
+/// `disk`.
+#[derive(Debug, Clone)]
+pub struct DiskPolicy {
+    /// Free space to keep, in bytes.
+    pub reserve_bytes: u64,
+    /// `disk.storage_path`, `~` expanded.
+    pub storage_path: Option<PathBuf>,
+    /// Delete what kitt downloaded for a run once the run is over.
+    pub cleanup_after_run: bool,
+}
+
+/// Events a notification can be sent for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// The campaign finished.
+    Complete,
+    /// A run failed.
+    Failure,
+    /// A result is worse than the previous one of the same key (needs `auto_compare`).
+    Regression,
+}
+
+/// `notifications`.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    /// Webhook to POST events to.
+    pub webhook_url: Option<String>,
+    /// Address to mail events to (needs `smtp_host`).
+    pub email: Option<String>,
+    /// SMTP relay host.
+    pub smtp_host: Option<String>,
+    /// SMTP relay port.
+    pub smtp_port: u16,
+    /// SMTP user.
+    pub smtp_user: Option<String>,
+    /// `smtp_password`, else `KITT_SMTP_PASSWORD`.
+    pub smtp_password: Option<Secret>,
+    /// Desktop notifications.
+    pub desktop: bool,
+    /// Which events are sent.
+    pub events: Vec<NotifyEvent>,
+}
+
+/// Devon settings (`devon_managed`, `devon_url`, `devon_api_key`).
+#[derive(Debug, Clone)]
+pub struct Devon {
+    /// Manage model downloads through Devon.
+    pub managed: bool,
+    /// Devon's HTTP API.
+    pub url: Option<String>,
+    /// `devon_api_key`, else `DEVON_API_KEY`.
+    pub api_key: Option<Secret>,
+}
+
+/// Skip and include globs over quantization labels.
+#[derive(Debug, Clone, Default)]
+pub struct QuantFilter {
+    /// Labels matching any of these are skipped.
+    pub skip: Vec<QuantGlob>,
+    /// When not empty, only labels matching one of these are kept.
+    pub include_only: Vec<QuantGlob>,
+}
+
+impl QuantFilter {
+    /// Why the filter leaves `label` out, or `None` when it keeps it. Skip
+    /// patterns apply before include patterns.
+    pub fn exclusion(&self, label: &QuantLabel) -> Option<String> {
+        if let Some(glob) = self.skip.iter().find(|glob| glob.matches(label)) {
+            return Some(format!("quant_filter: skip pattern `{}`", glob.pattern()));
+        }
+        let included = self.include_only.iter().any(|glob| glob.matches(label));
+        if !self.include_only.is_empty() && !included {
+            let patterns: Vec<&str> = self.include_only.iter().map(QuantGlob::pattern).collect();
+            return Some(format!("quant_filter: not in include_only ({})", patterns.join(", ")));
+        }
+        None
+    }
+}

@@ -1,0 +1,219 @@
+//! Config errors that name the file, line, column and field, with a snippet.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde_saphyr::Error as YamlError;
+use serde_saphyr::MessageFormatter;
+
+use super::raw::KEYS_ELSEWHERE;
+use super::suggest::did_you_mean;
+
+/// Why a campaign file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read campaign config `{}`", path.display())]
+    Read {
+        /// The file as given.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but holds one or more problems.
+    #[error("{}", render(path, problems))]
+    Invalid {
+        /// The file as given.
+        path: PathBuf,
+        /// Each problem found, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One problem in a config file, located at a line and column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// 1-based line; 0 when the problem concerns the whole file.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// The field's path, as `disk.reserve_gb` or `models[1].name`; empty for the file.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, when kitt knows.
+    pub help: Option<String>,
+    /// The source line the problem is on.
+    pub source_line: Option<String>,
+}
+
+impl Problem {
+    /// A problem at a location, without a snippet (added when rendering against the source).
+    pub fn at(
+        line: u64,
+        column: u64,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Problem {
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+            help: None,
+            source_line: None,
+        }
+    }
+
+    /// Adds a hint on how to fix the problem.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Sets the hint on a problem already recorded.
+    pub fn hint(&mut self, help: impl Into<String>) {
+        self.help = Some(help.into());
+    }
+
+    /// Attaches the source line the problem points at.
+    pub fn with_source(mut self, source: &str) -> Self {
+        if self.line > 0 {
+            let index = usize::try_from(self.line - 1).unwrap_or(usize::MAX);
+            self.source_line = source.lines().nth(index).map(str::to_owned);
+        }
+        self
+    }
+}
+
+fn render(path: &std::path::Path, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    let count = problems.len();
+    let noun = if count == 1 { "problem" } else { "problems" };
+    out.push_str(&format!("campaign config `{}` has {count} {noun}", path.display()));
+    for problem in problems {
+        out.push_str("\n\n");
+        out.push_str(&render_problem(path, problem));
+    }
+    out
+}
+
+fn render_problem(path: &std::path::Path, problem: &Problem) -> String {
+    let mut out = String::new();
+    let field =
+        if problem.field.is_empty() { String::new() } else { format!("`{}`: ", problem.field) };
+    if problem.line == 0 {
+        out.push_str(&format!("  --> {}\n  {field}{}", path.display(), problem.message));
+    } else {
+        let location = format!("{}:{}:{}", path.display(), problem.line, problem.column);
+        out.push_str(&format!("  --> {location}\n  {field}{}", problem.message));
+    }
+    if let Some(line) = &problem.source_line {
+        let number = problem.line.to_string();
+        let gutter = " ".repeat(number.len());
+        let caret_pad = " ".repeat(usize::try_from(problem.column.saturating_sub(1)).unwrap_or(0));
+        out.push_str(&format!("\n   {gutter}|\n   {number}| {line}\n   {gutter}| {caret_pad}^"));
+    }
+    if let Some(help) = &problem.help {
+        out.push_str(&format!("\n  help: {help}"));
+    }
+    out
+}
+
+/// Turns a YAML or serde error into a located problem. `field` is the path
+/// serde was at; serde-saphyr's `Spanned` wrapper adds a `.value` suffix.
+pub fn problem_from_yaml(error: &YamlError, field: Option<String>, source: &str) -> Problem {
+    let (line, column) = error.location().map_or((0, 0), |at| (at.line(), at.column()));
+    let field = clean_path(field.unwrap_or_default());
+    let problem = match error {
+        YamlError::SerdeUnknownField { field: key, expected, .. } => {
+            unknown_key(&field, key, expected, line, column)
+        }
+        YamlError::SerdeMissingField { field: key, .. } => {
+            let path = join(&field, key);
+            Problem::at(line, column, path, format!("required field `{key}` is missing"))
+        }
+        YamlError::DuplicateMappingKey { key, .. } => {
+            let key = key.clone().unwrap_or_default();
+            Problem::at(line, column, field, format!("key `{key}` appears twice in this mapping"))
+                .help("remove one of them; kitt does not guess which one you meant")
+        }
+        YamlError::Eof { .. } if source.trim().is_empty() || only_comments(source) => {
+            Problem::at(0, 0, "", "the file is empty")
+                .help("a campaign needs at least `campaign_name`, `models` and `engines`")
+        }
+        YamlError::Unexpected { expected, .. } if field.is_empty() => {
+            Problem::at(line, column, "", format!("the top level must be a mapping ({expected})"))
+                .help("start the file with `campaign_name: <name>`")
+        }
+        YamlError::InvalidScalar { ty, .. } => {
+            let found = scalar_at(source, line, column);
+            Problem::at(line, column, field, format!("expected {}, found `{found}`", noun(ty)))
+        }
+        YamlError::SerdeInvalidType { unexpected, expected, .. } => {
+            Problem::at(line, column, field, format!("expected {expected}, found {unexpected}"))
+        }
+        other => {
+            let message = serde_saphyr::DefaultMessageFormatter.format_message(other);
+            Problem::at(line, column, field, message.into_owned())
+        }
+    };
+    problem.with_source(source)
+}
+
+fn unknown_key(section: &str, key: &str, expected: &[&str], line: u64, column: u64) -> Problem {
+    let path = join(section, key);
+    let problem = Problem::at(line, column, path, format!("unknown key `{key}`"));
+    if let Some(near) = did_you_mean(key, expected.iter().copied()) {
+        return problem.help(format!("did you mean `{near}`?"));
+    }
+    if let Some((_, home)) = KEYS_ELSEWHERE.iter().find(|(name, _)| *name == key) {
+        return problem.help(format!("`{key}` belongs under `{home}`"));
+    }
+    let allowed = expected.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    problem.help(format!("allowed keys here: {allowed}"))
+}
+
+fn noun(ty: &str) -> String {
+    match ty {
+        "f64" | "f32" => "a number".to_owned(),
+        "i64" | "u64" | "i32" | "u32" | "usize" => "a whole number".to_owned(),
+        "bool" => "`true` or `false`".to_owned(),
+        other => format!("a value of type {other}"),
+    }
+}
+
+fn scalar_at(source: &str, line: u64, column: u64) -> String {
+    let index = usize::try_from(line.saturating_sub(1)).unwrap_or(usize::MAX);
+    let start = usize::try_from(column.saturating_sub(1)).unwrap_or(0);
+    let text = source.lines().nth(index).unwrap_or_default();
+    let rest: String = text.chars().skip(start).collect();
+    let value = rest.split(" #").next().unwrap_or_default();
+    value.trim().to_owned()
+}
+
+fn only_comments(source: &str) -> bool {
+    source.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
+    })
+}
+
+fn clean_path(path: String) -> String {
+    let path = path.replace(".value", "");
+    match path.as_str() {
+        "." | "?" => String::new(),
+        _ => path,
+    }
+}
+
+fn join(section: &str, key: &str) -> String {
+    if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: `{}`: {}", self.line, self.column, self.field, self.message)
+    }
+}

@@ -1,0 +1,637 @@
+//! Raw config → validated [`Campaign`]: every semantic rule of a campaign file.
+//!
+//! All problems are collected, not just the first, each with the location of
+//! the value it concerns, so one run of kitt shows everything to fix.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_saphyr::Spanned;
+
+use super::campaign::*;
+use super::error::Problem;
+use super::raw::*;
+use super::secret::{Secret, SecretOrigin};
+use super::suggest::did_you_mean;
+use crate::engine::{EngineKind, Format};
+use crate::plan::glob::QuantGlob;
+use crate::plan::size::parse_params;
+
+/// The suites kitt ships.
+pub const SUITES: &[&str] = &["quick", "standard", "performance"];
+
+const DEFAULT_RESERVE_GB: f64 = 100.0;
+const DEFAULT_SMTP_PORT: u16 = 587;
+const CRON_MACROS: &[&str] =
+    &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+
+static REPO_ID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+        .expect("static regex")
+});
+static OLLAMA_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^([a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+        .expect("static regex")
+});
+
+/// Checks a parsed file and builds the campaign, or returns every problem found.
+pub fn validate(raw: RawCampaign, path: &Path, source: &str) -> Result<Campaign, Vec<Problem>> {
+    let mut check = Checker { problems: Vec::new(), warnings: Vec::new() };
+    let campaign = check.campaign(raw, path);
+    if check.problems.is_empty() {
+        Ok(Campaign { warnings: check.warnings, ..campaign })
+    } else {
+        let mut problems: Vec<Problem> =
+            check.problems.into_iter().map(|problem| problem.with_source(source)).collect();
+        problems.sort_by_key(|problem| (problem.line, problem.column));
+        Err(problems)
+    }
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Checker {
+    fn report<T>(&mut self, value: &Spanned<T>, field: &str, message: String) -> &mut Problem {
+        let at = value.referenced;
+        self.problems.push(Problem::at(at.line(), at.column(), field, message));
+        self.problems.last_mut().expect("just pushed")
+    }
+
+    fn report_file(&mut self, field: &str, message: String) -> &mut Problem {
+        self.problems.push(Problem::at(0, 0, field, message));
+        self.problems.last_mut().expect("just pushed")
+    }
+
+    fn campaign(&mut self, raw: RawCampaign, path: &Path) -> Campaign {
+        let name = raw.campaign_name.value.trim().to_owned();
+        if !name.chars().any(char::is_alphanumeric) {
+            let message = format!("`{name}` has no letter or digit to build a campaign ID from");
+            self.report(&raw.campaign_name, "campaign_name", message);
+        }
+        if let Some(rules) = &raw.matching_rules {
+            self.report(rules, "matching_rules", "`matching_rules` is not supported".into()).hint(
+                "list the models under `models` and narrow quantizations with `quant_filter`",
+            );
+        }
+
+        let engines = self.engines(raw.engines);
+        let has_openai = engines.iter().any(|engine| engine.kind == EngineKind::Openai);
+        let models = self.models(raw.models, has_openai);
+        let notifications = self.notifications(raw.notifications, raw.auto_compare);
+        let schedule = raw.schedule.map(|schedule| self.schedule(schedule));
+        let devon_url = raw.devon_url.map(|url| self.url(url, "devon_url"));
+
+        Campaign {
+            name,
+            description: raw.description.unwrap_or_default(),
+            path: path.to_owned(),
+            models,
+            engines,
+            disk: self.disk(raw.disk),
+            notifications,
+            quant_filter: self
+                .filter(&raw.quant_filter.skip_patterns, &raw.quant_filter.include_only),
+            max_model_size_bytes: self.max_model_size(raw.resource_limits),
+            parallel: raw.parallel,
+            devon: Devon {
+                managed: raw.devon_managed,
+                url: devon_url,
+                api_key: self.secret(raw.devon_api_key, "devon_api_key", "DEVON_API_KEY"),
+            },
+            hf_token: self.secret(raw.hf_token, "hf_token", "HF_TOKEN"),
+            skip_gated: raw.skip_gated,
+            schedule,
+            auto_compare: raw.auto_compare,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn models(&mut self, raw: Option<Spanned<Vec<RawModel>>>, has_openai: bool) -> Vec<ModelSpec> {
+        let Some(list) = raw else {
+            self.report_file("models", "required field `models` is missing".into())
+                .hint("list at least one model with a `name` and a source such as `gguf_repo`");
+            return Vec::new();
+        };
+        if list.value.is_empty() {
+            self.report(
+                &list,
+                "models",
+                "`models` is empty: the campaign would plan nothing".into(),
+            );
+        }
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut models = Vec::new();
+        for (index, model) in list.value.into_iter().enumerate() {
+            let field = format!("models[{index}]");
+            let name = self.name(&model.name, &format!("{field}.name"), "model", &mut seen);
+            let params_text = model.params.as_ref().map(|p| p.value.trim().to_owned());
+            let params = model.params.as_ref().and_then(|p| self.params(p, &field));
+            let gguf_repo = model.gguf_repo.map(|repo| self.repo(repo, &field, "gguf_repo"));
+            let safetensors_repo =
+                model.safetensors_repo.map(|repo| self.repo(repo, &field, "safetensors_repo"));
+            let ollama_tag = model.ollama_tag.map(|tag| self.ollama_tag(tag, &field));
+            let estimated = model
+                .estimated_size_gb
+                .and_then(|size| self.size_gb(&size, &format!("{field}.estimated_size_gb")));
+            let has_source =
+                gguf_repo.is_some() || safetensors_repo.is_some() || ollama_tag.is_some();
+            if !has_source && !has_openai {
+                let message = format!("model `{name}` names no source to load it from");
+                self.report(&model.name, &format!("{field}.name"), message)
+                    .hint("set `gguf_repo`, `safetensors_repo` or `ollama_tag`");
+            }
+            models.push(ModelSpec {
+                name,
+                params,
+                params_text: params_text.unwrap_or_default(),
+                safetensors_repo,
+                gguf_repo,
+                ollama_tag,
+                estimated_size_bytes: estimated.filter(|bytes| *bytes > 0),
+            });
+        }
+        models
+    }
+
+    fn engines(&mut self, raw: Option<Spanned<Vec<RawEngine>>>) -> Vec<EngineSpec> {
+        let Some(list) = raw else {
+            self.report_file("engines", "required field `engines` is missing".into())
+                .hint(format!("list at least one engine: {}", EngineKind::NAMES.join(", ")));
+            return Vec::new();
+        };
+        if list.value.is_empty() {
+            self.report(
+                &list,
+                "engines",
+                "`engines` is empty: the campaign would plan nothing".into(),
+            );
+        }
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut engines = Vec::new();
+        for (index, engine) in list.value.into_iter().enumerate() {
+            if let Some(spec) = self.engine(engine, index, &mut seen) {
+                engines.push(spec);
+            }
+        }
+        engines
+    }
+
+    fn engine(
+        &mut self,
+        raw: RawEngine,
+        index: usize,
+        seen: &mut HashMap<String, u64>,
+    ) -> Option<EngineSpec> {
+        let field = format!("engines[{index}]");
+        let name_field = format!("{field}.name");
+        let name = self.name(&raw.name, &name_field, "engine", seen);
+        let Some(kind) = EngineKind::parse(&name) else {
+            let problem = self.report(&raw.name, &name_field, format!("unknown engine `{name}`"));
+            match did_you_mean(&name, EngineKind::NAMES.iter().copied()) {
+                Some(near) => problem.hint(format!("did you mean `{near}`?")),
+                None => problem.hint(format!("known engines: {}", EngineKind::NAMES.join(", "))),
+            };
+            return None;
+        };
+        let suite = match raw.suite {
+            Some(suite) => self.suite(suite, &field),
+            None => "standard".to_owned(),
+        };
+        let formats = self.formats(kind, raw.formats, &field);
+        let config = self.engine_config(kind, raw.config, &field);
+        let quant_filter = match raw.quant_filter {
+            Some(filter) => self.engine_filter(&filter, &field),
+            None => QuantFilter::default(),
+        };
+        Some(EngineSpec { kind, suite, formats, config, quant_filter })
+    }
+
+    fn name(
+        &mut self,
+        name: &Spanned<String>,
+        field: &str,
+        what: &str,
+        seen: &mut HashMap<String, u64>,
+    ) -> String {
+        let trimmed = name.value.trim().to_owned();
+        if trimmed.is_empty() {
+            self.report(name, field, format!("the {what} name is empty"));
+        } else if trimmed.contains('|') {
+            self.report(name, field, format!("the {what} name `{trimmed}` contains `|`"))
+                .hint("`|` separates the parts of a run key; choose another character");
+        } else if let Some(first) = seen.get(&trimmed.to_lowercase()) {
+            let message = format!("{what} `{trimmed}` is listed twice (first on line {first})");
+            self.report(name, field, message)
+                .hint(format!("each {what} needs its own name: run keys are model|engine|quant"));
+        } else {
+            seen.insert(trimmed.to_lowercase(), name.referenced.line());
+        }
+        trimmed
+    }
+
+    fn params(&mut self, params: &Spanned<String>, field: &str) -> Option<u64> {
+        let text = params.value.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let parsed = parse_params(text);
+        if parsed.is_none() {
+            let message = format!("cannot read a parameter count from `{text}`");
+            self.report(params, &format!("{field}.params"), message)
+                .hint("write it like `8B`, `1.5B`, `500M` or `8x7B`");
+        }
+        parsed
+    }
+
+    fn repo(&mut self, repo: Spanned<String>, field: &str, key: &str) -> String {
+        let text = repo.value.trim().to_owned();
+        if !REPO_ID.is_match(&text) {
+            let message = format!("`{text}` is not a repository id");
+            self.report(&repo, &format!("{field}.{key}"), message)
+                .hint("write it as `organisation/name`, e.g. `Qwen/Qwen2.5-7B-Instruct-GGUF`");
+        }
+        text
+    }
+
+    fn ollama_tag(&mut self, tag: Spanned<String>, field: &str) -> String {
+        let text = tag.value.trim().to_owned();
+        if !OLLAMA_TAG.is_match(&text) {
+            let message = format!("`{text}` is not an Ollama model tag");
+            self.report(&tag, &format!("{field}.ollama_tag"), message)
+                .hint("write it as `name:tag` in lower case, e.g. `llama3.1:8b`");
+        }
+        text
+    }
+
+    fn size_gb(&mut self, size: &Spanned<f64>, field: &str) -> Option<u64> {
+        if !size.value.is_finite() || size.value < 0.0 {
+            let message = format!("must be zero or more, got {}", size.value);
+            self.report(size, field, message);
+            return None;
+        }
+        // Sizes are at most a few thousand GiB; the product fits easily in u64.
+        Some((size.value * GB).round() as u64)
+    }
+
+    fn suite(&mut self, suite: Spanned<String>, field: &str) -> String {
+        let text = suite.value.trim().to_owned();
+        if !SUITES.contains(&text.as_str()) {
+            let problem =
+                self.report(&suite, &format!("{field}.suite"), format!("unknown suite `{text}`"));
+            match did_you_mean(&text, SUITES.iter().copied()) {
+                Some(near) => problem.hint(format!("did you mean `{near}`?")),
+                None => problem.hint(format!("known suites: {}", SUITES.join(", "))),
+            };
+        }
+        text
+    }
+
+    fn formats(
+        &mut self,
+        kind: EngineKind,
+        raw: Option<Vec<Spanned<String>>>,
+        field: &str,
+    ) -> Vec<Format> {
+        let field = format!("{field}.formats");
+        let Some(list) = raw else {
+            return kind.default_formats().to_vec();
+        };
+        if kind == EngineKind::Openai {
+            if let Some(first) = list.first() {
+                self.report(first, &field, "`openai` serves whatever its server has loaded".into())
+                    .hint("remove `formats` from this engine");
+            }
+            return Vec::new();
+        }
+        if list.is_empty() {
+            self.report_file(&field, "`formats` is empty: this engine would plan nothing".into());
+        }
+        let mut formats = Vec::new();
+        for name in &list {
+            match Format::parse(name.value.trim()) {
+                Some(format) if kind.formats().contains(&format) => {
+                    if !formats.contains(&format) {
+                        formats.push(format);
+                    }
+                }
+                Some(format) => {
+                    let accepted: Vec<&str> = kind.formats().iter().map(|f| f.name()).collect();
+                    let message = format!("engine `{kind}` cannot load `{format}` models");
+                    self.report(name, &field, message)
+                        .hint(format!("`{kind}` accepts {}", accepted.join(", ")));
+                }
+                None => {
+                    let message = format!("unknown format `{}`", name.value);
+                    let problem = self.report(name, &field, message);
+                    match did_you_mean(&name.value, Format::NAMES.iter().copied()) {
+                        Some(near) => problem.hint(format!("did you mean `{near}`?")),
+                        None => {
+                            problem.hint(format!("known formats: {}", Format::NAMES.join(", ")))
+                        }
+                    };
+                }
+            }
+        }
+        // Keep the engine's own preference order whatever order the file lists them in.
+        formats.sort_by_key(|format| kind.formats().iter().position(|known| known == format));
+        formats
+    }
+
+    fn engine_config(
+        &mut self,
+        kind: EngineKind,
+        raw: RawEngineConfig,
+        field: &str,
+    ) -> EngineConfig {
+        let field = format!("{field}.config");
+        let mut config = EngineConfig { extra_args: raw.extra_args, ..EngineConfig::default() };
+        if let Some(mode) = raw.mode {
+            config.mode = match mode.value.trim() {
+                "native" => EngineMode::Native,
+                "docker" if kind.is_managed() && kind != EngineKind::Mlx => EngineMode::Docker,
+                "docker" => {
+                    let message = format!("engine `{kind}` has no Docker mode");
+                    self.report(&mode, &format!("{field}.mode"), message);
+                    EngineMode::Native
+                }
+                other => {
+                    let message = format!("unknown mode `{other}`");
+                    self.report(&mode, &format!("{field}.mode"), message)
+                        .hint("use `native` or `docker`");
+                    EngineMode::Native
+                }
+            };
+        }
+        config.binary = raw.binary.map(|binary| {
+            if !kind.is_managed() {
+                let message = "`openai` engines are never started by kitt".to_owned();
+                self.report(&binary, &format!("{field}.binary"), message)
+                    .hint("remove `binary`; set `base_url` to the running server");
+            }
+            expand_home(binary.value.trim())
+        });
+        config.image = raw.image.map(|image| image.value.trim().to_owned());
+        config.base_url = self.base_url(kind, raw.base_url, &field);
+        config.model = raw.model.map(|model| {
+            if kind.is_managed() {
+                let message = "only `openai` engines take a served `model` id".to_owned();
+                self.report(&model, &format!("{field}.model"), message);
+            }
+            model.value.trim().to_owned()
+        });
+        config.context_size = self.bounded(raw.context_size, &field, "context_size", 1, 10_000_000);
+        config.gpu_layers = self.bounded(raw.gpu_layers, &field, "gpu_layers", -1, 100_000);
+        config.parallel = self.bounded(raw.parallel, &field, "parallel", 1, 1024);
+        config.threads = self.bounded(raw.threads, &field, "threads", 1, 4096);
+        config
+    }
+
+    fn base_url(
+        &mut self,
+        kind: EngineKind,
+        raw: Option<Spanned<String>>,
+        field: &str,
+    ) -> Option<String> {
+        match (kind, raw) {
+            (EngineKind::Openai, None) => {
+                self.report_file(
+                    &format!("{field}.base_url"),
+                    "an `openai` engine needs `base_url`".into(),
+                )
+                .hint("set it to the running server, e.g. `http://127.0.0.1:8000/v1`");
+                None
+            }
+            (EngineKind::Openai, Some(url)) => Some(self.url(url, &format!("{field}.base_url"))),
+            (_, Some(url)) => {
+                let message = format!("engine `{kind}` is started by kitt on a port it chooses");
+                self.report(&url, &format!("{field}.base_url"), message)
+                    .hint("use the `openai` engine to benchmark a server that is already running");
+                None
+            }
+            (_, None) => None,
+        }
+    }
+
+    fn bounded<T: TryFrom<i64>>(
+        &mut self,
+        value: Option<Spanned<i64>>,
+        field: &str,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<T> {
+        let value = value?;
+        if value.value < min || value.value > max {
+            let message = format!("must be between {min} and {max}, got {}", value.value);
+            self.report(&value, &format!("{field}.{key}"), message);
+            return None;
+        }
+        T::try_from(value.value).ok()
+    }
+
+    fn url(&mut self, url: Spanned<String>, field: &str) -> String {
+        let text = url.value.trim().to_owned();
+        let has_scheme = text.starts_with("http://") || text.starts_with("https://");
+        if !has_scheme || text.len() <= "https://".len() {
+            self.report(&url, field, format!("`{text}` is not an http(s) URL"));
+        }
+        text
+    }
+
+    fn disk(&mut self, raw: RawDisk) -> DiskPolicy {
+        let reserve = match raw.reserve_gb {
+            Some(reserve) => self.size_gb(&reserve, "disk.reserve_gb").unwrap_or_default(),
+            None => (DEFAULT_RESERVE_GB * GB) as u64,
+        };
+        let storage_path = raw.storage_path.and_then(|path| {
+            let text = path.value.trim();
+            if text.is_empty() {
+                self.report(&path, "disk.storage_path", "the path is empty".into());
+                return None;
+            }
+            Some(expand_home(text))
+        });
+        DiskPolicy {
+            reserve_bytes: reserve,
+            storage_path,
+            cleanup_after_run: raw.cleanup_after_run.unwrap_or(true),
+        }
+    }
+
+    fn max_model_size(&mut self, raw: RawResourceLimits) -> Option<u64> {
+        let limit = raw.max_model_size_gb?;
+        self.size_gb(&limit, "resource_limits.max_model_size_gb").filter(|bytes| *bytes > 0)
+    }
+
+    fn filter(&mut self, skip: &[Spanned<String>], include: &[Spanned<String>]) -> QuantFilter {
+        QuantFilter {
+            skip: skip.iter().filter_map(|p| self.glob(p, "quant_filter.skip_patterns")).collect(),
+            include_only: include
+                .iter()
+                .filter_map(|p| self.glob(p, "quant_filter.include_only"))
+                .collect(),
+        }
+    }
+
+    fn glob(&mut self, pattern: &Spanned<String>, field: &str) -> Option<QuantGlob> {
+        match QuantGlob::new(&pattern.value) {
+            Ok(glob) => Some(glob),
+            Err(error) => {
+                self.report(pattern, field, error.to_string());
+                None
+            }
+        }
+    }
+
+    fn engine_filter(&mut self, raw: &Spanned<RawEngineQuantFilter>, field: &str) -> QuantFilter {
+        let field = format!("{field}.quant_filter");
+        let mut compile = |patterns: &[String]| {
+            let mut globs = Vec::new();
+            for pattern in patterns {
+                match QuantGlob::new(pattern) {
+                    Ok(glob) => globs.push(glob),
+                    Err(error) => {
+                        self.report(raw, &field, error.to_string());
+                    }
+                }
+            }
+            globs
+        };
+        let skip = compile(&raw.value.skip_patterns);
+        let include_only = compile(&raw.value.include_only);
+        QuantFilter { skip, include_only }
+    }
+
+    fn notifications(&mut self, raw: RawNotifications, auto_compare: bool) -> Notifications {
+        let webhook_url = raw
+            .webhook_url
+            .filter(|url| !url.value.trim().is_empty())
+            .map(|url| self.url(url, "notifications.webhook_url"));
+        let smtp_port = self
+            .bounded(raw.smtp_port, "notifications", "smtp_port", 1, 65_535)
+            .unwrap_or(DEFAULT_SMTP_PORT);
+        let email = raw.email.map(|email| {
+            let text = email.value.trim().to_owned();
+            if !text.contains('@') {
+                self.report(&email, "notifications.email", format!("`{text}` is not an address"));
+            } else if raw.smtp_host.is_none() {
+                self.report(&email, "notifications.email", "email needs an SMTP relay".into())
+                    .hint("set `notifications.smtp_host` (and `smtp_port`, default 587)");
+            }
+            text
+        });
+        let events = self.events(raw.notify_on, raw.on_complete, raw.on_failure, auto_compare);
+        Notifications {
+            webhook_url,
+            email,
+            smtp_host: raw.smtp_host.map(|host| host.value.trim().to_owned()),
+            smtp_port,
+            smtp_user: raw.smtp_user,
+            smtp_password: self.secret(
+                raw.smtp_password,
+                "notifications.smtp_password",
+                "KITT_SMTP_PASSWORD",
+            ),
+            desktop: raw.desktop.unwrap_or(false),
+            events,
+        }
+    }
+
+    fn events(
+        &mut self,
+        notify_on: Option<Spanned<Vec<Spanned<String>>>>,
+        on_complete: Option<Spanned<bool>>,
+        on_failure: Option<Spanned<bool>>,
+        auto_compare: bool,
+    ) -> Vec<NotifyEvent> {
+        let Some(list) = notify_on else {
+            let mut events = Vec::new();
+            if on_complete.is_none_or(|flag| flag.value) {
+                events.push(NotifyEvent::Complete);
+            }
+            if on_failure.is_none_or(|flag| flag.value) {
+                events.push(NotifyEvent::Failure);
+            }
+            return events;
+        };
+        if let Some(flag) = on_complete.as_ref().or(on_failure.as_ref()) {
+            let message = "`notify_on` and `on_complete`/`on_failure` both choose events".into();
+            self.report(flag, "notifications", message).hint("keep one of them");
+        }
+        let mut events = Vec::new();
+        for name in &list.value {
+            let event = match name.value.trim().to_ascii_lowercase().as_str() {
+                "complete" => NotifyEvent::Complete,
+                "failure" => NotifyEvent::Failure,
+                "regression" if auto_compare => NotifyEvent::Regression,
+                "regression" => {
+                    let message = "`regression` events need `auto_compare: true`".into();
+                    self.report(name, "notifications.notify_on", message);
+                    continue;
+                }
+                other => {
+                    let message = format!("unknown event `{other}`");
+                    let known = ["complete", "failure", "regression"];
+                    let problem = self.report(name, "notifications.notify_on", message);
+                    match did_you_mean(other, known) {
+                        Some(near) => problem.hint(format!("did you mean `{near}`?")),
+                        None => problem.hint("events are `complete`, `failure` and `regression`"),
+                    };
+                    continue;
+                }
+            };
+            if !events.contains(&event) {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    fn secret(
+        &mut self,
+        raw: Option<Spanned<String>>,
+        field: &str,
+        env_var: &'static str,
+    ) -> Option<Secret> {
+        let secret = Secret::resolve(raw.map(|value| value.value), env_var)?;
+        if secret.origin() == SecretOrigin::File {
+            self.warnings.push(format!(
+                "`{field}` is written in the campaign file; prefer the environment variable {env_var}"
+            ));
+        }
+        Some(secret)
+    }
+
+    fn schedule(&mut self, schedule: Spanned<String>) -> String {
+        let text = schedule.value.trim().to_owned();
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let field_ok =
+            |field: &&str| field.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c));
+        let valid = if text.starts_with('@') {
+            CRON_MACROS.contains(&text.to_ascii_lowercase().as_str())
+        } else {
+            fields.len() == 5 && fields.iter().all(field_ok)
+        };
+        if !valid {
+            self.report(&schedule, "schedule", format!("`{text}` is not a cron expression"))
+                .hint("use five fields (minute hour day-of-month month day-of-week) or a macro such as `@daily`");
+        }
+        text
+    }
+}
+
+/// Expands a leading `~` to the home directory.
+pub fn expand_home(path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => {
+            std::env::home_dir().map_or_else(|| PathBuf::from(path), |home| home.join(rest))
+        }
+        None if path == "~" => std::env::home_dir().unwrap_or_else(|| PathBuf::from(path)),
+        None => PathBuf::from(path),
+    }
+}

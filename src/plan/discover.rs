@@ -1,0 +1,338 @@
+//! Discovery: what files and tags each source of a campaign has.
+//!
+//! Local copies are looked up first. When the Hub is online, its listing is the
+//! full set of a repository's variants and local copies mark which need no
+//! download; when the Hub cannot be reached (or `HF_HUB_OFFLINE=1`), what is
+//! local is all there is, with a warning naming the source. Ollama tags that
+//! name a size (`llama3.1:8b`) expand to that size's quantization tags; a tag
+//! that already names a quantization, `latest`, or no tag is taken as written.
+//! Nothing here fails: every problem becomes a reason or a warning.
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+
+use super::quant::{QuantLabel, quant_from_file_name};
+use super::variants::SizedFile;
+use crate::acquire::hub::{Gate, HubClient, HubError};
+use crate::acquire::local::{LocalIndex, LocalOrigin, LocalRepo};
+use crate::acquire::ollama::{OllamaClient, OllamaError, split_tag};
+use crate::config::Campaign;
+use crate::engine::Format;
+
+/// How many listings are fetched at once.
+const CONCURRENT_LOOKUPS: usize = 8;
+
+/// What is known about one repository.
+#[derive(Debug, Clone)]
+pub struct RepoInfo {
+    /// `org/name`.
+    pub repo: String,
+    /// Every file of the repository with its size.
+    pub files: Vec<SizedFile>,
+    /// The local copy, if any.
+    pub local: Option<LocalRepo>,
+    /// Whether `files` came from the Hub (else from the local copy).
+    pub from_hub: bool,
+    /// Access to a gated repository.
+    pub gate: Gate,
+}
+
+impl RepoInfo {
+    /// Whether every one of `paths` is present locally with the listed size.
+    pub fn is_local(&self, paths: &[String]) -> bool {
+        let Some(local) = &self.local else { return false };
+        paths.iter().all(|path| {
+            let listed = self.files.iter().find(|file| &file.path == path).map(|file| file.size);
+            local.files.iter().any(|file| &file.path == path && Some(file.size) == listed)
+        })
+    }
+
+    /// `local:org/name`, `hf-cache:org/name` or `hf:org/name`.
+    pub fn source_for(&self, paths: &[String]) -> String {
+        match &self.local {
+            Some(local) if self.is_local(paths) => match local.origin {
+                LocalOrigin::StorageRoot => format!("local:{}", self.repo),
+                LocalOrigin::HfCache { .. } => format!("hf-cache:{}", self.repo),
+            },
+            _ => format!("hf:{}", self.repo),
+        }
+    }
+}
+
+/// A repository lookup: its listing, or why there is none.
+#[derive(Debug, Clone)]
+pub enum RepoLookup {
+    /// Listed.
+    Found(RepoInfo),
+    /// Neither local nor listable; the reason says why.
+    Unavailable(String),
+}
+
+/// One Ollama tag a model expands to.
+#[derive(Debug, Clone)]
+pub struct TagVariant {
+    /// `name:tag`.
+    pub full: String,
+    /// The quantization label read from the tag.
+    pub label: QuantLabel,
+    /// Total size from the registry manifest.
+    pub size: Option<u64>,
+}
+
+/// Everything discovery learned, keyed by repository id and by tag as written.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// Hugging Face repositories.
+    pub repos: HashMap<String, RepoLookup>,
+    /// Ollama tags as written in the config → the tags they expand to.
+    pub tags: HashMap<String, Vec<TagVariant>>,
+    /// Degraded sources, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// The sources discovery may consult.
+pub struct Sources {
+    /// Local storage root and Hugging Face cache.
+    pub local: LocalIndex,
+    /// The Hub.
+    pub hub: HubClient,
+    /// The Ollama library and registry.
+    pub ollama: OllamaClient,
+}
+
+/// Looks up every repository and tag the campaign's engines could use.
+pub async fn discover(campaign: &Campaign, sources: &Sources) -> Discovery {
+    let (repos, tags) = wanted(campaign);
+    let repo_lookups = stream::iter(repos)
+        .map(|repo| async move {
+            let lookup = lookup_repo(&repo, sources).await;
+            (repo, lookup)
+        })
+        .buffer_unordered(CONCURRENT_LOOKUPS)
+        .collect::<Vec<_>>()
+        .await;
+    let tag_lookups = stream::iter(tags)
+        .map(|tag| async move {
+            let lookup = expand_tag(&tag, &sources.ollama).await;
+            (tag, lookup)
+        })
+        .buffer_unordered(CONCURRENT_LOOKUPS)
+        .collect::<Vec<_>>()
+        .await;
+
+    let mut discovery = Discovery::default();
+    let mut warnings = BTreeSet::new();
+    for (repo, (lookup, warning)) in repo_lookups {
+        warnings.extend(warning);
+        discovery.repos.insert(repo, lookup);
+    }
+    for (tag, (variants, warning)) in tag_lookups {
+        warnings.extend(warning);
+        discovery.tags.insert(tag, variants);
+    }
+    discovery.warnings = warnings.into_iter().collect();
+    discovery
+}
+
+/// The repositories and tags some engine of the campaign can load.
+fn wanted(campaign: &Campaign) -> (BTreeSet<String>, BTreeSet<String>) {
+    let formats: BTreeSet<Format> =
+        campaign.engines.iter().flat_map(|engine| engine.formats.iter().copied()).collect();
+    let mut repos = BTreeSet::new();
+    let mut tags = BTreeSet::new();
+    for model in &campaign.models {
+        if formats.contains(&Format::Gguf) {
+            repos.extend(model.gguf_repo.clone());
+        }
+        if formats.contains(&Format::Safetensors) || formats.contains(&Format::Gguf) {
+            repos.extend(model.safetensors_repo.clone());
+        }
+        if formats.contains(&Format::Ollama) || formats.contains(&Format::Gguf) {
+            tags.extend(model.ollama_tag.clone());
+        }
+    }
+    (repos, tags)
+}
+
+async fn lookup_repo(repo: &str, sources: &Sources) -> (RepoLookup, Option<String>) {
+    let local = sources.local.find(repo);
+    let listed = sources.hub.repo(repo).await;
+    match (listed, local) {
+        (Ok(hub), local) => {
+            let files = hub
+                .files
+                .iter()
+                .map(|f| SizedFile { path: f.path.clone(), size: f.size })
+                .collect();
+            let info = RepoInfo {
+                repo: repo.to_owned(),
+                files,
+                local,
+                from_hub: true,
+                gate: hub.gate.clone(),
+            };
+            (RepoLookup::Found(info), None)
+        }
+        (Err(error), Some(local)) => {
+            let warning = degraded_warning(&error, sources);
+            let files = local
+                .files
+                .iter()
+                .map(|f| SizedFile { path: f.path.clone(), size: f.size })
+                .collect();
+            let info = RepoInfo {
+                repo: repo.to_owned(),
+                files,
+                local: Some(local),
+                from_hub: false,
+                gate: Gate::Open,
+            };
+            (RepoLookup::Found(info), warning)
+        }
+        (Err(error), None) => {
+            let searched = sources.local.repo_dir(repo);
+            let reason = match &error {
+                HubError::Offline { .. } => format!(
+                    "`{repo}` is not in local storage ({}) or the Hugging Face cache, \
+                     and the Hub is offline",
+                    searched.display()
+                ),
+                other => format!("{other}; not in local storage either"),
+            };
+            (RepoLookup::Unavailable(reason), degraded_warning(&error, sources))
+        }
+    }
+}
+
+/// A warning for a Hub failure that planning works around, or none when the
+/// failure is about the repository itself rather than the source.
+fn degraded_warning(error: &HubError, sources: &Sources) -> Option<String> {
+    match error {
+        HubError::Offline { .. } => {
+            Some("Hugging Face Hub: offline mode, using local models only".into())
+        }
+        HubError::Network { .. } | HubError::RateLimited { .. } | HubError::Status { .. } => {
+            Some(format!(
+                "Hugging Face Hub at {} unavailable ({error}); using local models only",
+                sources.hub.endpoint()
+            ))
+        }
+        _ => None,
+    }
+}
+
+async fn expand_tag(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, Option<String>) {
+    let as_written =
+        || vec![TagVariant { full: written.to_owned(), label: tag_label(written), size: None }];
+    let Ok((model, tag)) = split_tag(written) else {
+        return (as_written(), None);
+    };
+    let names_quant = quant_from_file_name(&tag).known;
+    let candidates = if names_quant || tag == "latest" {
+        vec![tag.clone()]
+    } else {
+        match ollama.tags(&model).await {
+            Ok(all) => size_variants(&tag, &all),
+            Err(error) => return (as_written(), ollama_warning(&error)),
+        }
+    };
+    let mut variants: Vec<(TagVariant, Option<String>)> = Vec::new();
+    let mut warning = None;
+    for candidate in candidates {
+        let full = format!("{model}:{candidate}");
+        match ollama.manifest(&model, &candidate).await {
+            Ok(manifest) => {
+                let variant =
+                    TagVariant { label: tag_label(&full), full, size: Some(manifest.total_size) };
+                variants.push((variant, Some(manifest.config_digest)));
+            }
+            Err(error) => {
+                warning = warning.or_else(|| ollama_warning(&error));
+                variants.push((TagVariant { label: tag_label(&full), full, size: None }, None));
+            }
+        }
+    }
+    (drop_aliases(variants), warning)
+}
+
+/// Tags of one size: the size itself and its `-`-suffixed variants, without
+/// the base (`-text`) models.
+fn size_variants(size: &str, all: &[String]) -> Vec<String> {
+    let prefix = format!("{size}-");
+    let kept: Vec<String> = all
+        .iter()
+        .filter(|tag| *tag == size || tag.starts_with(&prefix))
+        .filter(|tag| !tag.contains("-text"))
+        .cloned()
+        .collect();
+    if kept.is_empty() { vec![size.to_owned()] } else { kept }
+}
+
+/// Tags with the same manifest are one model: keep the most specific name.
+fn drop_aliases(variants: Vec<(TagVariant, Option<String>)>) -> Vec<TagVariant> {
+    let mut best: Vec<(TagVariant, Option<String>)> = Vec::new();
+    for (variant, digest) in variants {
+        let same = best.iter_mut().find(|(_, d)| digest.is_some() && *d == digest);
+        match same {
+            Some(slot) if variant.full.len() > slot.0.full.len() => *slot = (variant, digest),
+            Some(_) => {}
+            None => best.push((variant, digest)),
+        }
+    }
+    best.into_iter().map(|(variant, _)| variant).collect()
+}
+
+/// The quantization of a tag (`8b-instruct-q4_K_M` → `Q4_K_M`), else the tag itself.
+pub fn tag_label(full: &str) -> QuantLabel {
+    let tag = full.rsplit_once(':').map_or("latest", |(_, tag)| tag);
+    let label = quant_from_file_name(tag);
+    if label.known {
+        label
+    } else {
+        QuantLabel { label: tag.to_owned(), base: tag.to_owned(), known: false }
+    }
+}
+
+fn ollama_warning(error: &OllamaError) -> Option<String> {
+    match error {
+        OllamaError::Offline { .. } => {
+            Some("Ollama library: offline mode, tags taken as written".into())
+        }
+        OllamaError::Network { .. }
+        | OllamaError::Status { .. }
+        | OllamaError::BadResponse { .. } => {
+            Some(format!("Ollama library unavailable ({error}); tags taken as written"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_tag_expands_to_its_quant_variants_without_text_models() {
+        let all: Vec<String> =
+            ["latest", "8b", "70b", "8b-instruct-q4_K_M", "8b-text-q4_0", "8b-instruct-fp16"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        assert_eq!(size_variants("8b", &all), ["8b", "8b-instruct-q4_K_M", "8b-instruct-fp16"]);
+    }
+
+    #[test]
+    fn aliases_keep_the_most_specific_tag() {
+        let variant =
+            |full: &str| TagVariant { full: full.into(), label: tag_label(full), size: Some(1) };
+        let kept = drop_aliases(vec![
+            (variant("m:8b"), Some("sha256:a".into())),
+            (variant("m:8b-instruct-q4_K_M"), Some("sha256:a".into())),
+            (variant("m:8b-instruct-q8_0"), Some("sha256:b".into())),
+        ]);
+        let names: Vec<_> = kept.iter().map(|v| v.full.as_str()).collect();
+        assert_eq!(names, ["m:8b-instruct-q4_K_M", "m:8b-instruct-q8_0"]);
+    }
+}

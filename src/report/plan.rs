@@ -1,0 +1,143 @@
+//! The dry-run plan as a table with totals, or as one JSON object.
+
+use std::io::{self, Write};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ContentArrangement, Table};
+use serde::Serialize;
+
+use crate::config::Campaign;
+use crate::plan::matrix::gib;
+use crate::plan::{Plan, PlannedRun, RunPlan, SizeSource};
+
+/// Width of the table when stdout is not a terminal.
+const NON_TTY_WIDTH: u16 = 140;
+
+/// The JSON shape of one run.
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    key: &'a str,
+    model: &'a str,
+    engine: &'a str,
+    quant: &'a str,
+    source: &'a str,
+    files: &'a [String],
+    size_bytes: Option<u64>,
+    size_source: Option<SizeSource>,
+    status: RunPlan,
+    reason: Option<&'a str>,
+}
+
+/// The JSON shape of a plan.
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    campaign: &'a str,
+    runs: Vec<JsonRun<'a>>,
+}
+
+/// Writes `{"campaign": …, "runs": […]}`.
+pub fn write_json(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
+    let runs = plan
+        .runs
+        .iter()
+        .map(|run| JsonRun {
+            key: &run.key,
+            model: &run.model,
+            engine: run.engine.name(),
+            quant: &run.quant,
+            source: &run.source,
+            files: &run.files,
+            size_bytes: run.size_bytes,
+            size_source: run.size_source,
+            status: run.status,
+            reason: run.reason.as_deref(),
+        })
+        .collect();
+    let document = JsonPlan { campaign: &plan.campaign, runs };
+    serde_json::to_writer_pretty(&mut *out, &document)?;
+    writeln!(out)
+}
+
+/// Writes the header, the run table and the totals.
+pub fn write_table(out: &mut impl Write, campaign: &Campaign, plan: &Plan) -> io::Result<()> {
+    writeln!(out, "Campaign: {}", campaign.name)?;
+    writeln!(out, "  Models:       {}", campaign.models.len())?;
+    writeln!(out, "  Engines:      {}", campaign.engines.len())?;
+    writeln!(out, "  Storage root: {}", plan.storage_root.display())?;
+    if let Some(schedule) = &campaign.schedule {
+        writeln!(out, "  Schedule:     {schedule} (cron)")?;
+    }
+    if campaign.auto_compare {
+        writeln!(out, "  Auto-compare: on")?;
+    }
+    writeln!(out)?;
+
+    if plan.runs.is_empty() {
+        writeln!(out, "No runs.")?;
+    } else {
+        writeln!(out, "{}", table(&plan.runs))?;
+    }
+    writeln!(out)?;
+    write_totals(out, plan)
+}
+
+fn table(runs: &[PlannedRun]) -> Table {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    // Off a terminal (pipes, files, tests) wrap at a fixed width so output is stable.
+    if !table.is_tty() {
+        table.set_width(NON_TTY_WIDTH);
+    }
+    table.set_header(["#", "model", "engine", "quant", "files", "size", "size source", "plan"]);
+    for (index, run) in runs.iter().enumerate() {
+        table.add_row([
+            (index + 1).to_string(),
+            run.model.clone(),
+            run.engine.name().to_owned(),
+            run.quant.clone(),
+            files_cell(&run.files),
+            run.size_bytes.map_or_else(|| "-".to_owned(), gib),
+            run.size_source.map_or("-", size_source_name).to_owned(),
+            plan_cell(run),
+        ]);
+    }
+    table
+}
+
+fn files_cell(files: &[String]) -> String {
+    let Some(first) = files.first() else { return "-".to_owned() };
+    let name = first.rsplit('/').next().unwrap_or(first);
+    match files.len() {
+        1 => name.to_owned(),
+        n => format!("{name} (+{} more)", n - 1),
+    }
+}
+
+fn plan_cell(run: &PlannedRun) -> String {
+    match (run.status, &run.reason) {
+        (RunPlan::Planned, None) => "planned".to_owned(),
+        (RunPlan::Planned, Some(note)) => format!("planned ({note})"),
+        (RunPlan::Skipped, reason) => format!("skip: {}", reason.as_deref().unwrap_or("-")),
+    }
+}
+
+fn size_source_name(source: SizeSource) -> &'static str {
+    match source {
+        SizeSource::Files => "files",
+        SizeSource::Estimate => "estimate",
+        SizeSource::Config => "config",
+    }
+}
+
+fn write_totals(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
+    let planned: Vec<&PlannedRun> = plan.planned().collect();
+    let skipped = plan.runs.len() - planned.len();
+    let size: u64 = planned.iter().filter_map(|run| run.size_bytes).sum();
+    let unknown = planned.iter().filter(|run| run.size_bytes.is_none()).count();
+    let download: u64 = planned.iter().map(|run| run.download_bytes).sum();
+    writeln!(out, "Runs:     {} ({} planned, {skipped} skipped)", plan.runs.len(), planned.len())?;
+    let unknown_note =
+        if unknown > 0 { format!(" ({unknown} of unknown size)") } else { String::new() };
+    writeln!(out, "Size:     {} planned{unknown_note}", gib(size))?;
+    writeln!(out, "Download: {} at most", gib(download))
+}
