@@ -126,7 +126,7 @@ fn render_problem(path: &std::path::Path, problem: &Problem) -> String {
 pub fn problem_from_yaml(error: &YamlError, field: Option<String>, source: &str) -> Problem {
     let (line, column) = error.location().map_or((0, 0), |at| (at.line(), at.column()));
     let field = clean_path(field.unwrap_or_default());
-    let problem = match error {
+    let problem = match error.without_snippet() {
         YamlError::SerdeUnknownField { field: key, expected, .. } => {
             unknown_key(&field, key, expected, line, column)
         }
@@ -136,15 +136,16 @@ pub fn problem_from_yaml(error: &YamlError, field: Option<String>, source: &str)
         }
         YamlError::DuplicateMappingKey { key, .. } => {
             let key = key.clone().unwrap_or_default();
-            Problem::at(line, column, field, format!("key `{key}` appears twice in this mapping"))
+            let path = join(&field, &key);
+            Problem::at(line, column, path, format!("key `{key}` appears twice in this mapping"))
                 .help("remove one of them; kitt does not guess which one you meant")
         }
         YamlError::Eof { .. } if source.trim().is_empty() || only_comments(source) => {
             Problem::at(0, 0, "", "the file is empty")
                 .help("a campaign needs at least `campaign_name`, `models` and `engines`")
         }
-        YamlError::Unexpected { expected, .. } if field.is_empty() => {
-            Problem::at(line, column, "", format!("the top level must be a mapping ({expected})"))
+        YamlError::Unexpected { .. } if field.is_empty() => {
+            Problem::at(line, column, "", "the top level must be a mapping of keys to values")
                 .help("start the file with `campaign_name: <name>`")
         }
         YamlError::InvalidScalar { ty, .. } => {
@@ -162,8 +163,9 @@ pub fn problem_from_yaml(error: &YamlError, field: Option<String>, source: &str)
     problem.with_source(source)
 }
 
-fn unknown_key(section: &str, key: &str, expected: &[&str], line: u64, column: u64) -> Problem {
-    let path = join(section, key);
+fn unknown_key(path: &str, key: &str, expected: &[&str], line: u64, column: u64) -> Problem {
+    // serde's path already ends at the unknown key.
+    let path = if path.is_empty() { key.to_owned() } else { path.to_owned() };
     let problem = Problem::at(line, column, path, format!("unknown key `{key}`"));
     if let Some(near) = did_you_mean(key, expected.iter().copied()) {
         return problem.help(format!("did you mean `{near}`?"));
@@ -176,11 +178,15 @@ fn unknown_key(section: &str, key: &str, expected: &[&str], line: u64, column: u
 }
 
 fn noun(ty: &str) -> String {
-    match ty {
-        "f64" | "f32" => "a number".to_owned(),
-        "i64" | "u64" | "i32" | "u32" | "usize" => "a whole number".to_owned(),
-        "bool" => "`true` or `false`".to_owned(),
-        other => format!("a value of type {other}"),
+    let ty = ty.to_ascii_lowercase();
+    if ty.contains("float") || ty.starts_with('f') {
+        "a number".to_owned()
+    } else if ty.contains("int") || ty.starts_with('i') || ty.starts_with('u') {
+        "a whole number".to_owned()
+    } else if ty.contains("bool") {
+        "`true` or `false`".to_owned()
+    } else {
+        format!("a value of type {ty}")
     }
 }
 

@@ -192,12 +192,9 @@ async fn lookup_repo(repo: &str, sources: &Sources) -> (RepoLookup, Option<Strin
             (RepoLookup::Found(info), warning)
         }
         (Err(error), None) => {
-            let searched = sources.local.repo_dir(repo);
             let reason = match &error {
                 HubError::Offline { .. } => format!(
-                    "`{repo}` is not in local storage ({}) or the Hugging Face cache, \
-                     and the Hub is offline",
-                    searched.display()
+                    "`{repo}` is not in local storage or the Hugging Face cache, and the Hub is offline"
                 ),
                 other => format!("{other}; not in local storage either"),
             };

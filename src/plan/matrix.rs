@@ -16,6 +16,9 @@ use crate::acquire::hub::Gate;
 use crate::config::{Campaign, EngineSpec, GB, ModelSpec};
 use crate::engine::{EngineKind, Format};
 
+/// Measures free bytes under a path; `None` when it cannot be measured.
+pub type FreeSpace = Box<dyn Fn(&Path) -> Option<u64>>;
+
 /// Facts about this machine the checks need.
 pub struct PlanEnv {
     /// Where Hugging Face downloads go.
@@ -23,7 +26,7 @@ pub struct PlanEnv {
     /// Where Ollama keeps pulled models.
     pub ollama_dir: PathBuf,
     /// Free bytes under a path; `None` when it cannot be measured.
-    pub free_space: Box<dyn Fn(&Path) -> Option<u64>>,
+    pub free_space: FreeSpace,
 }
 
 /// Safetensors repositories whose name says how they are quantized.

@@ -3,15 +3,12 @@
 use std::io::{self, Write};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width};
 use serde::Serialize;
 
 use crate::config::Campaign;
 use crate::plan::matrix::gib;
 use crate::plan::{Plan, PlannedRun, RunPlan, SizeSource};
-
-/// Width of the table when stdout is not a terminal.
-const NON_TTY_WIDTH: u16 = 140;
 
 /// The JSON shape of one run.
 #[derive(Serialize)]
@@ -83,12 +80,17 @@ pub fn write_table(out: &mut impl Write, campaign: &Campaign, plan: &Plan) -> io
 
 fn table(runs: &[PlannedRun]) -> Table {
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-    // Off a terminal (pipes, files, tests) wrap at a fixed width so output is stable.
-    if !table.is_tty() {
-        table.set_width(NON_TTY_WIDTH);
+    table.load_style(UTF8_FULL_CONDENSED);
+    // On a terminal the reasons wrap to its width; off one (pipes, files) every
+    // run stays on one line so the output can be grepped.
+    if table.is_tty() {
+        table.set_content_arrangement(ContentArrangement::Dynamic);
     }
     table.set_header(["#", "model", "engine", "quant", "files", "size", "size source", "plan"]);
+    // Only file names and reasons wrap: keys and sizes stay readable.
+    let mut constraints = vec![ColumnConstraint::ContentWidth; 7];
+    constraints[4] = ColumnConstraint::UpperBoundary(Width::Percentage(30));
+    table.set_constraints(constraints);
     for (index, run) in runs.iter().enumerate() {
         table.add_row([
             (index + 1).to_string(),

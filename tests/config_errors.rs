@@ -1,0 +1,198 @@
+//! Rendered config errors: what a user sees for a broken campaign file.
+//! Every case must exit 2 and name the file, line, column and field.
+
+mod common;
+
+use common::Scratch;
+
+/// Runs a dry run on `yaml` and returns stderr, asserting exit code 2.
+fn rejected(yaml: &str) -> String {
+    let scratch = Scratch::new();
+    scratch.write("campaign.yaml", yaml);
+    let outcome = scratch.dry_run("campaign.yaml", &[]);
+    assert_eq!(outcome.code, 2, "stderr: {}", outcome.stderr);
+    assert!(outcome.stdout.is_empty(), "nothing on stdout: {}", outcome.stdout);
+    assert!(!scratch.home().exists(), "a rejected config must not create the kitt home");
+    outcome.stderr
+}
+
+const VALID_TAIL: &str = "
+models:
+  - name: M
+    gguf_repo: org/M-GGUF
+engines:
+  - name: llama_cpp
+";
+
+#[test]
+fn misspelt_key_suggests_the_right_one() {
+    let yaml = format!("campaign_name: c\ndisk:\n  reserve: 10\n{VALID_TAIL}");
+    insta::assert_snapshot!(rejected(&yaml));
+}
+
+#[test]
+fn key_in_the_wrong_section_says_where_it_belongs() {
+    let yaml = format!("campaign_name: c\nstorage_path: /data\n{VALID_TAIL}");
+    insta::assert_snapshot!(rejected(&yaml));
+}
+
+#[test]
+fn wrong_type_names_the_value() {
+    let yaml = format!("campaign_name: c\ndisk:\n  reserve_gb: lots\n{VALID_TAIL}");
+    insta::assert_snapshot!(rejected(&yaml));
+}
+
+#[test]
+fn empty_file_is_an_error() {
+    insta::assert_snapshot!(rejected("# nothing here\n\n"));
+}
+
+#[test]
+fn top_level_list_is_an_error() {
+    insta::assert_snapshot!(rejected("- campaign_name: c\n- models: []\n"));
+}
+
+#[test]
+fn missing_campaign_name_is_an_error() {
+    insta::assert_snapshot!(rejected(VALID_TAIL));
+}
+
+#[test]
+fn duplicate_model_names_point_at_both() {
+    let yaml = "campaign_name: c
+models:
+  - name: Llama
+    gguf_repo: org/a
+  - name: llama
+    gguf_repo: org/b
+engines:
+  - name: llama_cpp
+";
+    insta::assert_snapshot!(rejected(yaml));
+}
+
+#[test]
+fn unknown_engine_suggests_a_known_one() {
+    let yaml = "campaign_name: c
+models:
+  - name: M
+    gguf_repo: org/M-GGUF
+engines:
+  - name: llama.cpp
+";
+    insta::assert_snapshot!(rejected(yaml));
+}
+
+#[test]
+fn bad_glob_names_the_pattern() {
+    let yaml =
+        format!("campaign_name: c\nquant_filter:\n  skip_patterns: [\"[z-a]*\"]\n{VALID_TAIL}");
+    insta::assert_snapshot!(rejected(&yaml));
+}
+
+#[test]
+fn negative_sizes_are_rejected() {
+    let yaml = "campaign_name: c
+models:
+  - name: M
+    gguf_repo: org/M-GGUF
+    estimated_size_gb: -4
+engines:
+  - name: llama_cpp
+resource_limits:
+  max_model_size_gb: -1
+";
+    insta::assert_snapshot!(rejected(yaml));
+}
+
+#[test]
+fn empty_names_are_rejected() {
+    let yaml = "campaign_name: c
+models:
+  - name: \"  \"
+    gguf_repo: org/M-GGUF
+engines:
+  - name: llama_cpp
+";
+    insta::assert_snapshot!(rejected(yaml));
+}
+
+#[test]
+fn duplicate_mapping_key_is_an_error() {
+    let yaml = format!("campaign_name: c\ncampaign_name: d\n{VALID_TAIL}");
+    insta::assert_snapshot!(rejected(&yaml));
+}
+
+#[test]
+fn matching_rules_is_rejected_with_guidance() {
+    let yaml = format!("campaign_name: c\nmatching_rules: [\"llama*\"]\n{VALID_TAIL}");
+    insta::assert_snapshot!(rejected(&yaml));
+}
+
+#[test]
+fn format_the_engine_cannot_load_is_rejected() {
+    let yaml = "campaign_name: c
+models:
+  - name: M
+    safetensors_repo: org/M
+engines:
+  - name: vllm
+    formats: [safetensors, ollama]
+";
+    insta::assert_snapshot!(rejected(yaml));
+}
+
+#[test]
+fn regression_events_need_auto_compare() {
+    let yaml = format!(
+        "campaign_name: c\nnotifications:\n  notify_on: [failure, regression]\n{VALID_TAIL}"
+    );
+    insta::assert_snapshot!(rejected(&yaml));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = "campaign_name: c
+models:
+  - name: M
+    params: seven
+    gguf_repo: not-a-repo
+    ollama_tag: \"Llama3:8B\"
+engines:
+  - name: llama_cpp
+    suite: quik
+  - name: openai
+schedule: \"every night\"
+";
+    insta::assert_snapshot!(rejected(yaml));
+}
+
+#[test]
+fn unreadable_file_exits_2() {
+    let scratch = Scratch::new();
+    let outcome = scratch.dry_run("absent.yaml", &[]);
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome.stderr.contains("cannot read campaign config `absent.yaml`"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn secrets_from_the_file_are_never_printed() {
+    let scratch = Scratch::new();
+    let yaml = format!(
+        "campaign_name: c\nhf_token: hf_supersecret123\ndevon_api_key: dk_secret\n{VALID_TAIL}"
+    );
+    scratch.write("campaign.yaml", &yaml);
+    let outcome = scratch.dry_run("campaign.yaml", &["--json"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let all = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert!(!all.contains("hf_supersecret123") && !all.contains("dk_secret"), "{all}");
+    assert!(
+        outcome.stderr.contains("prefer the environment variable HF_TOKEN"),
+        "{}",
+        outcome.stderr
+    );
+}

@@ -1,0 +1,349 @@
+//! A fake Hugging Face Hub speaking the parts of the real API kitt uses:
+//! model info (`/api/models/{org}/{name}`), the recursive file tree with
+//! `Link` pagination (`/api/models/{org}/{name}/tree/{rev}`), and the
+//! `resolve` URL whose status tells whether a gated repository is open to the
+//! caller's token. File bodies are never served; sizes are JSON numbers.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::server::{Server, fake_hex, lock};
+
+/// Files at least this large are stored with LFS and listed with an `lfs` object.
+pub const LFS_THRESHOLD: u64 = 10 * 1024 * 1024;
+
+/// How a gated repository grants access (`gated` in the model info).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateMode {
+    /// Access is granted automatically once the licence is accepted.
+    Auto,
+    /// The authors approve each request.
+    Manual,
+}
+
+/// Handle to a running fake Hub; configure it through `&self`, in any order.
+pub struct FakeHub {
+    server: Server,
+    state: Arc<Mutex<HubState>>,
+}
+
+#[derive(Default)]
+struct HubState {
+    base: String,
+    repos: HashMap<String, FakeRepo>,
+    tokens: HashSet<String>,
+    page_size: usize,
+}
+
+#[derive(Default)]
+struct FakeRepo {
+    files: Vec<(String, u64)>,
+    gate: Option<GateMode>,
+    missing: bool,
+    unauthorized: bool,
+    rate_limited: usize,
+}
+
+impl FakeHub {
+    /// Starts an empty fake Hub on a loopback port (1000 tree entries per page).
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(HubState { page_size: 1000, ..HubState::default() }));
+        let shared = Arc::clone(&state);
+        let server = Server::start(move |url| {
+            lock(&shared).base = url.to_owned();
+            Router::new()
+                .route("/api/models/{org}/{name}", get(model_info))
+                .route("/api/models/{org}/{name}/tree/{rev}", get(tree))
+                .route("/{org}/{name}/resolve/{rev}/{*path}", get(resolve))
+                .with_state(shared)
+        });
+        Self { server, state }
+    }
+
+    /// The base URL, for `HF_ENDPOINT` or `HubClient::with_endpoint`.
+    pub fn url(&self) -> &str {
+        self.server.url()
+    }
+
+    /// Environment for a child `kitt` process: `HF_ENDPOINT` pointing here.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("HF_ENDPOINT", self.url().to_owned())]
+    }
+
+    /// Adds (or replaces the files of) a public repository.
+    pub fn add_repo(&self, repo: &str, files: &[(&str, u64)]) -> &Self {
+        let files = files.iter().map(|(path, size)| (path.to_string(), *size)).collect();
+        self.edit(repo, |fake| {
+            fake.files = files;
+            fake.missing = false;
+        })
+    }
+
+    /// Gates a repository: model info says `gated`, `resolve` needs an accepted token.
+    pub fn gated(&self, repo: &str, mode: GateMode) -> &Self {
+        self.edit(repo, |fake| fake.gate = Some(mode))
+    }
+
+    /// Grants `token` access to every gated repository; other tokens are valid but denied.
+    pub fn accept_token(&self, token: &str) -> &Self {
+        lock(&self.state).tokens.insert(token.to_owned());
+        self
+    }
+
+    /// Makes every request about `repo` answer 404, as for a repository that does not exist.
+    pub fn missing(&self, repo: &str) -> &Self {
+        self.edit(repo, |fake| fake.missing = true)
+    }
+
+    /// Answers the next `count` requests about `repo` with 429 and `Retry-After: 1`.
+    pub fn rate_limit(&self, repo: &str, count: usize) -> &Self {
+        self.edit(repo, |fake| fake.rate_limited = count)
+    }
+
+    /// Answers the listing calls for `repo` with 401.
+    pub fn unauthorized(&self, repo: &str) -> &Self {
+        self.edit(repo, |fake| fake.unauthorized = true)
+    }
+
+    /// Sets how many tree entries one page holds before a `Link` to the next page.
+    pub fn page_size(&self, entries: usize) -> &Self {
+        lock(&self.state).page_size = entries.max(1);
+        self
+    }
+
+    /// The commit SHA the fake reports for `repo`.
+    pub fn sha(&self, repo: &str) -> String {
+        fake_hex(repo, 40)
+    }
+
+    /// The SHA-256 the fake lists for an LFS file.
+    pub fn lfs_oid(&self, repo: &str, path: &str) -> String {
+        fake_hex(&format!("{repo}/{path}:lfs"), 64)
+    }
+
+    /// Requests that reached exactly `path`, e.g. `/api/models/org/name`.
+    pub fn requests(&self, path: &str) -> usize {
+        self.server.requests(path)
+    }
+
+    /// Requests about `repo` on any endpoint (info, tree, resolve).
+    pub fn repo_requests(&self, repo: &str) -> usize {
+        self.server.requests_under(&format!("/api/models/{repo}"))
+            + self.server.requests_under(&format!("/{repo}/resolve/"))
+    }
+
+    /// Requests that reached the fake at all.
+    pub fn total_requests(&self) -> usize {
+        self.server.total_requests()
+    }
+
+    fn edit(&self, repo: &str, change: impl FnOnce(&mut FakeRepo)) -> &Self {
+        change(lock(&self.state).repos.entry(repo.to_owned()).or_default());
+        self
+    }
+}
+
+type Shared = State<Arc<Mutex<HubState>>>;
+
+#[derive(Deserialize)]
+struct TreeQuery {
+    recursive: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/models/{org}/{name}`.
+async fn model_info(State(state): Shared, Path((org, name)): Path<(String, String)>) -> Response {
+    let repo = format!("{org}/{name}");
+    let mut state = lock(&state);
+    if let Err(refusal) = admit(&mut state, &repo, true) {
+        return refusal;
+    }
+    let fake = &state.repos[&repo];
+    let gated = match fake.gate {
+        None => Value::Bool(false),
+        Some(GateMode::Auto) => json!("auto"),
+        Some(GateMode::Manual) => json!("manual"),
+    };
+    let siblings: Vec<Value> =
+        fake.files.iter().map(|(path, _)| json!({"rfilename": path})).collect();
+    let used: u64 = fake.files.iter().map(|(_, size)| size).sum();
+    Json(json!({
+        "_id": fake_hex(&repo, 24),
+        "id": repo,
+        "modelId": repo,
+        "author": org,
+        "sha": fake_hex(&repo, 40),
+        "lastModified": "2024-09-25T14:03:12.000Z",
+        "createdAt": "2024-07-23T09:12:44.000Z",
+        "private": false,
+        "disabled": false,
+        "gated": gated,
+        "downloads": 1234,
+        "likes": 56,
+        "tags": ["gguf", "text-generation"],
+        "pipeline_tag": "text-generation",
+        "siblings": siblings,
+        "usedStorage": used,
+    }))
+    .into_response()
+}
+
+/// `GET /api/models/{org}/{name}/tree/{rev}?recursive=true&cursor=...`.
+async fn tree(
+    State(state): Shared,
+    Path((org, name, rev)): Path<(String, String, String)>,
+    Query(query): Query<TreeQuery>,
+) -> Response {
+    let repo = format!("{org}/{name}");
+    let mut state = lock(&state);
+    if let Err(refusal) = admit(&mut state, &repo, true) {
+        return refusal;
+    }
+    if rev != "main" && rev != fake_hex(&repo, 40) {
+        return error(StatusCode::NOT_FOUND, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
+    }
+
+    let recursive = matches!(query.recursive.as_deref(), Some("true" | "1"));
+    let entries = tree_entries(&repo, &state.repos[&repo].files, recursive);
+    let start = query.cursor.as_deref().and_then(|c| usize::from_str_radix(c, 16).ok());
+    let start = start.unwrap_or(0).min(entries.len());
+    let end = (start + state.page_size).min(entries.len());
+
+    let mut response = Json(entries[start..end].to_vec()).into_response();
+    if end < entries.len() {
+        let flag = if recursive { "recursive=true&" } else { "" };
+        let next = format!(
+            "<{}/api/models/{repo}/tree/{rev}?{flag}cursor={end:x}>; rel=\"next\"",
+            state.base
+        );
+        insert(response.headers_mut(), header::LINK, &next);
+    }
+    response
+}
+
+/// Tree entries as the Hub lists them: directories and files, sorted by path.
+fn tree_entries(repo: &str, files: &[(String, u64)], recursive: bool) -> Vec<Value> {
+    let mut dirs = BTreeSet::new();
+    for (path, _) in files {
+        let mut parts: Vec<&str> = path.split('/').collect();
+        parts.pop();
+        for depth in 1..=parts.len() {
+            dirs.insert(parts[..depth].join("/"));
+        }
+    }
+    let dir_entries = dirs.into_iter().map(|path| {
+        let entry =
+            json!({"type": "directory", "oid": fake_hex(&path, 40), "size": 0, "path": path});
+        (path, entry)
+    });
+    let file_entries =
+        files.iter().map(|(path, size)| (path.clone(), file_entry(repo, path, *size)));
+
+    let mut entries: Vec<(String, Value)> = dir_entries.chain(file_entries).collect();
+    entries.retain(|(path, _)| recursive || !path.contains('/'));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.into_iter().map(|(_, entry)| entry).collect()
+}
+
+/// One file entry; LFS files carry the real size both at the top and in `lfs`.
+fn file_entry(repo: &str, path: &str, size: u64) -> Value {
+    let mut entry = json!({
+        "type": "file",
+        "oid": fake_hex(&format!("{repo}/{path}:blob"), 40),
+        "size": size,
+        "path": path,
+    });
+    if size >= LFS_THRESHOLD {
+        let oid = fake_hex(&format!("{repo}/{path}:lfs"), 64);
+        entry["lfs"] = json!({"oid": oid, "size": size, "pointerSize": 135});
+    }
+    entry
+}
+
+/// `GET`/`HEAD /{org}/{name}/resolve/{rev}/{path}`: 401/403 for gated repositories
+/// without an accepted token, a redirect to the CDN for LFS files, 200 otherwise.
+async fn resolve(
+    State(state): Shared,
+    Path((org, name, rev, path)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let repo = format!("{org}/{name}");
+    let mut state = lock(&state);
+    if let Err(refusal) = admit(&mut state, &repo, false) {
+        return refusal;
+    }
+    let token = bearer(&headers);
+    if state.repos[&repo].gate.is_some() && !token.is_some_and(|t| state.tokens.contains(t)) {
+        let status = if token.is_some() { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        let message = format!("Access to `{repo}` is restricted to users who accepted its terms");
+        return error(status, "GatedRepo", &message);
+    }
+    let sha = fake_hex(&repo, 40);
+    if rev != "main" && rev != sha {
+        return error(StatusCode::NOT_FOUND, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
+    }
+    let Some(size) = state.repos[&repo].files.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
+    else {
+        return error(StatusCode::NOT_FOUND, "EntryNotFound", &format!("{path} does not exist"));
+    };
+
+    let mut response = if size >= LFS_THRESHOLD {
+        let oid = fake_hex(&format!("{repo}/{path}:lfs"), 64);
+        let mut redirect = StatusCode::FOUND.into_response();
+        insert(redirect.headers_mut(), header::LOCATION, &format!("{}/cdn/{oid}", state.base));
+        insert(redirect.headers_mut(), "x-linked-size", &size.to_string());
+        redirect
+    } else {
+        StatusCode::OK.into_response()
+    };
+    insert(response.headers_mut(), "x-repo-commit", &sha);
+    response
+}
+
+/// The checks every repository endpoint makes first: rate limit, existence, and (for the
+/// listing endpoints) the configured 401. A refusal is the response to send.
+fn admit(state: &mut HubState, repo: &str, listing: bool) -> Result<(), Response> {
+    let Some(fake) = state.repos.get_mut(repo) else {
+        return Err(not_found());
+    };
+    if fake.rate_limited > 0 {
+        fake.rate_limited -= 1;
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "RateLimited", "Slow down");
+        insert(response.headers_mut(), header::RETRY_AFTER, "1");
+        return Err(response);
+    }
+    if fake.missing {
+        return Err(not_found());
+    }
+    if listing && fake.unauthorized {
+        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid credentials"));
+    }
+    Ok(())
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "RepoNotFound", "Repository not found")
+}
+
+/// A Hub-style error: JSON `{"error": ...}` plus the `X-Error-Code` header.
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut response = (status, Json(json!({"error": message}))).into_response();
+    insert(response.headers_mut(), "x-error-code", code);
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+fn insert<K: axum::http::header::IntoHeaderName>(headers: &mut HeaderMap, name: K, value: &str) {
+    headers.insert(name, HeaderValue::from_str(value).expect("header value is ASCII"));
+}
