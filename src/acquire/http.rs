@@ -97,10 +97,11 @@ pub async fn send_with_retry(
             Ok(response) if is_retryable_status(response.status()) => {
                 let wait = server_wait(response, Timestamp::now())
                     .unwrap_or_else(|| policy.backoff(attempt));
-                (format!("HTTP {}", response.status().as_u16()), wait)
+                (format!("answered HTTP {}", response.status().as_u16()), wait)
             }
             Err(error) if is_transient(error) => {
-                ("a connection failure".to_owned(), policy.backoff(attempt))
+                let why = if error.is_timeout() { "timed out" } else { "could not be reached" };
+                (why.to_owned(), policy.backoff(attempt))
             }
             _ => return outcome,
         };
@@ -109,7 +110,7 @@ pub async fn send_with_retry(
         }
         if wait > policy.max_delay {
             tracing::warn!(
-                "`{url}` answered {why} and asks to wait {}, more than the {} cap; not retrying",
+                "`{url}` {why} and asks to wait {}, more than the {} cap; not retrying",
                 seconds(wait),
                 seconds(policy.max_delay),
             );
@@ -117,7 +118,7 @@ pub async fn send_with_retry(
         }
 
         tracing::warn!(
-            "`{url}` answered {why}; retrying in {} (attempt {} of {attempts})",
+            "`{url}` {why}; retrying in {} (attempt {} of {attempts})",
             seconds(wait),
             attempt + 1,
         );

@@ -182,7 +182,8 @@ impl HubClient {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, HubError> {
         let endpoint = lookup("HF_ENDPOINT").filter(|value| !value.trim().is_empty());
-        let token = token.or_else(|| lookup("HF_TOKEN"));
+        let given = |token: &String| !token.trim().is_empty();
+        let token = token.filter(given).or_else(|| lookup("HF_TOKEN").filter(given));
         let offline = ["HF_HUB_OFFLINE", "KITT_OFFLINE"]
             .iter()
             .any(|name| lookup(name).is_some_and(|value| is_truthy(&value)));
@@ -231,12 +232,12 @@ impl HubClient {
     /// Asks the Hub for the model info, the file tree and, when gated, our access.
     async fn fetch(&self, repo: &str) -> Result<HubRepo, HubError> {
         let info = self.model_info(repo).await?;
-        let revision = info.sha.clone();
-        let mut files = self.tree(repo, revision.as_deref().unwrap_or("main")).await?;
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-
         let gated = is_gated(&info.gated)
             .ok_or_else(|| bad(repo, format!("`gated` has an unknown value `{}`", info.gated)))?;
+        let revision = info.sha;
+
+        let mut files = self.tree(repo, revision.as_deref().unwrap_or("main")).await?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
         let gate = if gated {
             self.check_access(repo, revision.as_deref(), &files).await?
         } else {

@@ -163,8 +163,8 @@ struct TreeQuery {
 async fn model_info(State(state): Shared, Path((org, name)): Path<(String, String)>) -> Response {
     let repo = format!("{org}/{name}");
     let mut state = lock(&state);
-    if let Err(refusal) = admit(&mut state, &repo, true) {
-        return refusal;
+    if let Some(refused) = refusal(&mut state, &repo, true) {
+        return refused;
     }
     let fake = &state.repos[&repo];
     let gated = match fake.gate {
@@ -204,8 +204,8 @@ async fn tree(
 ) -> Response {
     let repo = format!("{org}/{name}");
     let mut state = lock(&state);
-    if let Err(refusal) = admit(&mut state, &repo, true) {
-        return refusal;
+    if let Some(refused) = refusal(&mut state, &repo, true) {
+        return refused;
     }
     if rev != "main" && rev != fake_hex(&repo, 40) {
         return error(StatusCode::NOT_FOUND, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
@@ -277,8 +277,8 @@ async fn resolve(
 ) -> Response {
     let repo = format!("{org}/{name}");
     let mut state = lock(&state);
-    if let Err(refusal) = admit(&mut state, &repo, false) {
-        return refusal;
+    if let Some(refused) = refusal(&mut state, &repo, false) {
+        return refused;
     }
     let token = bearer(&headers);
     if state.repos[&repo].gate.is_some() && !token.is_some_and(|t| state.tokens.contains(t)) {
@@ -309,24 +309,24 @@ async fn resolve(
 }
 
 /// The checks every repository endpoint makes first: rate limit, existence, and (for the
-/// listing endpoints) the configured 401. A refusal is the response to send.
-fn admit(state: &mut HubState, repo: &str, listing: bool) -> Result<(), Response> {
+/// listing endpoints) the configured 401. `Some` is the refusal to send instead.
+fn refusal(state: &mut HubState, repo: &str, listing: bool) -> Option<Response> {
     let Some(fake) = state.repos.get_mut(repo) else {
-        return Err(not_found());
+        return Some(not_found());
     };
     if fake.rate_limited > 0 {
         fake.rate_limited -= 1;
         let mut response = error(StatusCode::TOO_MANY_REQUESTS, "RateLimited", "Slow down");
         insert(response.headers_mut(), header::RETRY_AFTER, "1");
-        return Err(response);
+        return Some(response);
     }
     if fake.missing {
-        return Err(not_found());
+        return Some(not_found());
     }
     if listing && fake.unauthorized {
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid credentials"));
+        return Some(error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid credentials"));
     }
-    Ok(())
+    None
 }
 
 fn not_found() -> Response {
