@@ -117,7 +117,8 @@ pub async fn send_with_retry(
             return outcome;
         }
 
-        tracing::warn!(
+        // Retries are routine; the caller warns once if the source stays unavailable.
+        tracing::info!(
             "`{url}` {why}; retrying in {} (attempt {} of {attempts})",
             seconds(wait),
             attempt + 1,

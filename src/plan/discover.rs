@@ -204,20 +204,21 @@ async fn lookup_repo(repo: &str, sources: &Sources) -> (RepoLookup, Option<Strin
 }
 
 /// A warning for a Hub failure that planning works around, or none when the
-/// failure is about the repository itself rather than the source.
+/// failure is about the repository itself rather than the source. The text
+/// names the source, not the repository, so it is printed once.
 fn degraded_warning(error: &HubError, sources: &Sources) -> Option<String> {
-    match error {
+    let endpoint = sources.hub.endpoint();
+    let what = match error {
         HubError::Offline { .. } => {
-            Some("Hugging Face Hub: offline mode, using local models only".into())
+            return Some("Hugging Face Hub: offline mode, using local models only".into());
         }
-        HubError::Network { .. } | HubError::RateLimited { .. } | HubError::Status { .. } => {
-            Some(format!(
-                "Hugging Face Hub at {} unavailable ({error}); using local models only",
-                sources.hub.endpoint()
-            ))
-        }
-        _ => None,
-    }
+        HubError::Network { .. } => "cannot be reached".to_owned(),
+        HubError::RateLimited { .. } => "kept rate-limiting requests".to_owned(),
+        HubError::Status { status, .. } => format!("answered HTTP {status}"),
+        HubError::BadResponse { .. } => "answered something kitt cannot read".to_owned(),
+        _ => return None,
+    };
+    Some(format!("Hugging Face Hub at {endpoint} {what}; using local models where it failed"))
 }
 
 async fn expand_tag(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, Option<String>) {
@@ -293,17 +294,14 @@ pub fn tag_label(full: &str) -> QuantLabel {
 }
 
 fn ollama_warning(error: &OllamaError) -> Option<String> {
-    match error {
-        OllamaError::Offline { .. } => {
-            Some("Ollama library: offline mode, tags taken as written".into())
-        }
-        OllamaError::Network { .. }
-        | OllamaError::Status { .. }
-        | OllamaError::BadResponse { .. } => {
-            Some(format!("Ollama library unavailable ({error}); tags taken as written"))
-        }
-        _ => None,
-    }
+    let what = match error {
+        OllamaError::Offline { .. } => return Some("Ollama library: offline mode, tags taken as written".into()),
+        OllamaError::Network { .. } => "cannot be reached".to_owned(),
+        OllamaError::Status { status, .. } => format!("answered HTTP {status}"),
+        OllamaError::BadResponse { .. } => "answered something kitt cannot read".to_owned(),
+        _ => return None,
+    };
+    Some(format!("Ollama library {what}; tags taken as written where it failed"))
 }
 
 #[cfg(test)]
