@@ -24,7 +24,9 @@ const MODELS: usize = 100;
 fn campaign() -> config::Campaign {
     let mut yaml = String::from("campaign_name: bench\nmodels:\n");
     for i in 0..MODELS {
-        yaml.push_str(&format!("  - name: Model-{i}\n    params: 8B\n    gguf_repo: org/Model-{i}-GGUF\n"));
+        yaml.push_str(&format!(
+            "  - name: Model-{i}\n    params: 8B\n    gguf_repo: org/Model-{i}-GGUF\n"
+        ));
     }
     yaml.push_str("engines:\n  - name: llama_cpp\nquant_filter:\n  skip_patterns: [\"IQ1_*\"]\n");
     yaml.push_str("disk:\n  reserve_gb: 10\n  cleanup_after_run: false\n");
@@ -42,7 +44,8 @@ fn discovery() -> Discovery {
             .iter()
             .map(|quant| SizedFile { path: format!("Model-{i}-{quant}.gguf"), size: 5_000_000_000 })
             .collect();
-        let info = RepoInfo { repo: repo.clone(), files, local: None, from_hub: true, gate: Gate::Open };
+        let info =
+            RepoInfo { repo: repo.clone(), files, local: None, from_hub: true, gate: Gate::Open };
         repos.insert(repo, RepoLookup::Found(info));
     }
     Discovery { repos, ..Discovery::default() }

@@ -35,7 +35,12 @@ fn campaign(models: &str, extra: &str) -> String {
     )
 }
 
-fn online(scratch: &Scratch, hub: &FakeHub, ollama: Option<&FakeOllama>, token: Option<&str>) -> Command {
+fn online(
+    scratch: &Scratch,
+    hub: &FakeHub,
+    ollama: Option<&FakeOllama>,
+    token: Option<&str>,
+) -> Command {
     let mut command = scratch.kitt();
     command.env_remove("HF_HUB_OFFLINE").env_remove("KITT_OFFLINE").envs(hub.env());
     if let Some(ollama) = ollama {
@@ -60,7 +65,8 @@ fn find<'a>(plan: &'a Value, key: &str) -> &'a Value {
     runs.iter().find(|run| run["key"] == key).unwrap_or_else(|| panic!("no {key} in {plan:#}"))
 }
 
-const LLAMA: &str = "  - name: Llama\n    params: 8B\n    gguf_repo: bartowski/Meta-Llama-3.1-8B-Instruct-GGUF\n";
+const LLAMA: &str =
+    "  - name: Llama\n    params: 8B\n    gguf_repo: bartowski/Meta-Llama-3.1-8B-Instruct-GGUF\n";
 
 #[test]
 fn hub_listing_gives_every_variant_with_real_sizes() {
@@ -93,8 +99,14 @@ fn a_variant_already_local_is_marked_local_and_the_rest_come_from_the_hub() {
 
     let (plan, outcome) = dry_run_json(&scratch, online(&scratch, &hub, None, None));
 
-    assert_eq!(find(&plan, "Llama|llama_cpp|Q4_K_M")["source"], "local:bartowski/Meta-Llama-3.1-8B-Instruct-GGUF");
-    assert_eq!(find(&plan, "Llama|llama_cpp|Q8_0")["source"], "hf:bartowski/Meta-Llama-3.1-8B-Instruct-GGUF");
+    assert_eq!(
+        find(&plan, "Llama|llama_cpp|Q4_K_M")["source"],
+        "local:bartowski/Meta-Llama-3.1-8B-Instruct-GGUF"
+    );
+    assert_eq!(
+        find(&plan, "Llama|llama_cpp|Q8_0")["source"],
+        "hf:bartowski/Meta-Llama-3.1-8B-Instruct-GGUF"
+    );
     assert!(outcome.stderr.is_empty(), "no warnings expected: {}", outcome.stderr);
 }
 
@@ -104,7 +116,10 @@ fn gated_repo_without_token_is_skipped_naming_hf_token() {
     bartowski_like(&hub, "meta-llama/Gated-GGUF");
     hub.gated("meta-llama/Gated-GGUF", GateMode::Manual).accept_token("hf_good");
     let scratch = Scratch::new();
-    scratch.write("campaign.yaml", &campaign("  - name: G\n    gguf_repo: meta-llama/Gated-GGUF\n", ""));
+    scratch.write(
+        "campaign.yaml",
+        &campaign("  - name: G\n    gguf_repo: meta-llama/Gated-GGUF\n", ""),
+    );
 
     let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, None, None));
 
@@ -120,7 +135,10 @@ fn gated_repo_with_an_accepted_token_is_planned() {
     bartowski_like(&hub, "meta-llama/Gated-GGUF");
     hub.gated("meta-llama/Gated-GGUF", GateMode::Auto).accept_token("hf_good");
     let scratch = Scratch::new();
-    scratch.write("campaign.yaml", &campaign("  - name: G\n    gguf_repo: meta-llama/Gated-GGUF\n", ""));
+    scratch.write(
+        "campaign.yaml",
+        &campaign("  - name: G\n    gguf_repo: meta-llama/Gated-GGUF\n", ""),
+    );
 
     let (plan, outcome) = dry_run_json(&scratch, online(&scratch, &hub, None, Some("hf_good")));
 
@@ -181,7 +199,11 @@ fn hub_that_keeps_rate_limiting_degrades_to_local_with_one_warning() {
     bartowski_like(&hub, "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF");
     hub.rate_limit("bartowski/Meta-Llama-3.1-8B-Instruct-GGUF", 1000);
     let scratch = Scratch::new();
-    scratch.model_file("bartowski/Meta-Llama-3.1-8B-Instruct-GGUF", "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf", 8 * GB);
+    scratch.model_file(
+        "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF",
+        "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf",
+        8 * GB,
+    );
     scratch.write("campaign.yaml", &campaign(LLAMA, ""));
 
     let (plan, outcome) = dry_run_json(&scratch, online(&scratch, &hub, None, None));
@@ -237,7 +259,8 @@ fn ollama_size_tag_expands_to_quant_tags_with_manifest_sizes() {
 
     let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, Some(&ollama), None));
 
-    let keys: Vec<&str> = plan["runs"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> =
+        plan["runs"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["L|ollama|Q4_K_M", "L|ollama|Q8_0"]);
     let q4_run = find(&plan, "L|ollama|Q4_K_M");
     assert_eq!(q4_run["source"], "ollama:llama3.1:8b-instruct-q4_K_M");

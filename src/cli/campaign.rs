@@ -22,6 +22,11 @@ pub fn run(args: &RunArgs, _home: &Path, json: bool) -> Result<Exit, KittError> 
     for warning in &campaign.warnings {
         eprintln!("warning: {warning}");
     }
+    if !args.dry_run {
+        return Err(KittError::Usage(
+            "executing campaigns is not available yet; add `--dry-run` to see the plan".into(),
+        ));
+    }
     let plan = plan_campaign(&campaign)?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
@@ -34,12 +39,6 @@ pub fn run(args: &RunArgs, _home: &Path, json: bool) -> Result<Exit, KittError> 
         report::plan::write_table(&mut out, &campaign, &plan)
     };
     written.and_then(|()| out.flush()).map_err(KittError::Output)?;
-
-    if !args.dry_run {
-        return Err(KittError::Usage(
-            "executing campaigns is not available yet; add `--dry-run` to see the plan".into(),
-        ));
-    }
     Ok(Exit::Success)
 }
 

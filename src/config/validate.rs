@@ -203,7 +203,7 @@ impl Checker {
             None => "standard".to_owned(),
         };
         let formats = self.formats(kind, raw.formats, &field);
-        let config = self.engine_config(kind, raw.config, &field);
+        let config = self.engine_config(kind, raw.config, &field, &raw.name);
         let quant_filter = match raw.quant_filter {
             Some(filter) => self.engine_filter(&filter, &field),
             None => QuantFilter::default(),
@@ -347,6 +347,7 @@ impl Checker {
         kind: EngineKind,
         raw: RawEngineConfig,
         field: &str,
+        name: &Spanned<String>,
     ) -> EngineConfig {
         let field = format!("{field}.config");
         let mut config = EngineConfig { extra_args: raw.extra_args, ..EngineConfig::default() };
@@ -376,7 +377,7 @@ impl Checker {
             expand_home(binary.value.trim())
         });
         config.image = raw.image.map(|image| image.value.trim().to_owned());
-        config.base_url = self.base_url(kind, raw.base_url, &field);
+        config.base_url = self.base_url(kind, raw.base_url, &field, name);
         config.model = raw.model.map(|model| {
             if kind.is_managed() {
                 let message = "only `openai` engines take a served `model` id".to_owned();
@@ -396,10 +397,12 @@ impl Checker {
         kind: EngineKind,
         raw: Option<Spanned<String>>,
         field: &str,
+        name: &Spanned<String>,
     ) -> Option<String> {
         match (kind, raw) {
             (EngineKind::Openai, None) => {
-                self.report_file(
+                self.report(
+                    name,
                     &format!("{field}.base_url"),
                     "an `openai` engine needs `base_url`".into(),
                 )

@@ -295,7 +295,9 @@ pub fn tag_label(full: &str) -> QuantLabel {
 
 fn ollama_warning(error: &OllamaError) -> Option<String> {
     let what = match error {
-        OllamaError::Offline { .. } => return Some("Ollama library: offline mode, tags taken as written".into()),
+        OllamaError::Offline { .. } => {
+            return Some("Ollama library: offline mode, tags taken as written".into());
+        }
         OllamaError::Network { .. } => "cannot be reached".to_owned(),
         OllamaError::Status { status, .. } => format!("answered HTTP {status}"),
         OllamaError::BadResponse { .. } => "answered something kitt cannot read".to_owned(),
