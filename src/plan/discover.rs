@@ -161,27 +161,14 @@ async fn lookup_repo(repo: &str, sources: &Sources) -> (RepoLookup, Option<Strin
     let listed = sources.hub.repo(repo).await;
     match (listed, local) {
         (Ok(hub), local) => {
-            let files = hub
-                .files
-                .iter()
-                .map(|f| SizedFile { path: f.path.clone(), size: f.size })
-                .collect();
-            let info = RepoInfo {
-                repo: repo.to_owned(),
-                files,
-                local,
-                from_hub: true,
-                gate: hub.gate.clone(),
-            };
+            let files = sized(hub.files.iter().map(|f| (&f.path, f.size)));
+            let gate = hub.gate.clone();
+            let info = RepoInfo { repo: repo.to_owned(), files, local, from_hub: true, gate };
             (RepoLookup::Found(info), None)
         }
         (Err(error), Some(local)) => {
-            let warning = degraded_warning(&error, sources);
-            let files = local
-                .files
-                .iter()
-                .map(|f| SizedFile { path: f.path.clone(), size: f.size })
-                .collect();
+            // Files we hold are readable whatever the Hub's gate says.
+            let files = sized(local.files.iter().map(|f| (&f.path, f.size)));
             let info = RepoInfo {
                 repo: repo.to_owned(),
                 files,
@@ -189,7 +176,7 @@ async fn lookup_repo(repo: &str, sources: &Sources) -> (RepoLookup, Option<Strin
                 from_hub: false,
                 gate: Gate::Open,
             };
-            (RepoLookup::Found(info), warning)
+            (RepoLookup::Found(info), degraded_warning(&error, sources))
         }
         (Err(error), None) => {
             let reason = match &error {
@@ -201,6 +188,10 @@ async fn lookup_repo(repo: &str, sources: &Sources) -> (RepoLookup, Option<Strin
             (RepoLookup::Unavailable(reason), degraded_warning(&error, sources))
         }
     }
+}
+
+fn sized<'a>(files: impl Iterator<Item = (&'a String, u64)>) -> Vec<SizedFile> {
+    files.map(|(path, size)| SizedFile { path: path.clone(), size }).collect()
 }
 
 /// A warning for a Hub failure that planning works around, or none when the
