@@ -268,3 +268,57 @@ fn ollama_size_tag_expands_to_quant_tags_with_manifest_sizes() {
     assert!(q4_run["size_bytes"].as_u64().unwrap() >= 4_920_000_000);
     assert_eq!(find(&plan, "L|ollama|Q8_0")["reason"], "quant_filter: skip pattern `q8*`");
 }
+
+#[test]
+fn shipped_example_plans_against_a_hub_and_an_ollama_library() {
+    let hub = FakeHub::start();
+    bartowski_like(&hub, "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF");
+    hub.add_repo(
+        "Qwen/Qwen2.5-7B-Instruct-GGUF",
+        &[
+            ("qwen2.5-7b-instruct-q4_k_m-00001-of-00002.gguf", 3_990_000_000),
+            ("qwen2.5-7b-instruct-q4_k_m-00002-of-00002.gguf", 689_000_000),
+            ("qwen2.5-7b-instruct-iq2_xs.gguf", 2_470_000_000),
+        ],
+    );
+    hub.add_repo(
+        "meta-llama/Llama-3.1-8B-Instruct",
+        &[("model-00001-of-00004.safetensors", 4_976_698_672)],
+    );
+    let ollama = FakeOllama::start();
+    let llama = FakeOllama::digest("llama");
+    ollama.add_model(
+        "llama3.1",
+        &[("8b", &llama, 4_920_000_000), ("8b-instruct-q4_K_M", &llama, 4_920_000_000)],
+    );
+    ollama
+        .add_model("qwen2.5", &[("7b-instruct-q8_0", &FakeOllama::digest("qwen"), 8_100_000_000)]);
+    let scratch = Scratch::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/campaigns/example.yaml");
+    std::fs::copy(example, scratch.path().join("campaign.yaml")).unwrap();
+
+    let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, Some(&ollama), None));
+
+    let keys: Vec<&str> =
+        plan["runs"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "Llama-3.1-8B-Instruct|llama_cpp|IQ2_M",
+            "Llama-3.1-8B-Instruct|llama_cpp|Q4_K_M",
+            "Llama-3.1-8B-Instruct|llama_cpp|Q8_0",
+            "Llama-3.1-8B-Instruct|llama_cpp|F32",
+            "Llama-3.1-8B-Instruct|ollama|Q4_K_M",
+            "Qwen2.5-7B-Instruct|llama_cpp|IQ2_XS",
+            "Qwen2.5-7B-Instruct|llama_cpp|Q4_K_M",
+            "Qwen2.5-7B-Instruct|ollama|Q8_0",
+        ]
+    );
+    assert_eq!(
+        find(&plan, "Llama-3.1-8B-Instruct|llama_cpp|IQ2_M")["reason"],
+        "quant_filter: skip pattern `IQ2_*`"
+    );
+    let qwen = find(&plan, "Qwen2.5-7B-Instruct|llama_cpp|Q4_K_M");
+    assert_eq!(qwen["size_bytes"], 4_679_000_000u64);
+    assert_eq!(qwen["files"].as_array().unwrap().len(), 2);
+}

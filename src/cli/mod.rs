@@ -22,7 +22,7 @@ use crate::error::{Exit, KittError, report};
 #[command(name = "kitt", version, max_term_width = 100)]
 pub struct Cli {
     /// Directory for kitt's store, results and logs.
-    #[arg(long, global = true, env = "KITT_HOME", value_name = "DIR")]
+    #[arg(long, global = true, env = "KITT_HOME", hide_env_values = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
 
     /// Print machine-readable JSON on stdout instead of tables.

@@ -1,0 +1,33 @@
+//! `--help` teaches: snapshots of what users read.
+
+mod common;
+
+use common::Scratch;
+
+#[test]
+fn campaign_run_help() {
+    let scratch = Scratch::new();
+    let mut command = scratch.kitt();
+    command.args(["campaign", "run", "--help"]).env("COLUMNS", "100");
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 0);
+    insta::assert_snapshot!(outcome.stdout);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let scratch = Scratch::new();
+    let outcome = scratch.run(scratch.kitt().args(["campaign", "run"]));
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("<CONFIG>"), "{}", outcome.stderr);
+}
+
+#[test]
+fn running_without_dry_run_is_refused_after_validating_the_config() {
+    let scratch = Scratch::new();
+    scratch.write("c.yaml", "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: o/m\nengines:\n  - name: llama_cpp\n");
+    let outcome = scratch.run(scratch.kitt().args(["campaign", "run", "c.yaml"]));
+    assert_eq!(outcome.code, 2);
+    assert!(outcome.stderr.contains("add `--dry-run`"), "{}", outcome.stderr);
+    assert!(outcome.stdout.is_empty());
+}
