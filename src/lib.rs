@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gguf;
 pub mod home;
+pub mod measure;
 pub mod plan;
 pub mod report;
