@@ -62,6 +62,12 @@ pub enum KittError {
     /// Something about this machine prevents the command.
     #[error("{0}")]
     Environment(String),
+    /// The run finished without a result (the engine died, failed to load).
+    #[error("{0}")]
+    RunFailed(String),
+    /// The user interrupted the command.
+    #[error("interrupted")]
+    Interrupted,
     /// Writing output failed (a closed pipe, a full disk).
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
@@ -77,6 +83,8 @@ impl KittError {
             }
             KittError::Config(_) | KittError::Usage(_) => Exit::InvalidInput,
             KittError::Environment(_) | KittError::Output(_) => Exit::Environment,
+            KittError::RunFailed(_) => Exit::RunsFailed,
+            KittError::Interrupted => Exit::Interrupted,
         }
     }
 }

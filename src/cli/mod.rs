@@ -1,6 +1,7 @@
 //! The command line: clap types (no logic) and the dispatch to handlers.
 
 mod campaign;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +40,63 @@ pub enum Command {
     /// Plan and run benchmark campaigns.
     #[command(subcommand)]
     Campaign(CampaignCommand),
+
+    /// Run one suite against one model on one engine and store the result.
+    ///
+    /// kitt starts the engine on a free loopback port (llama_cpp), or connects
+    /// to a running OpenAI-compatible server (openai), waits until it serves
+    /// the model, runs the suite's benchmarks over streaming HTTP, stops the
+    /// engine, and writes the result to the store and to a run directory.
+    ///
+    /// Example: kitt run -m ~/models/tiny.gguf -e llama_cpp -s quick
+    Run(RunCmd),
+
+    /// Inspect the engines kitt knows.
+    #[command(subcommand)]
+    Engines(EnginesCommand),
 }
+
+/// Arguments of `kitt run`.
+#[derive(Debug, Args)]
+pub struct RunCmd {
+    /// A GGUF file, a directory of GGUF variants, or a repository id in local
+    /// storage (for `openai`: the served model id).
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: String,
+
+    /// The engine: llama_cpp or openai.
+    #[arg(short, long, value_name = "ENGINE")]
+    pub engine: String,
+
+    /// The suite: quick, standard, performance, or a path to a suite YAML.
+    #[arg(short, long, default_value = "quick", value_name = "SUITE")]
+    pub suite: String,
+
+    /// The variant to run when MODEL holds several (e.g. Q4_K_M).
+    #[arg(long, value_name = "QUANT")]
+    pub quant: Option<String>,
+
+    /// Engine parameter (binary, context_size, gpu_layers, parallel, threads,
+    /// extra_args, base_url, model); repeatable.
+    #[arg(long = "engine-config", value_name = "KEY=VALUE")]
+    pub engine_config: Vec<String>,
+
+    /// Root of the run directory, written as DIR/results/<model>/<engine>/<quant>/<time>/
+    /// [default: the kitt home].
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+/// `kitt engines …`.
+#[derive(Debug, Subcommand)]
+pub enum EnginesCommand {
+    /// List every engine, the formats it loads, and whether it is usable here.
+    List(EngineArgs),
+}
+
+/// Arguments of `kitt engines list`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {}
 
 /// `kitt campaign …`.
 #[derive(Debug, Subcommand)]
@@ -99,6 +156,8 @@ fn dispatch(cli: Cli) -> Result<Exit, KittError> {
     let home = crate::home::resolve(cli.home);
     match cli.command {
         Command::Campaign(CampaignCommand::Run(args)) => campaign::run(&args, &home, cli.json),
+        Command::Run(args) => run::run(&args, &home, cli.json),
+        Command::Engines(EnginesCommand::List(args)) => run::engines_list(&args, cli.json),
     }
 }
 

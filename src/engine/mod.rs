@@ -1,9 +1,22 @@
-//! The engines kitt knows and the model formats each accepts.
+//! The engines kitt knows, the model formats each accepts, and starting,
+//! probing and stopping them.
 //!
-//! Starting, probing and stopping engines comes with the measurement stage;
-//! planning needs only this catalogue.
+//! Measurement never sees an engine: it gets a [`Running`] with a base URL,
+//! the model id to ask for and the request fields that make numbers
+//! comparable. Adding an engine means a module here and an arm in [`start`].
 
+pub mod llama_cpp;
+pub mod openai;
+pub mod port;
+pub mod process;
+
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::EngineConfig;
+use process::{EngineProcess, STOP_GRACE};
 
 /// A model format, as named in an engine's `formats` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,6 +139,180 @@ impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Everything needed to start an engine for one run.
+#[derive(Debug)]
+pub struct Launch<'a> {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// Its parameters from the campaign or `--engine-config`.
+    pub config: &'a EngineConfig,
+    /// The model file to load (first shard of a split model).
+    pub model_path: Option<&'a Path>,
+    /// The id the server must report for the model.
+    pub model_name: &'a str,
+    /// Total size of the model files, which sets the start-up deadline.
+    pub model_bytes: u64,
+    /// Context size in tokens.
+    pub context_size: u32,
+    /// Parallel request slots.
+    pub slots: u32,
+    /// Where the engine's output goes.
+    pub log_path: PathBuf,
+}
+
+impl Launch<'_> {
+    /// How long loading may take: 30 s plus 10 s per GiB of model.
+    pub fn ready_deadline(&self) -> Duration {
+        let gib = self.model_bytes.div_ceil(1 << 30);
+        Duration::from_secs(30 + 10 * gib)
+    }
+}
+
+/// A started (or connected) engine.
+#[derive(Debug)]
+pub struct Running {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// Base URL without `/v1`.
+    pub base_url: String,
+    /// Model id to send in requests.
+    pub served_model: String,
+    /// The engine's version.
+    pub version: String,
+    /// The executable kitt started, if it started one.
+    pub binary: Option<PathBuf>,
+    /// Parameters passed to the engine, as text.
+    pub parameters: BTreeMap<String, String>,
+    /// Fields added to every request (cache defeat, output pinning).
+    pub request_extras: serde_json::Map<String, serde_json::Value>,
+    /// What was done for comparability, and what was refused.
+    pub comparability: BTreeMap<String, String>,
+    process: Option<EngineProcess>,
+}
+
+impl Running {
+    /// The engine's process group, when kitt started it.
+    pub fn process_group(&self) -> Option<u32> {
+        self.process.as_ref().map(EngineProcess::pid)
+    }
+
+    /// Whether the engine process has exited (never for external servers).
+    pub fn has_exited(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|process| process.exited().is_some())
+    }
+
+    /// The tail of the engine's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.as_ref().map(|process| process.log_tail(lines)).unwrap_or_default()
+    }
+
+    /// Stops what kitt started and waits until it is gone; external servers are left alone.
+    pub async fn stop(&mut self) -> Result<(), EngineError> {
+        if let Some(process) = self.process.as_mut() {
+            process.stop(STOP_GRACE).await.map_err(EngineError::Io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an engine could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's executable is not installed.
+    #[error("cannot find the `{engine}` server (looked at {searched}); {hint}")]
+    BinaryMissing {
+        /// Engine name.
+        engine: &'static str,
+        /// Where kitt looked.
+        searched: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// The engine is not available in this build of kitt.
+    #[error("engine `{0}` cannot be started by this version of kitt yet")]
+    Unsupported(EngineKind),
+    /// No model file was given to an engine that loads one.
+    #[error("engine `{engine}` needs a model file")]
+    NoModelFile {
+        /// Engine name.
+        engine: &'static str,
+    },
+    /// An `openai` engine without `base_url`.
+    #[error("an `openai` engine needs `base_url` in its config")]
+    NoBaseUrl,
+    /// The process exited before it was ready.
+    #[error("the engine exited while loading ({status}); last log lines:\n{log_tail}")]
+    Died {
+        /// Exit status.
+        status: String,
+        /// The end of its log.
+        log_tail: String,
+    },
+    /// The engine did not become ready in time.
+    #[error("the engine was not ready after {waited:?}; last log lines:\n{log_tail}")]
+    NotReady {
+        /// The deadline.
+        waited: Duration,
+        /// The end of its log.
+        log_tail: String,
+    },
+    /// Another process answers on the port kitt chose.
+    #[error("port {port} answers, but not from the engine kitt started")]
+    PortNotOwned {
+        /// The port.
+        port: u16,
+    },
+    /// The server serves a different model.
+    #[error("the server serves {served:?}, not `{expected}`")]
+    WrongModel {
+        /// The model asked for.
+        expected: String,
+        /// What `/v1/models` listed.
+        served: Vec<String>,
+    },
+    /// The server could not be reached or answered nonsense.
+    #[error("cannot query {url}: {reason}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Starting or stopping failed at the OS level.
+    #[error("engine process error")]
+    Io(#[source] std::io::Error),
+}
+
+/// Starts (or connects to) the engine of `launch`.
+pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
+    match launch.kind {
+        EngineKind::LlamaCpp => llama_cpp::start(launch).await,
+        EngineKind::Openai => openai::connect(launch).await,
+        other => Err(EngineError::Unsupported(other)),
+    }
+}
+
+/// Model ids listed by `GET {base_url}/v1/models`.
+pub async fn served_models(base_url: &str) -> Result<Vec<String>, EngineError> {
+    let url = format!("{base_url}/v1/models");
+    let unreachable = |reason: String| EngineError::Unreachable { url: url.clone(), reason };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|error| unreachable(error.to_string()))?;
+    let response = client.get(&url).send().await.map_err(|error| unreachable(error.to_string()))?;
+    if !response.status().is_success() {
+        return Err(unreachable(format!("HTTP {}", response.status().as_u16())));
+    }
+    let body: serde_json::Value =
+        response.json().await.map_err(|error| unreachable(error.to_string()))?;
+    let ids = body["data"]
+        .as_array()
+        .map(|models| models.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Ok(ids)
 }
 
 #[cfg(test)]

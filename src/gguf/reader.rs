@@ -484,9 +484,8 @@ mod tests {
     #[test]
     fn reads_the_real_gemma_model_when_present() {
         let Some(home) = std::env::home_dir() else { return };
-        let path = home.join(
-            "models/huggingface/kitt-local/gemma-3-270m-GGUF/gemma-3-270m-Q4_K_M.gguf",
-        );
+        let path =
+            home.join("models/huggingface/kitt-local/gemma-3-270m-GGUF/gemma-3-270m-Q4_K_M.gguf");
         if !path.exists() {
             println!("notice: {} is absent (scripts/setup.sh fetches it); skipped", path.display());
             return;

@@ -263,13 +263,13 @@ impl<W: Write> GgufWriter<W> {
         }
 
         self.scratch.clear();
-        match tensor.ty {
-            TensorType::F32 => {
-                values.iter().for_each(|v| self.scratch.extend_from_slice(&v.to_le_bytes()));
+        for value in values {
+            match tensor.ty {
+                TensorType::F32 => self.scratch.extend_from_slice(&value.to_le_bytes()),
+                TensorType::F16 => {
+                    self.scratch.extend_from_slice(&f32_to_f16(*value).to_le_bytes())
+                }
             }
-            TensorType::F16 => values
-                .iter()
-                .for_each(|v| self.scratch.extend_from_slice(&f32_to_f16(*v).to_le_bytes())),
         }
         self.out.write_all(&self.scratch)?;
 
@@ -487,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn f16_conversion_matches_known_values() {
+    fn f16_conversion_matches_known_values_and_rounds_ties_to_even() {
         let cases: [(f32, u16); 12] = [
             (0.0, 0x0000),
             (-0.0, 0x8000),
@@ -507,6 +507,11 @@ mod tests {
         }
         assert_eq!(f32_to_f16(f32::NAN) & 0x7c00, 0x7c00);
         assert_ne!(f32_to_f16(f32::NAN) & 0x3ff, 0);
+
+        // 1 + 2^-11 lies halfway between 1.0 and the next half; the even one is 1.0.
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
+        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11) + 2f32.powi(-20)), 0x3c01);
     }
 
     #[test]
@@ -517,14 +522,6 @@ mod tests {
             }
             assert_eq!(f32_to_f16(f16_to_f32(half)), half, "{half:#06x}");
         }
-    }
-
-    #[test]
-    fn f16_rounds_ties_to_even() {
-        // 1 + 2^-11 lies halfway between 1.0 and the next half; the even one is 1.0.
-        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
-        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
-        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11) + 2f32.powi(-20)), 0x3c01);
     }
 
     fn write(metadata: &[(String, Value)], tensors: Vec<TensorInfo>) -> Vec<u8> {
@@ -547,10 +544,8 @@ mod tests {
         ];
         let bytes = write(&metadata, tensors);
 
-        assert_eq!(&bytes[..4], b"GGUF");
-        assert_eq!(bytes[4..8], 3u32.to_le_bytes());
-        assert_eq!(bytes[8..16], 2u64.to_le_bytes());
-        assert_eq!(bytes[16..24], 1u64.to_le_bytes());
+        let counts = [&b"GGUF"[..], &3u32.to_le_bytes(), &2u64.to_le_bytes(), &1u64.to_le_bytes()];
+        assert_eq!(bytes[..24], counts.concat());
         assert_eq!(bytes.len() % 32, 0);
 
         // Tensor `b` starts 32 bytes after `a` (12 bytes padded), and holds halves.
@@ -584,9 +579,11 @@ mod tests {
         let error = GgufWriter::new(Vec::new(), &[], same).err();
         assert!(matches!(error, Some(WriteError::DuplicateTensor(_))));
 
-        let empty = vec![TensorInfo::new("t", &[4, 0], TensorType::F32)];
-        let error = GgufWriter::new(Vec::new(), &[], empty).err();
-        assert!(matches!(error, Some(WriteError::BadShape { .. })));
+        for dims in [&[4, 0][..], &[], &[1; 5]] {
+            let bad = vec![TensorInfo::new("t", dims, TensorType::F32)];
+            let error = GgufWriter::new(Vec::new(), &[], bad).err();
+            assert!(matches!(error, Some(WriteError::BadShape { .. })), "{dims:?}");
+        }
     }
 
     #[test]

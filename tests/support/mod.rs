@@ -19,9 +19,11 @@
 // Every test binary compiles this module but uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod engine;
 pub mod hub;
 pub mod ollama;
 mod server;
+pub mod stream;
 
 pub use hub::{FakeHub, GateMode};
 pub use ollama::FakeOllama;

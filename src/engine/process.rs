@@ -1,0 +1,230 @@
+//! Engine processes: started in their own process group with output captured
+//! to a log file, stopped with SIGTERM, a grace period, then SIGKILL of the
+//! whole group. Dropping a [`EngineProcess`] kills the group, so no engine
+//! outlives the run that started it, whatever path the run leaves by.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Process groups of engines currently running, so that an immediate exit
+/// (a second Ctrl-C) can still kill them.
+static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Kills every engine process group still registered; for immediate exits.
+pub fn kill_all_engines() {
+    let groups = LIVE_GROUPS.lock().map(|groups| groups.clone()).unwrap_or_default();
+    for pgid in groups {
+        if let Ok(pgid) = i32::try_from(pgid) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn register(pgid: u32, live: bool) {
+    if let Ok(mut groups) = LIVE_GROUPS.lock() {
+        if live {
+            groups.insert(pgid);
+        } else {
+            groups.remove(&pgid);
+        }
+    }
+}
+
+/// How long an engine gets to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A running engine process and its process group.
+#[derive(Debug)]
+pub struct EngineProcess {
+    child: Child,
+    pid: u32,
+    log_path: PathBuf,
+    stopped: bool,
+}
+
+impl EngineProcess {
+    /// Starts `program` with `args` in a new process group, stdout and stderr
+    /// appended to `log_path`.
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log_path: &Path,
+    ) -> io::Result<Self> {
+        let log = OpenOptions::new().create(true).append(true).open(log_path)?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = command.spawn()?;
+        let pid = child.id().ok_or_else(|| io::Error::other("the engine exited at once"))?;
+        register(pid, true);
+        Ok(EngineProcess { child, pid, log_path: log_path.to_owned(), stopped: false })
+    }
+
+    /// The leader's process id (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The exit status if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM to the group, wait up to `grace`, then SIGKILL; reaps the leader.
+    pub async fn stop(&mut self, grace: Duration) -> io::Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.signal_group(Signal::SIGTERM);
+        let exited = tokio::time::timeout(grace, self.child.wait()).await;
+        if exited.is_err() {
+            tracing::warn!(pid = self.pid, "engine ignored SIGTERM for {grace:?}; killing it");
+            self.signal_group(Signal::SIGKILL);
+            self.child.wait().await?;
+        }
+        // Children the engine forked may still be in the group.
+        self.signal_group(Signal::SIGKILL);
+        self.stopped = true;
+        register(self.pid, false);
+        Ok(())
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        let Ok(pgid) = i32::try_from(self.pid) else { return };
+        // ESRCH (the group is gone) is the expected outcome after a clean exit.
+        let _ = killpg(Pid::from_raw(pgid), signal);
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log_path, lines)
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.signal_group(Signal::SIGKILL);
+            register(self.pid, false);
+            // Reap the leader so it does not linger as a zombie.
+            let _ = self.child.start_kill();
+            let _ = self.child.try_wait();
+        }
+    }
+}
+
+/// The last `lines` lines of a log file (reads at most the last 64 KiB).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(path) else { return String::new() };
+    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(WINDOW)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Resident memory in bytes of every process in a process group, read from /proc.
+pub fn group_resident_bytes(pgid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let page = 4096u64;
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_group_of(*pid) == Some(pgid))
+        .filter_map(|pid| {
+            let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+            let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+            Some(resident * page)
+        })
+        .sum()
+}
+
+/// Live (not zombie) process ids whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_group_of(*pid) == Some(pgid))
+        .collect()
+}
+
+/// The process group of a live process; `None` for zombies and vanished pids.
+fn process_group_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields follow the last `)`.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_ends_the_whole_group_and_logs_are_captured() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("engine.log");
+        let script = "echo started; sleep 30 & sleep 30";
+        let mut process =
+            EngineProcess::spawn(Path::new("/bin/sh"), &["-c".into(), script.into()], &[], &log)
+                .unwrap();
+        let pgid = process.pid();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(group_members(pgid).len() >= 2, "the shell and its children share a group");
+
+        process.stop(Duration::from_secs(2)).await.unwrap();
+
+        assert!(group_members(pgid).is_empty(), "every member of the group is gone");
+        assert_eq!(process.log_tail(5), "started");
+    }
+
+    #[tokio::test]
+    async fn dropping_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("engine.log");
+        let process =
+            EngineProcess::spawn(Path::new("/bin/sleep"), &["30".into()], &[], &log).unwrap();
+        let pgid = process.pid();
+        drop(process);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(group_members(pgid).is_empty(), "still running: {:?}", group_members(pgid));
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(log_tail(&path, 2), "c\nd");
+        assert_eq!(log_tail(&dir.path().join("absent"), 2), "");
+    }
+}

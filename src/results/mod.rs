@@ -1,0 +1,11 @@
+//! Results: the record one run produces ([`model`]) and the per-run directory
+//! of files written for people and scripts ([`files`]). Storing results in
+//! SQLite is the `store` module's job.
+
+pub mod files;
+pub mod model;
+
+pub use files::write_run_dir;
+pub use model::{
+    BenchmarkResult, BenchmarkStatus, EngineIdentity, Gpu, Hardware, ModelIdentity, RunResult,
+};

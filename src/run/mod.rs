@@ -1,0 +1,253 @@
+//! One benchmark run: start the engine, run the suite's benchmarks against
+//! it, stop the engine whatever happens, and store the result with its
+//! provenance. The campaign runner calls [`execute`] in-process.
+
+pub mod bench;
+pub mod memory;
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::config::EngineConfig;
+use crate::engine::{self, EngineError, EngineKind, Launch, Running};
+use crate::measure::{METRICS_VERSION, StreamClient};
+use crate::results::model::{
+    BenchmarkResult, BenchmarkStatus, EngineIdentity, ModelIdentity, RunResult,
+};
+use crate::suite::Suite;
+use bench::Target;
+use memory::MemorySampler;
+pub use model::{ModelError, ModelFile, resolve_model};
+
+/// Set when the user asked to stop: the run abandons its current request,
+/// stops the engine cleanly and returns [`RunError::Interrupted`].
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<(AtomicBool, Notify)>);
+
+impl Cancel {
+    /// Asks the run to stop.
+    pub fn cancel(&self) {
+        self.0.0.store(true, Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.0.load(Ordering::SeqCst)
+    }
+
+    /// Completes once stopping is asked for.
+    pub async fn cancelled(&self) {
+        while !self.is_cancelled() {
+            let notified = self.0.1.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What to run.
+pub struct RunRequest<'a> {
+    /// The model to serve.
+    pub model: &'a ModelFile,
+    /// The engine.
+    pub engine: EngineKind,
+    /// Its parameters.
+    pub config: &'a EngineConfig,
+    /// The suite.
+    pub suite: &'a Suite,
+    /// The kitt home (store and logs).
+    pub home: &'a Path,
+    /// Where run directories go.
+    pub output_root: PathBuf,
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The stored result.
+    pub result: RunResult,
+    /// Its run directory.
+    pub run_dir: PathBuf,
+}
+
+/// Why a run produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The engine could not be started or died.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The result could not be stored.
+    #[error("cannot store the result")]
+    Store(#[source] crate::store::StoreError),
+    /// Files could not be written.
+    #[error("cannot write the run's files")]
+    Io(#[source] std::io::Error),
+    /// The user stopped the run; the engine was stopped.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Runs a suite against a model on an engine and stores the result.
+pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOutcome, RunError> {
+    let id = new_id();
+    let started_at = now();
+    let logs = request.home.join("logs");
+    std::fs::create_dir_all(&logs).map_err(RunError::Io)?;
+    let log_path = logs.join(format!("{id}.engine.log"));
+    let hardware = crate::hardware::detect();
+
+    let slots = request.suite.max_concurrency();
+    let context_size =
+        request.config.context_size.unwrap_or(request.suite.context_per_slot() * slots);
+    let launch = Launch {
+        kind: request.engine,
+        config: request.config,
+        model_path: Some(&request.model.path),
+        model_name: &request.model.name,
+        model_bytes: request.model.size_bytes,
+        context_size,
+        slots,
+        log_path: log_path.clone(),
+    };
+    let mut running = tokio::select! {
+        started = engine::start(&launch) => started?,
+        () = cancel.cancelled() => {
+            engine::process::kill_all_engines();
+            return Err(RunError::Interrupted);
+        }
+    };
+    let measured = tokio::select! {
+        measured = measure(&mut running, request.suite, cancel) => measured,
+        () = cancel.cancelled() => Err(RunError::Interrupted),
+    };
+    let stopped = running.stop().await;
+    let benchmarks = measured?;
+    stopped?;
+
+    let result = RunResult {
+        id,
+        kitt_version: env!("CARGO_PKG_VERSION").to_owned(),
+        metric_version: METRICS_VERSION,
+        started_at,
+        finished_at: now(),
+        suite: request.suite.name.clone(),
+        config_hash: config_hash(request, &running),
+        model: ModelIdentity {
+            name: request.model.name.clone(),
+            path: request.model.path.display().to_string(),
+            quant: request.model.quant.clone(),
+            size_bytes: request.model.size_bytes,
+            architecture: request.model.architecture.clone(),
+            parameters: request.model.parameters,
+        },
+        engine: identity(&running),
+        hardware,
+        passed: passed(&benchmarks),
+        benchmarks,
+    };
+    let store = crate::store::Store::open(request.home).map_err(RunError::Store)?;
+    store.insert_result(&result).map_err(RunError::Store)?;
+    let engine_log = request.engine.is_managed().then_some(log_path.as_path());
+    let run_dir = crate::results::files::write_run_dir(&request.output_root, &result, engine_log)
+        .map_err(RunError::Io)?;
+    Ok(RunOutcome { result, run_dir })
+}
+
+async fn measure(
+    running: &mut Running,
+    suite: &Suite,
+    cancel: &Cancel,
+) -> Result<Vec<BenchmarkResult>, RunError> {
+    let client = StreamClient::new(&running.base_url).map_err(|error| {
+        EngineError::Unreachable { url: running.base_url.clone(), reason: error.to_string() }
+    })?;
+    let sampler = MemorySampler::for_engine(running.process_group());
+    running.comparability.insert("memory".into(), sampler.describe());
+    let mut target = Target::new(client, running.served_model.clone(), sampler, suite.temperature);
+    target.extras = running.request_extras.clone();
+    target.unique_prefix = !target.extras.contains_key("cache_prompt");
+    if target.unique_prefix {
+        running
+            .comparability
+            .insert("prompt_cache".into(), "defeated with a unique prefix per request".into());
+    }
+
+    let mut benchmarks = Vec::new();
+    for test in &suite.tests {
+        for run_number in 1..=test.runs {
+            if cancel.is_cancelled() {
+                return Err(RunError::Interrupted);
+            }
+            let warmup =
+                if test.warmup { bench::warm_up(&target, suite).await } else { Vec::new() };
+            let mut result = bench::run(&target, test, run_number).await;
+            result.warmup_ms = warmup;
+            tracing::info!(test = %test.name, run_number, status = ?result.status, "benchmark finished");
+            benchmarks.push(result);
+            if running.has_exited() {
+                let tail = running.log_tail(20);
+                return Err(EngineError::Died {
+                    status: "during the suite".into(),
+                    log_tail: tail,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(benchmarks)
+}
+
+/// A run passes when some benchmark ran and every benchmark that ran passed.
+fn passed(benchmarks: &[BenchmarkResult]) -> bool {
+    let ran: Vec<&BenchmarkResult> =
+        benchmarks.iter().filter(|b| !matches!(b.status, BenchmarkStatus::NotRun(_))).collect();
+    !ran.is_empty() && ran.iter().all(|b| b.status == BenchmarkStatus::Passed)
+}
+
+fn identity(running: &Running) -> EngineIdentity {
+    EngineIdentity {
+        name: running.kind.name().to_owned(),
+        version: running.version.clone(),
+        binary: running.binary.as_ref().map(|path| path.display().to_string()),
+        parameters: running.parameters.clone(),
+        comparability: running.comparability.clone(),
+    }
+}
+
+/// SHA-256 over what decides the numbers: engine and its parameters, the
+/// suite's resolved settings, the model file, and the metric definitions.
+fn config_hash(request: &RunRequest<'_>, running: &Running) -> String {
+    let mut parameters: BTreeMap<&str, String> = BTreeMap::new();
+    parameters.insert("engine", running.kind.name().to_owned());
+    parameters.insert("engine_version", running.version.clone());
+    parameters.insert("engine_parameters", format!("{:?}", running.parameters));
+    parameters.insert(
+        "request_extras",
+        serde_json::Value::Object(running.request_extras.clone()).to_string(),
+    );
+    parameters.insert("suite", format!("{:?}", request.suite.tests));
+    parameters
+        .insert("model", format!("{}:{}", request.model.path.display(), request.model.size_bytes));
+    parameters.insert("metrics_version", METRICS_VERSION.to_string());
+    let digest = Sha256::digest(format!("{parameters:?}").as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn new_id() -> String {
+    let nanos = jiff::Timestamp::now().as_nanosecond();
+    let digest = Sha256::digest(format!("{nanos}-{}", std::process::id()).as_bytes());
+    digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}

@@ -1,0 +1,18 @@
+//! The store: one SQLite database in the kitt home (`kitt.db`) holding results
+//! now and campaign state later, so another terminal can read a live campaign.
+//!
+//! [`Store::open`] creates the database if needed, switches it to WAL mode,
+//! enforces foreign keys and applies the embedded migrations ([`schema`]).
+//! Results are stored whole, in one transaction each, with every metric and
+//! every raw request record, and read back whole. Reports and run-directory
+//! files are not this module's job.
+
+mod connection;
+mod error;
+mod results;
+pub mod schema;
+
+pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
+pub use error::StoreError;
+pub use results::{ResultFilter, ResultSummary};
+pub use schema::SCHEMA_VERSION;

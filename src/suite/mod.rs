@@ -1,0 +1,391 @@
+//! Suites and benchmark definitions, as YAML files users know: suites
+//! (`quick`, `standard`, `performance`) name benchmarks (`throughput`,
+//! `latency`, `memory_usage`, `warmup_analysis`, and the quality benchmarks).
+//!
+//! The shipped files under `configs/` are embedded in the binary; a file of the
+//! same name under `<kitt home>/suites/` or `<kitt home>/tests/` overrides one,
+//! and a path to a YAML file names a suite directly. Settings resolve, most
+//! specific first: the suite's `test_overrides`, then the suite's `sampling`,
+//! then the benchmark's own file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+const SHIPPED_SUITES: &[(&str, &str)] = &[
+    ("quick", include_str!("../../configs/suites/quick.yaml")),
+    ("standard", include_str!("../../configs/suites/standard.yaml")),
+    ("performance", include_str!("../../configs/suites/performance.yaml")),
+];
+
+const SHIPPED_TESTS: &[(&str, &str)] = &[
+    ("throughput", include_str!("../../configs/tests/throughput.yaml")),
+    ("latency", include_str!("../../configs/tests/latency.yaml")),
+    ("memory_usage", include_str!("../../configs/tests/memory_usage.yaml")),
+    ("warmup_analysis", include_str!("../../configs/tests/warmup_analysis.yaml")),
+    ("mmlu", include_str!("../../configs/tests/mmlu.yaml")),
+    ("gsm8k", include_str!("../../configs/tests/gsm8k.yaml")),
+    ("truthfulqa", include_str!("../../configs/tests/truthfulqa.yaml")),
+    ("hellaswag", include_str!("../../configs/tests/hellaswag.yaml")),
+];
+
+/// Why a suite could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    /// No suite or benchmark by that name.
+    #[error("unknown {what} `{name}`; known: {known}")]
+    Unknown {
+        /// `suite` or `benchmark`.
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The names kitt knows.
+        known: String,
+    },
+    /// A file could not be read.
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a valid suite or benchmark.
+    #[error("invalid {what} `{name}`: {message}")]
+    Invalid {
+        /// `suite` or `benchmark`.
+        what: &'static str,
+        /// Its name or path.
+        name: String,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+/// What a benchmark measures, which decides how it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestKind {
+    /// Output tokens per second over concurrency levels.
+    Throughput,
+    /// TTFT, TPOT and end-to-end latency, one request at a time.
+    Latency,
+    /// Memory by prompt and output length.
+    MemoryUsage,
+    /// First requests after start-up against later ones.
+    WarmupAnalysis,
+    /// Answers scored against a dataset.
+    Quality,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    name: String,
+    version: u32,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "one")]
+    runs: u32,
+    #[serde(default)]
+    sampling: RawSampling,
+    #[serde(default)]
+    warmup: RawWarmup,
+    tests: Vec<String>,
+    #[serde(default)]
+    test_overrides: BTreeMap<String, RawOverride>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSampling {
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWarmup {
+    #[serde(default = "three")]
+    requests: u32,
+    #[serde(default = "eight")]
+    max_tokens: u32,
+}
+
+impl Default for RawWarmup {
+    fn default() -> Self {
+        RawWarmup { requests: three(), max_tokens: eight() }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    runs: Option<u32>,
+    iterations: Option<u32>,
+    max_tokens: Option<u32>,
+    concurrency: Option<Vec<u32>>,
+    warmup: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTest {
+    name: String,
+    kind: TestKind,
+    version: u32,
+    #[serde(default)]
+    iterations: Option<u32>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    concurrency: Option<Vec<u32>>,
+    #[serde(default)]
+    warmup: Option<bool>,
+    #[serde(default)]
+    prompts: Vec<String>,
+    #[serde(default)]
+    output_lengths: Vec<u32>,
+    #[serde(default)]
+    sample_interval_ms: Option<u64>,
+    #[serde(default)]
+    dataset_path: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn eight() -> u32 {
+    8
+}
+
+/// A suite with every benchmark's settings resolved.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: u32,
+    /// One line on what it is for.
+    pub description: String,
+    /// Sampling temperature for every request.
+    pub temperature: f64,
+    /// Warm-up requests before a benchmark that wants warm-up.
+    pub warmup_requests: u32,
+    /// Output tokens of each warm-up request.
+    pub warmup_max_tokens: u32,
+    /// The benchmarks, in order.
+    pub tests: Vec<TestPlan>,
+}
+
+/// One benchmark of a suite, resolved.
+#[derive(Debug, Clone)]
+pub struct TestPlan {
+    /// Its name.
+    pub name: String,
+    /// What it measures.
+    pub kind: TestKind,
+    /// Its definition's version.
+    pub version: u32,
+    /// Repetitions of the whole benchmark.
+    pub runs: u32,
+    /// Requests per repetition (per concurrency level for throughput).
+    pub iterations: u32,
+    /// Output tokens per request.
+    pub max_tokens: u32,
+    /// Concurrency levels (throughput), else `[1]`.
+    pub concurrency: Vec<u32>,
+    /// Whether warm-up requests precede it.
+    pub warmup: bool,
+    /// Prompts, used in turn.
+    pub prompts: Vec<String>,
+    /// Output lengths (memory_usage).
+    pub output_lengths: Vec<u32>,
+    /// Memory sampling interval in milliseconds.
+    pub sample_interval_ms: u64,
+    /// Dataset file of a quality benchmark.
+    pub dataset_path: Option<String>,
+}
+
+impl Suite {
+    /// Loads a suite by name (home override, else shipped) or from a YAML path.
+    pub fn load(name: &str, home: &Path) -> Result<Suite, SuiteError> {
+        let (label, text) = find("suite", name, &home.join("suites"), SHIPPED_SUITES)?;
+        let raw: RawSuite = parse("suite", &label, &text)?;
+        let mut tests = Vec::new();
+        for test in &raw.tests {
+            let (test_label, test_text) =
+                find("benchmark", test, &home.join("tests"), SHIPPED_TESTS)?;
+            let def: RawTest = parse("benchmark", &test_label, &test_text)?;
+            tests.push(resolve(&raw, def, raw.test_overrides.get(test)));
+        }
+        Ok(Suite {
+            name: raw.name,
+            version: raw.version,
+            description: raw.description,
+            temperature: raw.sampling.temperature.unwrap_or(0.0),
+            warmup_requests: raw.warmup.requests,
+            warmup_max_tokens: raw.warmup.max_tokens,
+            tests,
+        })
+    }
+
+    /// The most requests the suite ever has in flight.
+    pub fn max_concurrency(&self) -> u32 {
+        self.tests.iter().flat_map(|test| test.concurrency.iter().copied()).max().unwrap_or(1)
+    }
+
+    /// A context size per slot that fits every prompt and output of the suite:
+    /// prompt characters (an upper bound on tokens for byte-level vocabularies),
+    /// a margin for the chat template, and the longest output.
+    pub fn context_per_slot(&self) -> u32 {
+        let prompt =
+            self.tests.iter().flat_map(|t| t.prompts.iter()).map(|p| p.len()).max().unwrap_or(0);
+        let prompt = u32::try_from(prompt).unwrap_or(u32::MAX);
+        let output = self
+            .tests
+            .iter()
+            .flat_map(|t| t.output_lengths.iter().copied().chain([t.max_tokens]))
+            .max()
+            .unwrap_or(0)
+            .max(self.warmup_max_tokens);
+        prompt.saturating_add(output).saturating_add(128)
+    }
+}
+
+fn resolve(suite: &RawSuite, def: RawTest, over: Option<&RawOverride>) -> TestPlan {
+    let over = |pick: fn(&RawOverride) -> Option<u32>| over.and_then(pick);
+    let concurrency = over_vec(suite, &def.name).or(def.concurrency).unwrap_or_else(|| vec![1]);
+    TestPlan {
+        runs: over(|o| o.runs).unwrap_or(suite.runs).max(1),
+        iterations: over(|o| o.iterations).or(def.iterations).unwrap_or(5).max(1),
+        max_tokens: over(|o| o.max_tokens)
+            .or(suite.sampling.max_tokens)
+            .or(def.max_tokens)
+            .unwrap_or(128),
+        warmup: suite
+            .test_overrides
+            .get(&def.name)
+            .and_then(|o| o.warmup)
+            .or(def.warmup)
+            .unwrap_or(true),
+        concurrency,
+        name: def.name,
+        kind: def.kind,
+        version: def.version,
+        prompts: def.prompts,
+        output_lengths: def.output_lengths,
+        sample_interval_ms: def.sample_interval_ms.unwrap_or(100),
+        dataset_path: def.dataset_path,
+    }
+}
+
+fn over_vec(suite: &RawSuite, name: &str) -> Option<Vec<u32>> {
+    suite.test_overrides.get(name).and_then(|o| o.concurrency.clone())
+}
+
+fn find(
+    what: &'static str,
+    name: &str,
+    override_dir: &Path,
+    shipped: &[(&str, &str)],
+) -> Result<(String, String), SuiteError> {
+    let as_path = Path::new(name);
+    let is_path = name.ends_with(".yaml") || name.ends_with(".yml") || name.contains('/');
+    let candidate =
+        if is_path { as_path.to_owned() } else { override_dir.join(format!("{name}.yaml")) };
+    if is_path || candidate.is_file() {
+        let text = std::fs::read_to_string(&candidate)
+            .map_err(|source| SuiteError::Read { path: candidate.clone(), source })?;
+        return Ok((candidate.display().to_string(), text));
+    }
+    match shipped.iter().find(|(shipped_name, _)| *shipped_name == name) {
+        Some((_, text)) => Ok((name.to_owned(), (*text).to_owned())),
+        None => Err(SuiteError::Unknown {
+            what,
+            name: name.to_owned(),
+            known: shipped.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    name: &str,
+    text: &str,
+) -> Result<T, SuiteError> {
+    serde_saphyr::from_str(text).map_err(|error| SuiteError::Invalid {
+        what,
+        name: name.to_owned(),
+        message: error.without_snippet().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> Suite {
+        Suite::load(name, Path::new("/nonexistent-kitt-home")).unwrap()
+    }
+
+    #[test]
+    fn every_shipped_suite_loads() {
+        for (name, _) in SHIPPED_SUITES {
+            let suite = shipped(name);
+            assert!(!suite.tests.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn suite_sampling_and_overrides_beat_the_benchmark_file() {
+        let quick = shipped("quick");
+        let throughput = &quick.tests[0];
+        assert_eq!((throughput.max_tokens, throughput.runs), (128, 1));
+        assert_eq!(throughput.concurrency, [1]);
+
+        let performance = shipped("performance");
+        let by_name = |n: &str| performance.tests.iter().find(|t| t.name == n).unwrap().clone();
+        assert_eq!(by_name("throughput").max_tokens, 256);
+        assert_eq!(by_name("throughput").concurrency, [1, 2, 4]);
+        assert_eq!(by_name("latency").runs, 3);
+        assert!(!by_name("warmup_analysis").warmup);
+        assert_eq!(performance.max_concurrency(), 4);
+    }
+
+    #[test]
+    fn standard_runs_mmlu_once() {
+        let standard = shipped("standard");
+        let mmlu = standard.tests.iter().find(|t| t.name == "mmlu").unwrap();
+        assert_eq!((mmlu.kind, mmlu.runs), (TestKind::Quality, 1));
+    }
+
+    #[test]
+    fn a_suite_file_in_the_home_overrides_the_shipped_one() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("suites")).unwrap();
+        let custom = "name: quick\nversion: 9\nruns: 2\ntests: [latency]\n";
+        std::fs::write(home.path().join("suites/quick.yaml"), custom).unwrap();
+        let suite = Suite::load("quick", home.path()).unwrap();
+        assert_eq!(
+            (suite.version, suite.tests[0].name.as_str(), suite.tests[0].runs),
+            (9, "latency", 2)
+        );
+    }
+
+    #[test]
+    fn unknown_names_and_keys_are_errors() {
+        let error = Suite::load("quik", Path::new("/none")).unwrap_err();
+        assert!(error.to_string().contains("known: quick, standard, performance"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, "name: x\nversion: 1\ntests: [latency]\nrepeat: 3\n").unwrap();
+        let error = Suite::load(path.to_str().unwrap(), Path::new("/none")).unwrap_err();
+        assert!(error.to_string().contains("repeat"), "{error}");
+    }
+}
