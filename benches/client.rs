@@ -5,18 +5,17 @@
 //! - ingest rate in memory: token events per second that the parsing and
 //!   accounting sustain on one core, one event per read (the worst case);
 //! - ingest rate over loopback HTTP: the same through reqwest, with the client
-//!   on one core (a current-thread runtime) and the server on another thread;
+//!   on one core (a current-thread runtime) and the server on another thread,
+//!   plus the client thread's own CPU time per event (the rate may be bounded
+//!   by the server; the CPU time is not);
 //! - first-token stamp lag: how long after the server hands the first token to
 //!   its HTTP stack kitt stamps it. Server and client share this process and
 //!   so the same monotonic clock; the lag includes the server's write, the
 //!   loopback hop and the client's HTTP stack, so it bounds kitt's share from
 //!   above.
 
-// The scripted server of the tests, included file by file: its parent
+// The scripted server of the tests, included alone: its parent
 // `tests/support/mod.rs` brings fakes the benchmark does not need.
-#[allow(dead_code)]
-#[path = "../tests/support/server.rs"]
-mod server;
 #[allow(dead_code)]
 #[path = "../tests/support/stream.rs"]
 mod stream;
@@ -24,7 +23,7 @@ mod stream;
 use std::time::{Duration, Instant};
 
 use kitt::measure::{
-    ChatMessage, Flow, Origin, StreamClient, StreamEnd, StreamIngest, StreamRequest, Summary,
+    ChatMessage, Flow, StreamClient, StreamEnd, StreamIngest, StreamRequest, Summary,
 };
 use stream::llama::{self, MODEL};
 use stream::{Script, ScriptedStream};
@@ -64,7 +63,8 @@ fn stream_events() -> Vec<Vec<u8>> {
 fn in_memory_ingest() {
     let events = stream_events();
     let run = || {
-        let mut ingest = StreamIngest::new(Origin::now(), Some(MODEL), EVENTS as u32);
+        let mut ingest = StreamIngest::new(Some(MODEL), EVENTS as u32);
+        ingest.start();
         for event in &events {
             if ingest.on_bytes(Instant::now(), event) != Flow::More {
                 break;
@@ -90,13 +90,33 @@ async fn loopback_ingest() {
     assert!(warm.is_success(), "warm-up request failed: {:?}", warm.failure);
 
     let started = Instant::now();
+    let cpu_before = thread_cpu_ns();
     let mut requests = 0;
     while started.elapsed() < MEASURE {
         let record = client.send(&request).await;
         assert_eq!(record.chunks as usize, EVENTS);
         requests += 1;
     }
-    report_rate("ingest, loopback HTTP, client on one core", requests, started.elapsed());
+    let elapsed = started.elapsed();
+    report_rate("ingest, loopback HTTP, client on one core", requests, elapsed);
+
+    // The current-thread runtime runs every client task on this thread, so its
+    // CPU time is the client's whole cost, whatever the server's speed.
+    if let (Some(before), Some(after)) = (cpu_before, thread_cpu_ns()) {
+        let events = requests as f64 * EVENTS as f64;
+        let busy = (after - before) as f64;
+        println!(
+            "  client thread CPU: {:.0} ns per event, busy {:.0} % of the wall time",
+            busy / events,
+            100.0 * busy / elapsed.as_nanos() as f64
+        );
+    }
+}
+
+/// CPU time of the calling thread in nanoseconds (Linux `schedstat`), if readable.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
 }
 
 async fn stamp_lag(label: &str, before_token: Duration) {

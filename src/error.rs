@@ -81,6 +81,11 @@ impl KittError {
             KittError::Output(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
                 Exit::Success
             }
+            KittError::Config(ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Exit::Environment
+            }
             KittError::Config(_) | KittError::Usage(_) => Exit::InvalidInput,
             KittError::Environment(_) | KittError::Output(_) => Exit::Environment,
             KittError::RunFailed(_) => Exit::RunsFailed,

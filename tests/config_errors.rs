@@ -196,3 +196,43 @@ fn secrets_from_the_file_are_never_printed() {
         outcome.stderr
     );
 }
+
+#[test]
+fn secrets_on_an_error_line_are_redacted() {
+    for yaml in [
+        format!("campaign_name: c\nhf_token: hf_SECRET1\nhf_token: hf_SECRET2\n{VALID_TAIL}"),
+        format!("campaign_name: c\nhf_tokn: hf_SECRET1\n{VALID_TAIL}"),
+        format!("campaign_name: c\nhf_token: [hf_SECRET1]\n{VALID_TAIL}"),
+        format!("campaign_name: c\nnotifications:\n  smtp_pasword: SECRET2\n{VALID_TAIL}"),
+    ] {
+        let stderr = rejected(&yaml);
+        assert!(!stderr.contains("SECRET"), "{stderr}");
+        assert!(stderr.contains("<redacted>"), "{stderr}");
+    }
+}
+
+#[test]
+fn empty_formats_list_points_at_its_line() {
+    let yaml = "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: o/m\nengines:\n  - name: llama_cpp\n    formats: []\n";
+    let stderr = rejected(yaml);
+    assert!(stderr.contains("campaign.yaml:7:14"), "{stderr}");
+}
+
+#[test]
+fn repository_ids_the_hub_would_refuse_are_config_errors() {
+    let yaml = "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: org/na..me\nengines:\n  - name: llama_cpp\n";
+    let stderr = rejected(yaml);
+    assert!(stderr.contains("campaign.yaml:4:16") && stderr.contains("`..`"), "{stderr}");
+}
+
+#[test]
+fn a_section_left_empty_says_what_it_expected() {
+    let stderr = rejected(&format!("campaign_name: c\ndisk:\n{VALID_TAIL}"));
+    assert!(stderr.contains("`disk`: expected a mapping of keys to values"), "{stderr}");
+}
+
+#[test]
+fn several_documents_are_explained() {
+    let stderr = rejected(&format!("campaign_name: c\n{VALID_TAIL}---\ncampaign_name: d\n"));
+    assert!(stderr.contains("more than one YAML document"), "{stderr}");
+}

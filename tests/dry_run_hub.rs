@@ -322,3 +322,80 @@ fn shipped_example_plans_against_a_hub_and_an_ollama_library() {
     assert_eq!(qwen["size_bytes"], 4_679_000_000u64);
     assert_eq!(qwen["files"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn ollama_tags_the_library_or_registry_do_not_know_are_skipped() {
+    let hub = FakeHub::start();
+    let ollama = FakeOllama::start();
+    ollama
+        .add_model("llama3.1", &[("8b-instruct-q4_K_M", &FakeOllama::digest("a"), 4_920_000_000)]);
+    let scratch = Scratch::new();
+    let yaml = "campaign_name: c\nmodels:\n  - name: A\n    ollama_tag: \"llama3.1:8b-instruct-q5_K_M\"\n\
+                \x20 - name: B\n    ollama_tag: \"nope:3b\"\nengines:\n  - name: ollama\ndisk:\n  reserve_gb: 0\n";
+    scratch.write("campaign.yaml", yaml);
+
+    let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, Some(&ollama), None));
+
+    let a = find(&plan, "A|ollama|Q5_K_M");
+    assert_eq!(a["status"], "skipped");
+    assert!(a["reason"].as_str().unwrap().contains("not in the Ollama registry"), "{a}");
+    let b = find(&plan, "B|ollama|3b");
+    assert_eq!(b["reason"], "`nope` is not in the Ollama library");
+}
+
+#[test]
+fn absurd_sizes_saturate_instead_of_wrapping() {
+    let hub = FakeHub::start();
+    hub.add_repo(
+        "org/Huge-GGUF",
+        &[("x-Q8_0-00001-of-00002.gguf", u64::MAX), ("x-Q8_0-00002-of-00002.gguf", u64::MAX)],
+    );
+    let scratch = Scratch::new();
+    scratch.write("campaign.yaml", &campaign("  - name: H\n    gguf_repo: org/Huge-GGUF\n", ""));
+
+    let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, None, None));
+
+    let run = find(&plan, "H|llama_cpp|Q8_0");
+    assert_eq!(run["size_bytes"], u64::MAX);
+    assert!(run["reason"].as_str().unwrap().starts_with("not enough disk"), "{run}");
+}
+
+#[test]
+fn listed_files_with_unsafe_names_are_ignored() {
+    let hub = FakeHub::start();
+    hub.add_repo(
+        "org/Odd-GGUF",
+        &[
+            ("../../etc/x-Q4_0.gguf", 1),
+            ("/abs/y-Q8_0.gguf", 1),
+            ("esc\u{1b}[31m-Q2_K.gguf", 1),
+            ("ok-Q5_0.gguf", 1),
+        ],
+    );
+    let scratch = Scratch::new();
+    scratch.write("campaign.yaml", &campaign("  - name: O\n    gguf_repo: org/Odd-GGUF\n", ""));
+
+    let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, None, None));
+
+    let keys: Vec<&str> =
+        plan["runs"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["O|llama_cpp|Q5_0"]);
+}
+
+#[test]
+fn one_variant_on_two_engines_is_downloaded_once_when_kept() {
+    let hub = FakeHub::start();
+    bartowski_like(&hub, "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF");
+    let scratch = Scratch::new();
+    let yaml = format!(
+        "campaign_name: c\nmodels:\n{LLAMA}engines:\n  - name: llama_cpp\n  - name: ollama\n    formats: [gguf]\n\
+         quant_filter:\n  include_only: [Q4_K_M]\ndisk:\n  reserve_gb: 0\n  cleanup_after_run: false\n"
+    );
+    scratch.write("campaign.yaml", &yaml);
+    let mut command = online(&scratch, &hub, None, None);
+    command.args(["campaign", "run", "campaign.yaml", "--dry-run"]);
+
+    let outcome = scratch.run(&mut command);
+
+    assert!(outcome.stdout.contains("Download: 4.6 GiB at most"), "{}", outcome.stdout);
+}

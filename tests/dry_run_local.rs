@@ -250,3 +250,36 @@ fn tree(dir: &std::path::Path) -> Vec<(String, u64)> {
     entries.sort();
     entries
 }
+
+#[test]
+fn a_relative_storage_root_is_still_checked_for_free_space() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "campaign.yaml",
+        "campaign_name: c\nmodels:\n  - name: M\n    params: 8B\n    ollama_tag: \"llama3.1:8b-instruct-q4_K_M\"\n\
+         engines:\n  - name: ollama\ndisk:\n  reserve_gb: 999999\n",
+    );
+    let mut command = scratch.kitt();
+    command.env("KITT_MODELS_DIR", "not/there/models").env("OLLAMA_MODELS", "relative/ollama");
+    command.args(["campaign", "run", "campaign.yaml", "--dry-run", "--json"]);
+
+    let outcome = scratch.run(&mut command);
+
+    let plan: Value = serde_json::from_str(&outcome.stdout).unwrap();
+    let reason = plan["runs"][0]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.starts_with("not enough disk under"), "{reason}");
+}
+
+#[test]
+fn a_storage_root_that_is_a_file_is_reported() {
+    let scratch = Scratch::new();
+    let file = scratch.write("models-file", "not a directory");
+    scratch.write("campaign.yaml", "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: o/m\nengines:\n  - name: llama_cpp\n");
+    let mut command = scratch.kitt();
+    command.env("KITT_MODELS_DIR", &file).args(["campaign", "run", "campaign.yaml", "--dry-run"]);
+
+    let outcome = scratch.run(&mut command);
+
+    assert_eq!(outcome.code, 0);
+    assert!(outcome.stderr.contains("is not a directory"), "{}", outcome.stderr);
+}

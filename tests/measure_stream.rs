@@ -1,14 +1,20 @@
 //! The streaming client against a scripted loopback server: every metric
-//! definition of DESIGN §6 and every failure class, over real HTTP.
+//! definition of DESIGN §6 and every failure class, over real HTTP; and once
+//! against the real llama-server, to keep the scripted shapes honest.
 
 mod support;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use kitt::gguf::TinyModel;
 use kitt::measure::{
-    ChatMessage, FailureClass, RequestRecord, StreamClient, StreamRequest, TokenSource,
+    ChatMessage, FailureClass, Flow, RequestRecord, StreamClient, StreamEnd, StreamIngest,
+    StreamRequest, TokenSource,
 };
 use serde_json::json;
+use support::engine::{Engine, LlamaServer, make_model};
 use support::stream::llama::{self, MODEL};
 use support::stream::{Script, ScriptedStream};
 
@@ -363,4 +369,104 @@ async fn one_client_serves_consecutive_requests() {
         assert_eq!(class(&record), None, "{}", message(&record));
     }
     assert_eq!(server.bodies().len(), 3);
+}
+
+/// The same client against the real llama-server (skipped, with a notice, when
+/// `scripts/setup.sh` has not installed it): the shapes scripted above are the
+/// ones a real server streams.
+#[tokio::test]
+async fn real_llama_server_streams_are_measured_by_the_same_rules() {
+    let Some(engine) = Engine::find() else { return };
+    let dir = tempfile::tempdir().expect("a temp dir for the model");
+    let model = make_model(dir.path(), &TinyModel::default());
+    let server = LlamaServer::start(&engine, &model, &["-a", "tiny"]);
+    let client = StreamClient::new(&server.url()).expect("loopback URL");
+
+    // Back to back, twice: llama-server closes every streamed connection,
+    // which a pooled client would race on the next request.
+    let chat = chat_request();
+    let completion = StreamRequest::completion("tiny", "Once upon a time", 8);
+    for mut request in [chat.clone(), completion.clone(), chat, completion] {
+        request.max_tokens = 24;
+        request.expected_model = Some("tiny".to_owned());
+        request.extra.insert("cache_prompt".into(), json!(false));
+        let record = client.send(&request).await;
+
+        assert_eq!(class(&record), None, "{}", message(&record));
+        assert_eq!(record.output_tokens, Some(24), "the tiny model never samples EOS");
+        assert_eq!(record.output_tokens_source, Some(TokenSource::Usage));
+        assert_eq!(record.finish_reason.as_deref(), Some("length"));
+        assert!((1..=24).contains(&record.chunks), "{} token events", record.chunks);
+        assert_eq!(record.itl_ns.len() + 1, record.chunks as usize);
+        assert!(record.ttft_ns <= record.e2e_ns && record.ttft_ns == record.ttfo_ns);
+        let timings = record.server_timings.as_ref().expect("llama.cpp sends timings");
+        assert_eq!(timings["predicted_n"], json!(24));
+        assert!(record.prompt_tokens.is_some_and(|tokens| tokens > 0));
+    }
+}
+
+/// Counts the allocations each thread makes, so that a test can prove the
+/// per-event path allocates nothing (DESIGN §8).
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.try_with(Cell::get).unwrap_or(0)
+}
+
+fn count_allocation() {
+    let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter is a const-initialised thread-local without a destructor.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+#[test]
+fn token_events_are_ingested_without_allocating() {
+    const EVENTS: usize = 1000;
+    let event = |chunk: &serde_json::Value| format!("data: {chunk}\n\n").into_bytes();
+    let first = event(&llama::content(MODEL, "Hello"));
+    let tokens: Vec<Vec<u8>> =
+        (0..EVENTS).map(|i| event(&llama::content(MODEL, &format!("{i:04}")))).collect();
+    // Warm-up: the parser's buffers grow to the size of a split event once.
+    let (head, tail) = tokens[0].split_at(tokens[0].len() / 2);
+
+    let mut ingest = StreamIngest::new(Some(MODEL), EVENTS as u32 + 1);
+    ingest.start();
+    assert_eq!(ingest.on_bytes(Instant::now(), &first), Flow::More);
+    ingest.on_bytes(Instant::now(), head);
+    ingest.on_bytes(Instant::now(), tail);
+
+    let before = allocations();
+    for token in &tokens[1..] {
+        let (head, tail) = token.split_at(token.len() / 2);
+        ingest.on_bytes(Instant::now(), head);
+        assert_eq!(ingest.on_bytes(Instant::now(), tail), Flow::More);
+    }
+    let allocated = allocations() - before;
+
+    let record = ingest.finish(StreamEnd::Cut("end of test".to_owned()));
+    assert_eq!(record.chunks as usize, EVENTS + 1);
+    assert_eq!(allocated, 0, "allocations while ingesting {} token events", EVENTS - 1);
 }

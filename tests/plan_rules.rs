@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use kitt::acquire::hub::Gate;
 use kitt::config;
-use kitt::plan::discover::{Discovery, RepoInfo, RepoLookup, TagVariant, tag_label};
+use kitt::plan::discover::{Discovery, RepoInfo, RepoLookup, TagVariant};
 use kitt::plan::matrix::{PlanEnv, plan};
 use kitt::plan::variants::SizedFile;
 use kitt::plan::{Plan, PlannedRun, RunPlan, SizeSource};
@@ -193,8 +193,7 @@ fn unknown_sizes_fall_back_to_estimate_then_config() {
                 \x20 - name: C\n    ollama_tag: \"n:7b\"\n    estimated_size_gb: 3\n\
                 engines:\n  - name: ollama\ndisk:\n  reserve_gb: 0\n";
     let campaign = config::parse(yaml, "t.yaml".as_ref()).unwrap();
-    let tag =
-        |full: &str| vec![TagVariant { full: full.into(), label: tag_label(full), size: None }];
+    let tag = |full: &str| vec![TagVariant::new(full)];
     let tags = HashMap::from([
         ("m:8b-instruct-q4_K_M".to_owned(), tag("m:8b-instruct-q4_K_M")),
         ("n:7b".to_owned(), tag("n:7b")),

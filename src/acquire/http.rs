@@ -20,7 +20,7 @@ use tokio::sync::OnceCell;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upper bound for one whole request, body included; listings are small JSON documents.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How often, and how patiently, a request is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,11 +68,27 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 pub fn base_url(value: &str) -> Option<String> {
     let url = reqwest::Url::parse(value.trim()).ok()?;
     let scheme_ok = matches!(url.scheme(), "http" | "https");
-    let plain = url.query().is_none() && url.fragment().is_none();
+    // Credentials in the URL would end up in messages; tokens have their own settings.
+    let plain = url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
     if !scheme_ok || url.host_str().is_none() || !plain {
         return None;
     }
     Some(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A URL as it may be shown: any `user:password@` part replaced.
+pub fn redact_userinfo(value: &str) -> String {
+    match reqwest::Url::parse(value.trim()) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("<redacted>");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => value.to_owned(),
+    }
 }
 
 /// Sends the request made by `build`, retrying 429, 5xx and connection failures.

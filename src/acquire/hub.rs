@@ -98,7 +98,7 @@ pub enum Gate {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HubError {
     /// The endpoint setting is not an http(s) URL.
-    #[error("`HF_ENDPOINT` must be an http(s) URL without query, got `{value}`")]
+    #[error("`HF_ENDPOINT` must be an http(s) URL without query or credentials, got `{value}`")]
     InvalidEndpoint { value: String },
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client for the Hugging Face Hub")]
@@ -158,7 +158,7 @@ impl HubClient {
     /// A client for `endpoint`, online, with the given token; used by tests and mirrors.
     pub fn with_endpoint(endpoint: &str, token: Option<String>) -> Result<Self, HubError> {
         let endpoint = http::base_url(endpoint)
-            .ok_or_else(|| HubError::InvalidEndpoint { value: endpoint.to_owned() })?;
+            .ok_or_else(|| HubError::InvalidEndpoint { value: http::redact_userinfo(endpoint) })?;
         let client_error = |source| HubError::Client { source: Arc::new(source) };
         let api = http::client_builder().build().map_err(client_error)?;
         let probe = http::client_builder()
@@ -259,16 +259,29 @@ impl HubClient {
         let first = format!("{}/api/models/{repo}/tree/{revision}?recursive=true", self.endpoint);
         let mut next = Some(first);
         let mut files = Vec::new();
+        let mut seen_pages = std::collections::HashSet::new();
         for _ in 0..MAX_TREE_PAGES {
             let Some(url) = next.take() else {
                 return Ok(files);
             };
+            if !seen_pages.insert(url.clone()) {
+                return Err(bad(
+                    repo,
+                    "the file tree's pages link back to a page already read".into(),
+                ));
+            }
             let response = self.send(repo, || self.api.get(&url)).await?;
             let response = self.classify(repo, response)?;
             next = self.next_page(repo, &response)?;
             let entries: Vec<TreeEntry> =
                 response.json().await.map_err(|error| bad(repo, format!("file tree: {error}")))?;
-            files.extend(entries.into_iter().filter_map(TreeEntry::into_file));
+            for file in entries.into_iter().filter_map(TreeEntry::into_file) {
+                if is_safe_path(&file.path) {
+                    files.push(file);
+                } else {
+                    tracing::warn!(repo, "ignoring a file with an unsafe name in the Hub listing");
+                }
+            }
         }
         match next {
             None => Ok(files),
@@ -419,6 +432,15 @@ impl TreeEntry {
     }
 }
 
+/// Whether a listed path is a plain relative path kitt may show and later
+/// write: no control characters, no absolute path, no `..`, no backslash.
+fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.chars().any(|c| c.is_control() || c == '\\')
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
 /// Reads the model info's `gated` field: `false`/absent, `true`, `"auto"` or `"manual"`.
 fn is_gated(value: &serde_json::Value) -> Option<bool> {
     match value {
@@ -508,6 +530,27 @@ pub fn validate_repo_id(repo: &str) -> Result<(), HubError> {
 }
 
 #[cfg(test)]
+mod path_tests {
+    use super::is_safe_path;
+
+    #[test]
+    fn unsafe_listing_paths_are_refused() {
+        assert!(is_safe_path("Q4_K_M/model-Q4_K_M-00001-of-00002.gguf"));
+        for bad in [
+            "../../etc/x.gguf",
+            "/abs/y.gguf",
+            "a/./b.gguf",
+            "x\u{1b}[31m.gguf",
+            "a\nb.gguf",
+            "a\\b",
+            "",
+        ] {
+            assert!(!is_safe_path(bad), "{bad:?}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
@@ -551,7 +594,7 @@ mod tests {
         let error = client(&[("HF_ENDPOINT", "huggingface.co")], None).expect_err("bad URL");
         assert_eq!(
             error.to_string(),
-            "`HF_ENDPOINT` must be an http(s) URL without query, got `huggingface.co`"
+            "`HF_ENDPOINT` must be an http(s) URL without query or credentials, got `huggingface.co`"
         );
     }
 

@@ -7,7 +7,9 @@
 //! `models--<org>--<repo>/snapshots/<revision>/`. Partial downloads (`*.part`,
 //! `*.incomplete`) and dangling cache links are not files of the repository.
 
+use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where the storage root came from, for messages.
@@ -23,11 +25,12 @@ pub enum RootSource {
 
 /// Resolves the local storage root.
 pub fn storage_root(configured: Option<&Path>) -> (PathBuf, RootSource) {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     if let Some(path) = configured {
-        return (path.to_owned(), RootSource::Config);
+        return (absolute(path), RootSource::Config);
     }
     if let Some(dir) = std::env::var_os("KITT_MODELS_DIR").filter(|dir| !dir.is_empty()) {
-        return (PathBuf::from(dir), RootSource::Env);
+        return (absolute(Path::new(&dir)), RootSource::Env);
     }
     let home = std::env::home_dir().unwrap_or_else(|| PathBuf::from("."));
     (home.join("models"), RootSource::Default)
@@ -57,6 +60,7 @@ pub fn ollama_models_dir() -> PathBuf {
 /// Free bytes on the file system that holds `path`, measured at its nearest
 /// existing ancestor (the directory may not exist before the first download).
 pub fn free_space(path: &Path) -> Option<u64> {
+    let path = std::path::absolute(path).ok()?;
     let existing = path.ancestors().find(|ancestor| ancestor.exists())?;
     fs4::available_space(existing).ok()
 }
@@ -171,12 +175,19 @@ fn newest_snapshot(cache_repo: &Path) -> Option<String> {
 }
 
 /// Every complete file below `dir`, relative paths sorted. Hidden entries
-/// (`.git`, `.cache`) and partial downloads are left out; links are followed,
-/// and a dangling link (a cache blob still downloading) is not a file.
+/// (`.git`, `.cache`) and partial downloads are left out; links to files are
+/// followed (a dangling one, a cache blob still downloading, is not a file),
+/// links to directories are not.
 pub fn list_files(dir: &Path) -> Vec<LocalFile> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];
+    // Directories already walked, by device and inode: links may form loops.
+    let mut seen = HashSet::new();
     while let Some(current) = pending.pop() {
+        let Ok(meta) = fs::metadata(&current) else { continue };
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
         let Ok(entries) = fs::read_dir(&current) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -185,8 +196,13 @@ pub fn list_files(dir: &Path) -> Vec<LocalFile> {
             }
             let path = entry.path();
             let Ok(metadata) = fs::metadata(&path) else { continue };
+            let is_link = entry.file_type().is_ok_and(|kind| kind.is_symlink());
             if metadata.is_dir() {
-                pending.push(path);
+                // Linked directories inside a repository are not its own files
+                // (and may loop); linked files are, as in the Hugging Face cache.
+                if !is_link {
+                    pending.push(path);
+                }
             } else if metadata.is_file() {
                 let relative = path.strip_prefix(dir).unwrap_or(&path);
                 let relative = relative.to_string_lossy().replace('\\', "/");
@@ -252,6 +268,20 @@ mod tests {
 
         assert_eq!(found.origin, LocalOrigin::HfCache { revision: "rev1".into() });
         assert_eq!(found.files, [LocalFile { path: "m-Q4_0.gguf".into(), size: 1234 }]);
+    }
+
+    #[test]
+    fn link_loops_are_walked_once() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("huggingface/org/Loop-GGUF");
+        sparse(&repo.join("M-Q4_0.gguf"), 10);
+        std::os::unix::fs::symlink("..", repo.join("up")).unwrap();
+        std::os::unix::fs::symlink("..", repo.join("up2")).unwrap();
+        std::os::unix::fs::symlink(".", repo.join("self")).unwrap();
+
+        let files = list_files(&repo);
+
+        assert_eq!(files, [LocalFile { path: "M-Q4_0.gguf".into(), size: 10 }]);
     }
 
     #[test]

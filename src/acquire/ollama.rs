@@ -57,7 +57,7 @@ pub struct OllamaManifest {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OllamaError {
     /// A base URL setting is not an http(s) URL.
-    #[error("`{var}` must be an http(s) URL without query, got `{value}`")]
+    #[error("`{var}` must be an http(s) URL without query or credentials, got `{value}`")]
     InvalidEndpoint { var: String, value: String },
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client for Ollama")]
@@ -219,14 +219,16 @@ impl OllamaClient {
             let detail = format!("manifest schema version {} is not 2", manifest.schema_version);
             return Err(bad(name, detail));
         }
-        let total_size = manifest.layers.iter().map(|layer| layer.size).sum();
+        let total_size =
+            manifest.layers.iter().fold(0u64, |sum, layer| sum.saturating_add(layer.size));
         let model_layers: Vec<u64> = manifest
             .layers
             .iter()
             .filter(|layer| layer.media_type == MODEL_LAYER_MEDIA_TYPE)
             .map(|layer| layer.size)
             .collect();
-        let model_size = (!model_layers.is_empty()).then(|| model_layers.iter().sum());
+        let model_size = (!model_layers.is_empty())
+            .then(|| model_layers.iter().fold(0u64, |sum, size| sum.saturating_add(*size)));
         Ok(OllamaManifest { total_size, model_size, config_digest: manifest.config.digest })
     }
 
@@ -310,7 +312,7 @@ fn bad(name: &str, detail: String) -> OllamaError {
 fn endpoint(var: &str, value: &str) -> Result<String, OllamaError> {
     http::base_url(value).ok_or_else(|| OllamaError::InvalidEndpoint {
         var: var.to_owned(),
-        value: value.to_owned(),
+        value: http::redact_userinfo(value),
     })
 }
 

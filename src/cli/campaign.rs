@@ -46,8 +46,10 @@ pub fn run(args: &RunArgs, _home: &Path, json: bool) -> Result<Exit, KittError> 
 pub fn plan_campaign(campaign: &Campaign) -> Result<Plan, KittError> {
     let (root, _) = storage_root(campaign.disk.storage_path.as_deref());
     let token = campaign.hf_token.as_ref().map(|token| token.expose().to_owned());
-    let hub = HubClient::from_env(token).map_err(|error| KittError::Usage(error.to_string()))?;
-    let ollama = OllamaClient::from_env().map_err(|error| KittError::Usage(error.to_string()))?;
+    let hub =
+        HubClient::from_env(token).map_err(|error| KittError::Environment(error.to_string()))?;
+    let ollama =
+        OllamaClient::from_env().map_err(|error| KittError::Environment(error.to_string()))?;
     let sources = Sources { local: LocalIndex::new(root.clone(), hf_cache_dir()), hub, ollama };
 
     let runtime =
@@ -56,10 +58,26 @@ pub fn plan_campaign(campaign: &Campaign) -> Result<Plan, KittError> {
         })?;
     let discovery = runtime.block_on(discover(campaign, &sources));
 
+    let root_warning = root_problem(&root);
     let env = PlanEnv {
         storage_root: root,
         ollama_dir: ollama_models_dir(),
         free_space: Box::new(free_space),
     };
-    Ok(plan(campaign, &discovery, &env))
+    let mut plan = plan(campaign, &discovery, &env);
+    plan.warnings.extend(root_warning);
+    Ok(plan)
+}
+
+/// A warning when the storage root exists but cannot be used.
+fn root_problem(root: &std::path::Path) -> Option<String> {
+    if !root.exists() {
+        return None;
+    }
+    if !root.is_dir() {
+        return Some(format!("the storage root {} is not a directory", root.display()));
+    }
+    std::fs::read_dir(root)
+        .err()
+        .map(|error| format!("cannot read the storage root {}: {error}", root.display()))
 }

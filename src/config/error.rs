@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use serde_saphyr::Error as YamlError;
 use serde_saphyr::MessageFormatter;
@@ -77,14 +80,58 @@ impl Problem {
         self.help = Some(help.into());
     }
 
-    /// Attaches the source line the problem points at.
+    /// Attaches the source line the problem points at, with any secret on it
+    /// (in the line or echoed in the message) replaced.
     pub fn with_source(mut self, source: &str) -> Self {
         if self.line > 0 {
             let index = usize::try_from(self.line - 1).unwrap_or(usize::MAX);
-            self.source_line = source.lines().nth(index).map(str::to_owned);
+            let line = source.lines().nth(index).map(str::to_owned);
+            self.source_line = line.map(|line| self.redact_secret(&line));
         }
         self
     }
+
+    /// Replaces the value of a secret-looking key (`…token…`, `…password…`,
+    /// `…secret…`, `…api_key…`) on `line`, and in the message if echoed there.
+    fn redact_secret(&mut self, line: &str) -> String {
+        let Some(captures) = KEY_LINE.captures(line) else { return cut(line) };
+        if !is_secret_key(&captures[2]) {
+            return cut(line);
+        }
+        let value = captures[3].trim().trim_matches(['"', '\'']);
+        if !value.is_empty() {
+            self.message = self.message.replace(value, "<redacted>");
+        }
+        format!("{}{}: <redacted>", &captures[1], &captures[2])
+    }
+}
+
+/// A `key: value` line, in any section or list.
+static KEY_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(\s*(?:-\s+)?)([A-Za-z0-9_.-]+)\s*:(.*)$").expect("static regex")
+});
+
+/// The config keys that hold credentials.
+const SECRET_KEYS: &[&str] = &["hf_token", "smtp_password", "devon_api_key"];
+
+/// Whether a key names a credential, or is a misspelling of one.
+fn is_secret_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    let looks_secret = ["tok", "pass", "pasw", "pwd", "secret", "key", "cred", "auth"]
+        .iter()
+        .any(|part| lower.contains(part));
+    looks_secret || did_you_mean(key, SECRET_KEYS.iter().copied()).is_some()
+}
+
+/// Source lines are shown up to this many characters.
+const MAX_SNIPPET: usize = 160;
+
+fn cut(line: &str) -> String {
+    if line.chars().count() <= MAX_SNIPPET {
+        return line.to_owned();
+    }
+    let head: String = line.chars().take(MAX_SNIPPET).collect();
+    format!("{head} …")
 }
 
 fn render(path: &std::path::Path, problems: &[Problem]) -> String {
@@ -147,6 +194,25 @@ pub fn problem_from_yaml(error: &YamlError, field: Option<String>, source: &str)
         YamlError::Unexpected { .. } if field.is_empty() => {
             Problem::at(line, column, "", "the top level must be a mapping of keys to values")
                 .help("start the file with `campaign_name: <name>`")
+        }
+        YamlError::Unexpected { expected, .. } => {
+            let wanted = match *expected {
+                "mapping start" => "a mapping of keys to values",
+                "sequence start" => "a list such as `[a, b]`",
+                other if other.contains("scalar") => "a single value",
+                other => other,
+            };
+            let found = scalar_at(source, line, column);
+            let found = if found.is_empty() { "nothing".to_owned() } else { format!("`{found}`") };
+            Problem::at(line, column, field, format!("expected {wanted}, found {found}"))
+        }
+        YamlError::MultipleDocuments { .. } => {
+            Problem::at(line, column, field, "the file holds more than one YAML document")
+                .help("a campaign is one document: remove the `---` separators")
+        }
+        YamlError::Budget { .. } => {
+            Problem::at(line, column, field, "the file expands to too many YAML nodes")
+                .help("anchors and aliases may repeat content at most a few times")
         }
         YamlError::InvalidScalar { ty, .. } => {
             let found = scalar_at(source, line, column);

@@ -78,7 +78,7 @@ pub struct RawEngine {
     #[serde(default)]
     pub suite: Option<Spanned<String>>,
     #[serde(default)]
-    pub formats: Option<Vec<Spanned<String>>>,
+    pub formats: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub config: RawEngineConfig,
     #[serde(default)]

@@ -14,6 +14,7 @@ use super::campaign::*;
 use super::error::Problem;
 use super::raw::*;
 use super::suggest::did_you_mean;
+use crate::acquire::hub::{HubError, validate_repo_id};
 use crate::engine::{EngineKind, Format};
 use crate::plan::glob::QuantGlob;
 use crate::plan::size::parse_params;
@@ -23,10 +24,6 @@ pub const SUITES: &[&str] = &["quick", "standard", "performance"];
 
 const DEFAULT_RESERVE_GB: f64 = 100.0;
 
-static REPO_ID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-        .expect("static regex")
-});
 static OLLAMA_TAG: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^([a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
         .expect("static regex")
@@ -252,8 +249,8 @@ impl Checker {
 
     fn repo(&mut self, repo: Spanned<String>, field: &str, key: &str) -> String {
         let text = repo.value.trim().to_owned();
-        if !REPO_ID.is_match(&text) {
-            let message = format!("`{text}` is not a repository id");
+        if let Err(HubError::InvalidRepoId { reason, .. }) = validate_repo_id(&text) {
+            let message = format!("`{text}` is not a repository id: {reason}");
             self.report(&repo, &format!("{field}.{key}"), message)
                 .hint("write it as `organisation/name`, e.g. `Qwen/Qwen2.5-7B-Instruct-GGUF`");
         }
@@ -296,7 +293,7 @@ impl Checker {
     fn formats(
         &mut self,
         kind: EngineKind,
-        raw: Option<Vec<Spanned<String>>>,
+        raw: Option<Spanned<Vec<Spanned<String>>>>,
         field: &str,
     ) -> Vec<Format> {
         let field = format!("{field}.formats");
@@ -304,17 +301,15 @@ impl Checker {
             return kind.default_formats().to_vec();
         };
         if kind == EngineKind::Openai {
-            if let Some(first) = list.first() {
-                self.report(first, &field, "`openai` serves whatever its server has loaded".into())
-                    .hint("remove `formats` from this engine");
-            }
+            self.report(&list, &field, "`openai` serves whatever its server has loaded".into())
+                .hint("remove `formats` from this engine");
             return Vec::new();
         }
-        if list.is_empty() {
-            self.report_file(&field, "`formats` is empty: this engine would plan nothing".into());
+        if list.value.is_empty() {
+            self.report(&list, &field, "`formats` is empty: this engine would plan nothing".into());
         }
         let mut formats = Vec::new();
-        for name in &list {
+        for name in &list.value {
             match Format::parse(name.value.trim()) {
                 Some(format) if kind.formats().contains(&format) => {
                     if !formats.contains(&format) {

@@ -72,11 +72,13 @@ pub struct StreamIngest<'r> {
 }
 
 impl<'r> StreamIngest<'r> {
-    /// A fresh ingest for a request sent at `origin`, expecting `expected_model`
-    /// when given, sized for about `max_tokens` token events.
-    pub fn new(origin: Origin, expected_model: Option<&'r str>, max_tokens: u32) -> Self {
+    /// A fresh ingest expecting `expected_model` when given, sized for about
+    /// `max_tokens` token events. Its clock starts now; call
+    /// [`start`](Self::start) to restart it at the moment of sending.
+    pub fn new(expected_model: Option<&'r str>, max_tokens: u32) -> Self {
         let reserve = usize::try_from(max_tokens)
             .map_or(MAX_RESERVED_GAPS, |n| n.saturating_sub(1).min(MAX_RESERVED_GAPS));
+        let origin = Origin::now();
         let mut record = RequestRecord::new(origin.unix_ns);
         record.itl_ns.reserve(reserve);
         let tally = Tally {
@@ -91,6 +93,15 @@ impl<'r> StreamIngest<'r> {
             done: false,
         };
         Self { parser: SseParser::new(), tally }
+    }
+
+    /// Restarts the clock: the request is being sent now. Allocation happens
+    /// in [`new`](Self::new), so nothing but reading the clocks happens here.
+    pub fn start(&mut self) -> Origin {
+        let origin = Origin::now();
+        self.tally.sent = origin.instant;
+        self.tally.record.started_at_unix_ns = origin.unix_ns;
+        origin
     }
 
     /// Consumes body bytes received at `at`.
@@ -362,8 +373,8 @@ mod tests {
         end: StreamEnd,
         expected: Option<&str>,
     ) -> RequestRecord {
-        let origin = Origin::now();
-        let mut ingest = StreamIngest::new(origin, expected, 16);
+        let mut ingest = StreamIngest::new(expected, 16);
+        let origin = ingest.start();
         for (ms, bytes) in pieces {
             let at = origin.instant + Duration::from_millis(*ms);
             if ingest.on_bytes(at, bytes) != Flow::More {
@@ -496,8 +507,8 @@ mod tests {
 
     #[test]
     fn another_served_model_fails_and_stops_reading() {
-        let origin = Origin::now();
-        let mut ingest = StreamIngest::new(origin, Some("tiny"), 4);
+        let mut ingest = StreamIngest::new(Some("tiny"), 4);
+        let origin = ingest.start();
         assert_eq!(ingest.on_bytes(origin.instant, &content("a")), Flow::Failed);
         let record = ingest.finish(StreamEnd::Eof);
         assert_eq!(class(&record), Some(FailureClass::ModelMismatch));
@@ -520,8 +531,8 @@ mod tests {
 
     #[test]
     fn nothing_after_done_is_read() {
-        let origin = Origin::now();
-        let mut ingest = StreamIngest::new(origin, None, 4);
+        let mut ingest = StreamIngest::new(None, 4);
+        let origin = ingest.start();
         let bytes = [content("a"), DONE.to_vec(), content("b")].concat();
         assert_eq!(ingest.on_bytes(origin.instant, &bytes), Flow::Done);
         assert_eq!(ingest.finish(StreamEnd::Eof).chunks, 1);

@@ -6,6 +6,14 @@
 //! true`, reads the body piece by piece, and stamps each piece on the
 //! monotonic clock the moment it is handed over by the HTTP stack, before any
 //! parsing. The measurement rules themselves live in [`super::ingest`].
+//! "Request sent" is read just before the request is handed to reqwest, so
+//! TTFT includes connecting and writing the request.
+//!
+//! Every request opens its own connection. llama-server answers a streamed
+//! request with `Keep-Alive` yet closes the connection once the stream ends;
+//! a pooled connection then races its own close, and the next request may be
+//! written to a dead socket ("connection closed before message completed").
+//! Without a pool every request pays the same, small, loopback connect.
 //!
 //! `send` never returns an error: every failure (connection, status, deadline,
 //! protocol) is data in the record, because a failed request is a result to
@@ -22,7 +30,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
-use super::ingest::{Flow, Origin, StreamEnd, StreamIngest, excerpt};
+use super::ingest::{Flow, StreamEnd, StreamIngest, excerpt};
 use super::record::{Failure, FailureClass, RequestRecord};
 use crate::acquire::http::{base_url, user_agent};
 
@@ -31,9 +39,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Deadline of a request when the caller sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How long to keep reading after `[DONE]` so the connection can be reused.
-const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// How much of an error response body is read for the failure message.
 const ERROR_BODY_BYTES: usize = 2048;
@@ -159,7 +164,7 @@ impl StreamRequest {
     }
 }
 
-/// The streaming client; cheap to clone (clones share one connection pool).
+/// The streaming client; cheap to clone (clones share one HTTP client).
 #[derive(Debug, Clone)]
 pub struct StreamClient {
     http: reqwest::Client,
@@ -174,6 +179,9 @@ impl StreamClient {
             .user_agent(user_agent())
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            // TODO: a remote `openai` server over TLS pays a handshake per request;
+            // pool connections for servers known to keep streamed connections open.
+            .pool_max_idle_per_host(0)
             .no_proxy()
             .build()
             .map_err(ClientError::Build)?;
@@ -203,10 +211,10 @@ impl StreamClient {
             .header(ACCEPT, "text/event-stream")
             .body(body);
 
-        let origin = Origin::now();
-        let deadline = tokio::time::Instant::from_std(origin.instant + request.timeout);
         let expected = request.expected_model.as_deref();
-        let mut ingest = StreamIngest::new(origin, expected, request.max_tokens);
+        let mut ingest = StreamIngest::new(expected, request.max_tokens);
+        let origin = ingest.start();
+        let deadline = tokio::time::Instant::from_std(origin.instant + request.timeout);
 
         let end = match tokio::time::timeout_at(deadline, builder.send()).await {
             Err(_) => StreamEnd::TimedOut(request.timeout),
@@ -261,23 +269,12 @@ async fn read_response(
         match piece {
             Ok(Some(bytes)) => match ingest.on_bytes(at, &bytes) {
                 Flow::More => {}
-                Flow::Done => {
-                    drain(&mut response, deadline).await;
-                    return StreamEnd::Eof;
-                }
-                Flow::Failed => return StreamEnd::Eof,
+                Flow::Done | Flow::Failed => return StreamEnd::Eof,
             },
             Ok(None) => return StreamEnd::Eof,
             Err(error) => return StreamEnd::Cut(error_chain(&error)),
         }
     }
-}
-
-/// Reads what follows `[DONE]` (normally just the end of the body) for a short
-/// while, so the connection returns to the pool instead of being dropped.
-async fn drain(response: &mut Response, deadline: tokio::time::Instant) {
-    let until = deadline.min(tokio::time::Instant::now() + DRAIN_GRACE);
-    while let Ok(Ok(Some(_))) = tokio::time::timeout_at(until, response.chunk()).await {}
 }
 
 /// The first bytes of an error body, as a one-line excerpt.
@@ -306,7 +303,9 @@ fn status_failure(status: StatusCode, body: &str) -> Failure {
 
 /// The failure for a request that got no response at all.
 fn send_failure(error: &reqwest::Error, timeout: Duration) -> Failure {
-    if error.is_timeout() {
+    // A connect timeout is also a timeout to reqwest, but it is the connection
+    // that failed, not the request's deadline that passed.
+    if error.is_timeout() && !error.is_connect() {
         let message = format!("no response within {:.1} s", timeout.as_secs_f64());
         return Failure::new(FailureClass::Timeout, message);
     }

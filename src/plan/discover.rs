@@ -79,6 +79,15 @@ pub struct TagVariant {
     pub label: QuantLabel,
     /// Total size from the registry manifest.
     pub size: Option<u64>,
+    /// Why the tag cannot be pulled (the library or registry does not know it).
+    pub missing: Option<String>,
+}
+
+impl TagVariant {
+    /// A tag with no size known yet.
+    pub fn new(full: &str) -> Self {
+        TagVariant { full: full.to_owned(), label: tag_label(full), size: None, missing: None }
+    }
 }
 
 /// Everything discovery learned, keyed by repository id and by tag as written.
@@ -159,6 +168,13 @@ fn wanted(campaign: &Campaign) -> (BTreeSet<String>, BTreeSet<String>) {
 async fn lookup_repo(repo: &str, sources: &Sources) -> (RepoLookup, Option<String>) {
     let local = sources.local.find(repo);
     let listed = sources.hub.repo(repo).await;
+    match (&listed, &local) {
+        (Ok(hub), _) => tracing::debug!(repo, files = hub.files.len(), "listed from the Hub"),
+        (Err(error), Some(found)) => {
+            tracing::debug!(repo, files = found.files.len(), "using the local copy: {error}");
+        }
+        (Err(error), None) => tracing::debug!(repo, "unavailable: {error}"),
+    }
     match (listed, local) {
         (Ok(hub), local) => {
             let files = sized(hub.files.iter().map(|f| (&f.path, f.size)));
@@ -213,8 +229,7 @@ fn degraded_warning(error: &HubError, sources: &Sources) -> Option<String> {
 }
 
 async fn expand_tag(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, Option<String>) {
-    let as_written =
-        || vec![TagVariant { full: written.to_owned(), label: tag_label(written), size: None }];
+    let as_written = || vec![TagVariant::new(written)];
     let Ok((model, tag)) = split_tag(written) else {
         return (as_written(), None);
     };
@@ -224,6 +239,13 @@ async fn expand_tag(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, O
     } else {
         match ollama.tags(&model).await {
             Ok(all) => size_variants(&tag, &all),
+            Err(OllamaError::NotFound { .. }) => {
+                let missing = format!("`{model}` is not in the Ollama library");
+                return (
+                    vec![TagVariant { missing: Some(missing), ..TagVariant::new(written) }],
+                    None,
+                );
+            }
             Err(error) => return (as_written(), ollama_warning(&error)),
         }
     };
@@ -234,12 +256,17 @@ async fn expand_tag(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, O
         match ollama.manifest(&model, &candidate).await {
             Ok(manifest) => {
                 let variant =
-                    TagVariant { label: tag_label(&full), full, size: Some(manifest.total_size) };
+                    TagVariant { size: Some(manifest.total_size), ..TagVariant::new(&full) };
                 variants.push((variant, Some(manifest.config_digest)));
+            }
+            Err(OllamaError::NotFound { .. }) => {
+                let missing = format!("tag `{full}` is not in the Ollama registry");
+                variants
+                    .push((TagVariant { missing: Some(missing), ..TagVariant::new(&full) }, None));
             }
             Err(error) => {
                 warning = warning.or_else(|| ollama_warning(&error));
-                variants.push((TagVariant { label: tag_label(&full), full, size: None }, None));
+                variants.push((TagVariant::new(&full), None));
             }
         }
     }
@@ -313,8 +340,7 @@ mod tests {
 
     #[test]
     fn aliases_keep_the_most_specific_tag() {
-        let variant =
-            |full: &str| TagVariant { full: full.into(), label: tag_label(full), size: Some(1) };
+        let variant = |full: &str| TagVariant { size: Some(1), ..TagVariant::new(full) };
         let kept = drop_aliases(vec![
             (variant("m:8b"), Some("sha256:a".into())),
             (variant("m:8b-instruct-q4_K_M"), Some("sha256:a".into())),

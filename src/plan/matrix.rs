@@ -43,11 +43,14 @@ pub fn plan(campaign: &Campaign, discovery: &Discovery, env: &PlanEnv) -> Plan {
             planner.add(model, index, engine, candidates);
         }
     }
+    let mut warnings = discovery.warnings.clone();
+    warnings.extend(planner.free_space_warnings());
     Plan {
         campaign: campaign.name.clone(),
         runs: planner.runs,
-        warnings: discovery.warnings.clone(),
+        warnings,
         storage_root: env.storage_root.clone(),
+        download_bytes: planner.download_total,
     }
 }
 
@@ -138,6 +141,7 @@ fn tag_candidate(tag: &TagVariant) -> Candidate {
     let mut candidate = Candidate::new(tag.label.clone(), format!("ollama:{}", tag.full));
     candidate.known_size = tag.size;
     candidate.download = Some(Download { id: tag.full.clone(), bytes: tag.size, to_ollama: true });
+    candidate.blocked = tag.missing.clone();
     candidate
 }
 
@@ -263,6 +267,7 @@ struct Planner<'a> {
     /// Downloads already counted while `cleanup_after_run` is off, and their total per target.
     kept: HashSet<String>,
     kept_bytes: HashMap<bool, u64>,
+    download_total: u64,
 }
 
 impl<'a> Planner<'a> {
@@ -275,6 +280,7 @@ impl<'a> Planner<'a> {
             free: HashMap::new(),
             kept: HashSet::new(),
             kept_bytes: HashMap::new(),
+            download_total: 0,
         }
     }
 
@@ -325,7 +331,10 @@ impl<'a> Planner<'a> {
             self.skip_reason(engine, &c, size_bytes, download_bytes)
         };
         match skip {
-            Some(reason) => run.reason = Some(reason),
+            Some(reason) => {
+                tracing::debug!(key = %run.key, "skipped: {reason}");
+                run.reason = Some(reason);
+            }
             None => {
                 run.status = RunPlan::Planned;
                 run.reason = self.note(&c);
@@ -359,8 +368,8 @@ impl<'a> Planner<'a> {
         {
             return Some(format!(
                 "size {} exceeds resource_limits.max_model_size_gb ({})",
-                gib(size),
-                gib(limit)
+                human_bytes(size),
+                human_bytes(limit)
             ));
         }
         if let Some(reason) = self.disk_shortfall(c, download_bytes) {
@@ -393,26 +402,48 @@ impl<'a> Planner<'a> {
         let needed = reserve.saturating_add(kept).saturating_add(bytes);
         (free < needed).then(|| {
             let kept_note = if kept > 0 {
-                format!(" + {} kept from earlier runs", gib(kept))
+                format!(" + {} kept from earlier runs", human_bytes(kept))
             } else {
                 String::new()
             };
             format!(
                 "not enough disk under {}: needs {} (download {}{kept_note} + reserve {}), {} free",
                 dir.display(),
-                gib(needed),
-                gib(bytes),
-                gib(reserve),
-                gib(free)
+                human_bytes(needed),
+                human_bytes(bytes),
+                human_bytes(reserve),
+                human_bytes(free)
             )
         })
     }
 
+    /// Counts a planned run's download: once per file set when downloads are
+    /// kept, once per run when each run deletes its own.
     fn count_download(&mut self, c: &Candidate, bytes: u64) {
         let Some(download) = &c.download else { return };
-        if !self.campaign.disk.cleanup_after_run && self.kept.insert(download.id.clone()) {
-            *self.kept_bytes.entry(download.to_ollama).or_default() += bytes;
+        if self.campaign.disk.cleanup_after_run {
+            self.download_total = self.download_total.saturating_add(bytes);
+        } else if self.kept.insert(download.id.clone()) {
+            let kept = self.kept_bytes.entry(download.to_ollama).or_default();
+            *kept = kept.saturating_add(bytes);
+            self.download_total = self.download_total.saturating_add(bytes);
         }
+    }
+
+    /// One warning per download directory whose free space could not be measured.
+    fn free_space_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (to_ollama, free) in &self.free {
+            if free.is_none() {
+                let dir = if *to_ollama { &self.env.ollama_dir } else { &self.env.storage_root };
+                warnings.push(format!(
+                    "cannot measure free space under {}; the disk reserve was not checked",
+                    dir.display()
+                ));
+            }
+        }
+        warnings.sort();
+        warnings
     }
 
     fn note(&self, c: &Candidate) -> Option<String> {
@@ -449,7 +480,15 @@ fn order(a: &QuantLabel, b: &QuantLabel) -> std::cmp::Ordering {
     bits(a).total_cmp(&bits(b)).then_with(|| a.label.cmp(&b.label))
 }
 
-/// Formats bytes as GiB with one decimal.
-pub fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / GB)
+/// Formats bytes for people: GiB with one decimal, or MiB/KiB below a GiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let value = bytes as f64;
+    if value >= GB || bytes == 0 {
+        format!("{:.1} GiB", value / GB)
+    } else if value >= KIB * KIB {
+        format!("{:.1} MiB", value / (KIB * KIB))
+    } else {
+        format!("{:.1} KiB", value / KIB)
+    }
 }

@@ -30,6 +30,8 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The local storage root downloads go to.
     pub storage_root: PathBuf,
+    /// Bytes the planned runs download at most (a file kept between runs counts once).
+    pub download_bytes: u64,
 }
 
 impl Plan {

@@ -110,12 +110,18 @@ impl Group {
         let present = u32::try_from(self.shards.len()).unwrap_or(u32::MAX);
         GgufVariant {
             label: self.label,
-            size: self.shards.values().map(|file| file.size).sum(),
+            size: saturating_sum(self.shards.values().map(|file| file.size)),
             files: self.shards.into_values().map(|file| file.path).collect(),
             shards: Some((present, self.total_shards)),
             missing_shards,
         }
     }
+}
+
+/// Sums sizes without overflowing: a listing with absurd sizes must not wrap
+/// to a small number and pass the disk check.
+pub fn saturating_sum(sizes: impl IntoIterator<Item = u64>) -> u64 {
+    sizes.into_iter().fold(0, u64::saturating_add)
 }
 
 /// The safetensors weights of a repository, with their total size.
@@ -126,7 +132,7 @@ pub fn safetensors_files<'a>(files: impl IntoIterator<Item = &'a SizedFile>) -> 
         // Some repositories also keep the original checkpoint in a sub-folder.
         .filter(|file| !file.path.starts_with("original/"))
         .collect();
-    let size = weights.iter().map(|file| file.size).sum();
+    let size = saturating_sum(weights.iter().map(|file| file.size));
     (weights.into_iter().map(|file| file.path.clone()).collect(), size)
 }
 

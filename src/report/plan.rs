@@ -7,7 +7,8 @@ use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width};
 use serde::Serialize;
 
 use crate::config::Campaign;
-use crate::plan::matrix::gib;
+use crate::plan::matrix::human_bytes;
+use crate::plan::variants::saturating_sum;
 use crate::plan::{Plan, PlannedRun, RunPlan, SizeSource};
 
 /// The JSON shape of one run.
@@ -98,7 +99,7 @@ fn table(runs: &[PlannedRun]) -> Table {
             run.engine.name().to_owned(),
             run.quant.clone(),
             files_cell(&run.files),
-            run.size_bytes.map_or_else(|| "-".to_owned(), gib),
+            run.size_bytes.map_or_else(|| "-".to_owned(), human_bytes),
             run.size_source.map_or("-", size_source_name).to_owned(),
             plan_cell(run),
         ]);
@@ -134,12 +135,12 @@ fn size_source_name(source: SizeSource) -> &'static str {
 fn write_totals(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
     let planned: Vec<&PlannedRun> = plan.planned().collect();
     let skipped = plan.runs.len() - planned.len();
-    let size: u64 = planned.iter().filter_map(|run| run.size_bytes).sum();
+    let size = saturating_sum(planned.iter().filter_map(|run| run.size_bytes));
     let unknown = planned.iter().filter(|run| run.size_bytes.is_none()).count();
-    let download: u64 = planned.iter().map(|run| run.download_bytes).sum();
+    let download = plan.download_bytes;
     writeln!(out, "Runs:     {} ({} planned, {skipped} skipped)", plan.runs.len(), planned.len())?;
     let unknown_note =
         if unknown > 0 { format!(" ({unknown} of unknown size)") } else { String::new() };
-    writeln!(out, "Size:     {} planned{unknown_note}", gib(size))?;
-    writeln!(out, "Download: {} at most", gib(download))
+    writeln!(out, "Size:     {} planned{unknown_note}", human_bytes(size))?;
+    writeln!(out, "Download: {} at most", human_bytes(download))
 }

@@ -174,7 +174,7 @@ async fn model_info(State(state): Shared, Path((org, name)): Path<(String, Strin
     };
     let siblings: Vec<Value> =
         fake.files.iter().map(|(path, _)| json!({"rfilename": path})).collect();
-    let used: u64 = fake.files.iter().map(|(_, size)| size).sum();
+    let used = fake.files.iter().fold(0u64, |sum, (_, size)| sum.saturating_add(*size));
     Json(json!({
         "_id": fake_hex(&repo, 24),
         "id": repo,

@@ -7,33 +7,43 @@
 //! received are kept for inspection. The chunk builders in [`llama`] produce
 //! the shapes a real llama-server streams (engine-notes §5).
 //!
+//! Unlike the other fakes (see `server.rs`), this one sets `TCP_NODELAY` on
+//! every connection: without it, a piece written while the previous one is
+//! still unacknowledged waits for the client's delayed ACK (about 40 ms on
+//! Linux loopback), which would be measured as server latency.
+//!
 //! A piece marked with [`Script::stamped`] makes the server read the monotonic
 //! clock just before handing it to the HTTP stack; the client benchmark, which
 //! runs the server in its own process, compares that with kitt's stamps.
 
-use std::sync::{Arc, Mutex};
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use futures_util::stream;
 use serde_json::Value;
-
-use super::server::{Server, lock};
+use tokio::sync::oneshot;
 
 /// Handle to a running scripted server; stops when dropped.
 pub struct ScriptedStream {
-    server: Server,
+    url: String,
     state: Arc<Mutex<StreamState>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 struct StreamState {
     script: Arc<Script>,
-    bodies: Vec<Value>,
+    /// Path and JSON body of every request received.
+    requests: Vec<(String, Value)>,
     stamps: Vec<Instant>,
 }
 
@@ -54,26 +64,34 @@ struct Piece {
 }
 
 impl ScriptedStream {
-    /// Starts a server answering every request with `script`.
+    /// Starts a server on a loopback port, answering every request with `script`.
     pub fn start(script: Script) -> Self {
         let state = Arc::new(Mutex::new(StreamState {
             script: Arc::new(script),
-            bodies: Vec::new(),
+            requests: Vec::new(),
             stamps: Vec::new(),
         }));
-        let shared = Arc::clone(&state);
-        let server = Server::start(move |_| {
-            Router::new()
-                .route("/v1/chat/completions", post(respond))
-                .route("/v1/completions", post(respond))
-                .with_state(shared)
-        });
-        Self { server, state }
+        let router = Router::new()
+            .route("/v1/chat/completions", post(respond))
+            .route("/v1/completions", post(respond))
+            .with_state(Arc::clone(&state));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("make the listener non-blocking");
+        let address = listener.local_addr().expect("read the bound address");
+        let (shutdown, stop) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("scripted-stream-{}", address.port()))
+            .spawn(move || serve(listener, router, stop))
+            .expect("spawn the scripted server thread");
+
+        let url = format!("http://{address}");
+        Self { url, state, shutdown: Some(shutdown), thread: Some(thread) }
     }
 
     /// The base URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
-        self.server.url()
+        &self.url
     }
 
     /// Replaces the script for the requests that follow.
@@ -83,18 +101,56 @@ impl ScriptedStream {
 
     /// The JSON bodies received so far (`null` for a body that was not JSON).
     pub fn bodies(&self) -> Vec<Value> {
-        lock(&self.state).bodies.clone()
+        lock(&self.state).requests.iter().map(|(_, body)| body.clone()).collect()
     }
 
     /// How many requests reached `path`.
     pub fn requests(&self, path: &str) -> usize {
-        self.server.requests(path)
+        lock(&self.state).requests.iter().filter(|(seen, _)| seen == path).count()
     }
 
     /// Takes the instants at which stamped pieces were handed to the HTTP stack.
     pub fn take_stamps(&self) -> Vec<Instant> {
         std::mem::take(&mut lock(&self.state).stamps)
     }
+}
+
+impl Drop for ScriptedStream {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Serves `router` with `TCP_NODELAY` until `stop` fires; dropping the runtime
+/// ends open connections.
+fn serve(listener: std::net::TcpListener, router: Router, stop: oneshot::Receiver<()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build the scripted server runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .expect("adopt the listener")
+            .tap_io(|connection| {
+                let _ = connection.set_nodelay(true);
+            });
+        tokio::select! {
+            served = axum::serve(listener, router).into_future() => {
+                served.expect("scripted server stopped with an error");
+            }
+            _ = stop => {}
+        }
+    });
+}
+
+/// Locks the shared state, ignoring poisoning (a failed test must not hide the next).
+fn lock(state: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Script {
@@ -188,10 +244,15 @@ impl Script {
 }
 
 /// Records the request and streams the current script.
-async fn respond(State(state): State<Arc<Mutex<StreamState>>>, body: Bytes) -> Response {
+async fn respond(
+    State(state): State<Arc<Mutex<StreamState>>>,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Response {
     let script = {
         let mut shared = lock(&state);
-        shared.bodies.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        shared.requests.push((uri.path().to_owned(), body));
         Arc::clone(&shared.script)
     };
 
