@@ -27,6 +27,7 @@ const ENGINE_KEYS: &[&str] = &[
     "parallel",
     "threads",
     "extra_args",
+    "profile",
 ];
 
 /// `kitt run -m MODEL -e ENGINE …`.
@@ -40,7 +41,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
             EngineKind::NAMES.join(", ")
         ))
     })?;
-    let config = engine_config(engine, &args.engine_config)?;
+    let config = engine_config(engine, &args.engine_config, home)?;
     let suite =
         Suite::load(&args.suite, home).map_err(|error| KittError::Usage(error.to_string()))?;
     let (root, _) = storage_root(None);
@@ -99,8 +100,13 @@ async fn watch_interrupts(cancel: Cancel) {
 }
 
 /// Builds the engine config from `KEY=VALUE` pairs, with the campaign file's rules.
-fn engine_config(kind: EngineKind, pairs: &[String]) -> Result<EngineConfig, KittError> {
+fn engine_config(
+    kind: EngineKind,
+    pairs: &[String],
+    home: &Path,
+) -> Result<EngineConfig, KittError> {
     let mut config = EngineConfig::default();
+    let mut profile = None;
     for pair in pairs {
         let (key, value) = pair.split_once('=').ok_or_else(|| {
             KittError::Usage(format!("--engine-config `{pair}` is not KEY=VALUE"))
@@ -134,6 +140,11 @@ fn engine_config(kind: EngineKind, pairs: &[String]) -> Result<EngineConfig, Kit
             "parallel" => config.parallel = Some(number(1, 1024)? as u32),
             "threads" => config.threads = Some(number(1, 4096)? as u32),
             "extra_args" => config.extra_args.extend(value.split_whitespace().map(str::to_owned)),
+            "profile" => {
+                let loaded = crate::engine::profile::load(value, kind, Some(home))
+                    .map_err(|error| KittError::Usage(error.to_string()))?;
+                profile = Some(loaded);
+            }
             other => {
                 let near = did_you_mean(other, ENGINE_KEYS.iter().copied());
                 let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
@@ -143,6 +154,9 @@ fn engine_config(kind: EngineKind, pairs: &[String]) -> Result<EngineConfig, Kit
                 )));
             }
         }
+    }
+    if let Some(profile) = profile {
+        profile.apply(&mut config);
     }
     if kind == EngineKind::Openai && config.base_url.is_none() {
         return Err(KittError::Usage(

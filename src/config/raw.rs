@@ -101,6 +101,7 @@ pub struct RawEngineConfig {
     pub threads: Option<Spanned<i64>>,
     #[serde(default)]
     pub extra_args: Vec<String>,
+    pub profile: Option<Spanned<String>>,
 }
 
 /// `disk`.

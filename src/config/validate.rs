@@ -386,6 +386,14 @@ impl Checker {
         config.gpu_layers = self.bounded(raw.gpu_layers, &field, "gpu_layers", -1, 100_000);
         config.parallel = self.bounded(raw.parallel, &field, "parallel", 1, 1024);
         config.threads = self.bounded(raw.threads, &field, "threads", 1, 4096);
+        if let Some(name) = raw.profile {
+            match crate::engine::profile::load(name.value.trim(), kind, None) {
+                Ok(profile) => profile.apply(&mut config),
+                Err(error) => {
+                    self.report(&name, &format!("{field}.profile"), error.to_string());
+                }
+            }
+        }
         config
     }
 

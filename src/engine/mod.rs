@@ -9,6 +9,7 @@ pub mod llama_cpp;
 pub mod openai;
 pub mod port;
 pub mod process;
+pub mod profile;
 
 use std::collections::BTreeMap;
 use std::fmt;

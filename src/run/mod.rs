@@ -105,7 +105,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     let log_path = logs.join(format!("{id}.engine.log"));
     let hardware = crate::hardware::detect();
 
-    let slots = request.suite.max_concurrency();
+    let slots = request.config.parallel.unwrap_or_else(|| request.suite.max_concurrency());
     let context_size =
         request.config.context_size.unwrap_or(request.suite.context_per_slot() * slots);
     let launch = Launch {

@@ -45,6 +45,8 @@ struct StreamState {
     /// Path and JSON body of every request received.
     requests: Vec<(String, Value)>,
     stamps: Vec<Instant>,
+    /// Model ids `GET /v1/models` lists.
+    models: Vec<String>,
 }
 
 /// One scripted response.
@@ -70,10 +72,12 @@ impl ScriptedStream {
             script: Arc::new(script),
             requests: Vec::new(),
             stamps: Vec::new(),
+            models: Vec::new(),
         }));
         let router = Router::new()
             .route("/v1/chat/completions", post(respond))
             .route("/v1/completions", post(respond))
+            .route("/v1/models", axum::routing::get(list_models))
             .with_state(Arc::clone(&state));
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
@@ -92,6 +96,11 @@ impl ScriptedStream {
     /// The base URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Sets the model ids `GET /v1/models` lists (none by default).
+    pub fn serve_models(&self, models: &[&str]) {
+        lock(&self.state).models = models.iter().map(|model| (*model).to_owned()).collect();
     }
 
     /// Replaces the script for the requests that follow.
@@ -113,6 +122,16 @@ impl ScriptedStream {
     pub fn take_stamps(&self) -> Vec<Instant> {
         std::mem::take(&mut lock(&self.state).stamps)
     }
+}
+
+/// `GET /v1/models`, shaped like an OpenAI-compatible server's answer.
+async fn list_models(State(state): State<Arc<Mutex<StreamState>>>) -> axum::Json<Value> {
+    let models = lock(&state).models.clone();
+    let data: Vec<Value> = models
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "owned_by": "kitt-tests"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data}))
 }
 
 impl Drop for ScriptedStream {
