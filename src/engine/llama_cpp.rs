@@ -133,6 +133,7 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
         request_extras: extras,
         comparability,
         process: Some(process),
+        port: Some(port),
     })
 }
 

@@ -191,6 +191,8 @@ pub struct Running {
     /// What was done for comparability, and what was refused.
     pub comparability: BTreeMap<String, String>,
     process: Option<EngineProcess>,
+    /// The port kitt chose for an engine it started.
+    port: Option<u16>,
 }
 
 impl Running {
@@ -213,6 +215,9 @@ impl Running {
     pub async fn stop(&mut self) -> Result<(), EngineError> {
         if let Some(process) = self.process.as_mut() {
             process.stop(STOP_GRACE).await.map_err(EngineError::Io)?;
+        }
+        if let Some(port) = self.port.take() {
+            wait_for_port_release(port).await;
         }
         Ok(())
     }
@@ -292,6 +297,19 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
         EngineKind::LlamaCpp => llama_cpp::start(launch).await,
         EngineKind::Openai => openai::connect(launch).await,
         other => Err(EngineError::Unsupported(other)),
+    }
+}
+
+/// Waits (up to 5 s) until nothing listens on `port` any more, so the next
+/// run never finds the previous engine's socket.
+async fn wait_for_port_release(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(port, "the engine's port is still in use after it stopped");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

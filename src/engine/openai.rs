@@ -29,5 +29,6 @@ pub async fn connect(launch: &Launch<'_>) -> Result<Running, EngineError> {
         request_extras: serde_json::Map::new(),
         comparability,
         process: None,
+        port: None,
     })
 }
