@@ -89,6 +89,8 @@ fn quick_suite_on_a_generated_model_measures_stores_and_cleans_up() {
         processes_mentioning(model.to_str().unwrap()).is_empty(),
         "llama-server outlived the run"
     );
+    let port: u16 = result["engine"]["parameters"]["port"].as_str().unwrap().parse().unwrap();
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "the port was released");
 }
 
 #[test]
