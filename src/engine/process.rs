@@ -103,8 +103,13 @@ impl EngineProcess {
             self.signal_group(Signal::SIGKILL);
             self.child.wait().await?;
         }
-        // Children the engine forked may still be in the group.
+        // Children the engine forked may still be in the group; wait until the
+        // kernel has delivered the kill to every one of them.
         self.signal_group(Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !group_members(self.pid).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.stopped = true;
         register(self.pid, false);
         Ok(())
@@ -215,7 +220,10 @@ mod tests {
             EngineProcess::spawn(Path::new("/bin/sleep"), &["30".into()], &[], &log).unwrap();
         let pgid = process.pid();
         drop(process);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !group_members(pgid).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(group_members(pgid).is_empty(), "still running: {:?}", group_members(pgid));
     }
 
