@@ -361,3 +361,35 @@ fn openai_engine_measures_an_external_server_and_leaves_it_running() {
         "kitt stopped a server it did not start"
     );
 }
+
+#[test]
+fn sigterm_stops_the_engine_like_ctrl_c() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let model = make_model(scratch.path(), &TinyModel::default());
+    let mut command = scratch.kitt();
+    command
+        .env("KITT_LLAMA_SERVER", &engine.server)
+        .args(["run", "-m", model.to_str().unwrap(), "-e", "llama_cpp", "-s", "performance"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let started = Instant::now();
+    while processes_mentioning(model.to_str().unwrap()).len() < 2
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        processes_mentioning(model.to_str().unwrap()).is_empty(),
+        "llama-server outlived SIGTERM"
+    );
+}

@@ -41,6 +41,11 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
             EngineKind::NAMES.join(", ")
         ))
     })?;
+    if !matches!(engine, EngineKind::LlamaCpp | EngineKind::Openai) {
+        return Err(KittError::Usage(format!(
+            "engine `{engine}` cannot be started by this version of kitt yet (usable: llama_cpp, openai)"
+        )));
+    }
     let config = engine_config(engine, &args.engine_config, home)?;
     let suite =
         Suite::load(&args.suite, home).map_err(|error| KittError::Usage(error.to_string()))?;
@@ -79,23 +84,80 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         Err(RunError::Engine(error @ EngineError::BinaryMissing { .. })) => {
             Err(KittError::Environment(error.to_string()))
         }
-        Err(RunError::Store(error)) => {
-            Err(KittError::Environment(format!("cannot store the result: {error}")))
+        Err(RunError::Engine(error @ EngineError::Io(_))) => {
+            Err(KittError::Environment(with_causes(&error)))
         }
-        Err(error) => Err(KittError::RunFailed(error.to_string())),
+        Err(error @ (RunError::Store(_) | RunError::Output { .. })) => {
+            Err(KittError::Environment(with_causes(&error)))
+        }
+        Err(error) => Err(KittError::RunFailed(with_causes(&error))),
     }
 }
 
-/// First Ctrl-C: stop the run cleanly. Second: kill the engines and exit now.
-async fn watch_interrupts(cancel: Cancel) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
+/// Refuses keys that mean nothing for `kind`: kitt never starts an `openai`
+/// server, and starts every other engine on a port it chooses.
+fn check_applicable(kind: EngineKind, pairs: &[String]) -> Result<(), KittError> {
+    const STARTED_ONLY: &[&str] = &[
+        "binary",
+        "context_size",
+        "gpu_layers",
+        "parallel",
+        "threads",
+        "extra_args",
+        "profile",
+        "mode",
+        "image",
+    ];
+    const EXTERNAL_ONLY: &[&str] = &["base_url", "model"];
+    for key in pairs.iter().filter_map(|pair| pair.split_once('=').map(|(key, _)| key)) {
+        let refused = if kind == EngineKind::Openai {
+            STARTED_ONLY.contains(&key).then_some("kitt does not start an `openai` server")
+        } else {
+            EXTERNAL_ONLY.contains(&key).then_some("kitt starts this engine itself")
+        };
+        if let Some(why) = refused {
+            return Err(KittError::Usage(format!(
+                "--engine-config `{key}` does not apply to `{kind}`: {why}"
+            )));
+        }
     }
-    eprintln!("interrupted: stopping the engine (press Ctrl-C again to stop at once)");
-    cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        crate::engine::process::kill_all_engines();
-        std::process::exit(i32::from(Exit::Interrupted.code()));
+    Ok(())
+}
+
+/// An error and its causes on one line.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// First Ctrl-C (or SIGTERM, SIGHUP): stop the run cleanly. Second: kill the
+/// engines and exit now.
+async fn watch_interrupts(cancel: Cancel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hangup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        return;
+    };
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => if result.is_err() { return },
+            _ = term.recv() => {}
+            _ = hangup.recv() => {}
+        }
+        if interrupted {
+            crate::engine::process::kill_all_engines();
+            std::process::exit(i32::from(Exit::Interrupted.code()));
+        }
+        interrupted = true;
+        eprintln!("interrupted: stopping the engine (interrupt again to stop at once)");
+        cancel.cancel();
     }
 }
 
@@ -157,6 +219,16 @@ fn engine_config(
     }
     if let Some(profile) = profile {
         profile.apply(&mut config);
+    }
+    check_applicable(kind, pairs)?;
+    if let Some(url) = &config.base_url {
+        let normalised = crate::acquire::http::base_url(url).ok_or_else(|| {
+            let shown = crate::acquire::http::redact_userinfo(url);
+            KittError::Usage(format!(
+                "--engine-config base_url `{shown}` must be an http(s) URL without query or credentials"
+            ))
+        })?;
+        config.base_url = Some(normalised);
     }
     if kind == EngineKind::Openai && config.base_url.is_none() {
         return Err(KittError::Usage(

@@ -40,13 +40,19 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
         .ok_or_else(|| missing("PATH and the setup script's install"))
 }
 
+/// The path when it is an executable file.
 fn existing(path: &Path) -> Option<PathBuf> {
-    path.is_file().then(|| path.to_owned())
+    use std::os::unix::fs::PermissionsExt;
+    let executable = std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0);
+    executable.then(|| path.to_owned())
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find_map(|candidate| existing(&candidate))
 }
 
 fn missing(searched: &str) -> EngineError {

@@ -201,6 +201,11 @@ impl Tally<'_> {
         if let Some(usage) = chunk.usage {
             self.usage.completion_tokens = usage.completion_tokens.or(self.usage.completion_tokens);
             self.usage.prompt_tokens = usage.prompt_tokens.or(self.usage.prompt_tokens);
+            // Usage after the finish is the protocol's last chunk before `[DONE]`:
+            // a server that then holds the connection open must not cost a timeout.
+            if self.record.finish_reason.is_some() {
+                self.done = true;
+            }
         }
         if let Some(counters) = chunk.timings {
             self.counters = counters;

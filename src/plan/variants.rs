@@ -35,6 +35,9 @@ pub struct GgufVariant {
     pub shards: Option<(u32, u32)>,
     /// Shard numbers that are missing from the set.
     pub missing_shards: Vec<u32>,
+    /// Other files with the same label that were not chosen (several single
+    /// files in different folders): a sign the directory holds several models.
+    pub others: Vec<String>,
 }
 
 impl GgufVariant {
@@ -96,13 +99,18 @@ impl Group {
     fn finish(self) -> GgufVariant {
         // A repository that has both a single file and shards for one label
         // (rare) is planned from the single file: it needs no merge.
-        if let Some(single) = self.singles.into_iter().min_by(|a, b| a.path.cmp(&b.path)) {
+        let mut singles = self.singles;
+        singles.sort_by(|a, b| a.path.cmp(&b.path));
+        if !singles.is_empty() {
+            let single = singles.remove(0);
+            let others = singles.into_iter().map(|file| file.path).collect();
             return GgufVariant {
                 label: self.label,
                 files: vec![single.path],
                 size: single.size,
                 shards: None,
                 missing_shards: Vec::new(),
+                others,
             };
         }
         let missing_shards =
@@ -114,6 +122,7 @@ impl Group {
             files: self.shards.into_values().map(|file| file.path).collect(),
             shards: Some((present, self.total_shards)),
             missing_shards,
+            others: Vec::new(),
         }
     }
 }

@@ -194,7 +194,7 @@ async fn memory_usage(target: &Target, test: &TestPlan) -> Measured {
         for &length in &lengths {
             let (record, samples) =
                 target.memory.during(interval, target.send(prompt, length)).await;
-            if let Some(peak) = samples.iter().copied().max() {
+            if let Some(peak) = samples.iter().copied().max().filter(|_| record.is_success()) {
                 peaks.push(peak);
                 let key = format!("prompt{}_out{length}_peak_bytes", index + 1);
                 metrics.insert(key, peak as f64);
@@ -216,7 +216,11 @@ async fn warmup_analysis(target: &Target, test: &TestPlan) -> Measured {
     for i in 0..test.iterations {
         records.push(target.send(prompt(test, i), test.max_tokens).await);
     }
-    let latencies: Vec<f64> = records.iter().map(|r| r.e2e_ns.map_or(f64::NAN, ms)).collect();
+    // A failed request has no latency: it stays in place (NaN) so positions keep their meaning.
+    let latencies: Vec<f64> = records
+        .iter()
+        .map(|r| if r.is_success() { r.e2e_ns.map_or(f64::NAN, ms) } else { f64::NAN })
+        .collect();
     let mut metrics = BTreeMap::new();
     if let Some((first, rest)) = latencies.split_first().filter(|(first, _)| first.is_finite()) {
         metrics.insert("first_latency_ms".into(), *first);

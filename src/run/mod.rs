@@ -88,9 +88,15 @@ pub enum RunError {
     /// The result could not be stored.
     #[error("cannot store the result")]
     Store(#[source] crate::store::StoreError),
-    /// Files could not be written.
-    #[error("cannot write the run's files")]
-    Io(#[source] std::io::Error),
+    /// A directory kitt writes to cannot be written.
+    #[error("cannot write to {}", path.display())]
+    Output {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The user stopped the run; the engine was stopped.
     #[error("interrupted")]
     Interrupted,
@@ -100,8 +106,14 @@ pub enum RunError {
 pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOutcome, RunError> {
     let id = new_id();
     let started_at = now();
+    // Everything that can refuse to store the result is checked before the
+    // engine starts, so a finished suite is never thrown away.
+    let store = crate::store::Store::open(request.home).map_err(RunError::Store)?;
+    store.check_writable().map_err(RunError::Store)?;
+    let results_root = request.output_root.join(crate::results::files::RESULTS_DIR);
+    writable_dir(&results_root)?;
     let logs = request.home.join("logs");
-    std::fs::create_dir_all(&logs).map_err(RunError::Io)?;
+    writable_dir(&logs)?;
     let log_path = logs.join(format!("{id}.engine.log"));
     let hardware = crate::hardware::detect();
 
@@ -154,11 +166,10 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         passed: passed(&benchmarks),
         benchmarks,
     };
-    let store = crate::store::Store::open(request.home).map_err(RunError::Store)?;
     store.insert_result(&result).map_err(RunError::Store)?;
     let engine_log = request.engine.is_managed().then_some(log_path.as_path());
     let run_dir = crate::results::files::write_run_dir(&request.output_root, &result, engine_log)
-        .map_err(RunError::Io)?;
+        .map_err(|source| RunError::Output { path: results_root.clone(), source })?;
     Ok(RunOutcome { result, run_dir })
 }
 
@@ -187,8 +198,12 @@ async fn measure(
             if cancel.is_cancelled() {
                 return Err(RunError::Interrupted);
             }
-            let warmup =
-                if test.warmup { bench::warm_up(&target, suite).await } else { Vec::new() };
+            let measures = test.kind != crate::suite::TestKind::Quality;
+            let warmup = if test.warmup && measures {
+                bench::warm_up(&target, suite).await
+            } else {
+                Vec::new()
+            };
             let mut result = bench::run(&target, test, run_number).await;
             result.warmup_ms = warmup;
             tracing::info!(test = %test.name, run_number, status = ?result.status, "benchmark finished");
@@ -204,6 +219,16 @@ async fn measure(
         }
     }
     Ok(benchmarks)
+}
+
+/// Creates `dir` if needed and checks that files can be created in it.
+fn writable_dir(dir: &Path) -> Result<(), RunError> {
+    let output = |source| RunError::Output { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(output)?;
+    let probe = dir.join(format!(".kitt-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(output)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// A run passes when some benchmark ran and every benchmark that ran passed.
@@ -229,7 +254,10 @@ fn config_hash(request: &RunRequest<'_>, running: &Running) -> String {
     let mut parameters: BTreeMap<&str, String> = BTreeMap::new();
     parameters.insert("engine", running.kind.name().to_owned());
     parameters.insert("engine_version", running.version.clone());
-    parameters.insert("engine_parameters", format!("{:?}", running.parameters));
+    // The port changes every run and says nothing about the numbers.
+    let mut engine_parameters = running.parameters.clone();
+    engine_parameters.remove("port");
+    parameters.insert("engine_parameters", format!("{engine_parameters:?}"));
     parameters.insert(
         "request_extras",
         serde_json::Value::Object(running.request_extras.clone()).to_string(),

@@ -37,6 +37,29 @@ pub enum ModelError {
     /// The directory or repository holds no GGUF model.
     #[error("`{0}` holds no GGUF model files")]
     NoVariants(String),
+    /// MODEL is empty.
+    #[error("the model is empty; give a GGUF file, a directory or a repository id")]
+    Empty,
+    /// `--quant` names no variant of MODEL.
+    #[error("`{model}` has no variant `{quant}`; it has: {variants}")]
+    NoSuchQuant {
+        /// MODEL as given.
+        model: String,
+        /// The label asked for.
+        quant: String,
+        /// The labels found.
+        variants: String,
+    },
+    /// Several files share the chosen label: the directory holds several models.
+    #[error("`{model}` holds several `{quant}` files: {files}; give the file itself")]
+    SeveralModels {
+        /// MODEL as given.
+        model: String,
+        /// The label.
+        quant: String,
+        /// The files.
+        files: String,
+    },
     /// Several variants and no (matching) `--quant`.
     #[error("`{model}` has several variants; choose one with --quant: {variants}")]
     Ambiguous {
@@ -76,6 +99,9 @@ pub fn resolve_model(
             parameters: None,
         });
     }
+    if model.trim().is_empty() {
+        return Err(ModelError::Empty);
+    }
     let path = Path::new(model);
     let (dir, files, name) = if path.is_file() {
         let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
@@ -94,14 +120,67 @@ pub fn resolve_model(
     let variants = gguf_variants(&files);
     let variant = choose(model, quant, variants)?;
     let first = dir.join(&variant.files[0]);
+    let first = std::path::absolute(&first).unwrap_or(first);
     let header = crate::gguf::reader::read_info(&first).ok();
+    // A split model's parameters are spread over its shards.
+    let parameters: u64 = variant
+        .files
+        .iter()
+        .filter_map(|file| crate::gguf::reader::read_info(&dir.join(file)).ok())
+        .map(|info| info.parameter_count)
+        .fold(0, u64::saturating_add);
+    // A file name without a quant token: the header's file type says what it is.
+    let quant = match header.as_ref().and_then(|info| info.file_type).and_then(file_type_label) {
+        Some(from_header) if !variant.label.known => from_header.to_owned(),
+        _ => variant.label.label.clone(),
+    };
     Ok(ModelFile {
-        name: format!("{name}-{}", variant.label.label).trim_start_matches('-').to_owned(),
-        quant: variant.label.label.clone(),
+        name: format!("{name}-{quant}").trim_start_matches('-').to_owned(),
+        quant,
         size_bytes: variant.size,
         path: first,
         architecture: header.as_ref().and_then(|info| info.architecture.clone()),
-        parameters: header.map(|info| info.parameter_count).filter(|count| *count > 0),
+        parameters: Some(parameters).filter(|count| *count > 0),
+    })
+}
+
+/// llama.cpp's `general.file_type` codes and their labels.
+fn file_type_label(code: u32) -> Option<&'static str> {
+    Some(match code {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        _ => return None,
     })
 }
 
@@ -115,15 +194,33 @@ fn choose(
     }
     let labels = || variants.iter().map(|v| v.label.label.clone()).collect::<Vec<_>>().join(", ");
     let chosen = match quant {
-        Some(wanted) => variants.iter().find(|v| {
-            v.label.label.eq_ignore_ascii_case(wanted) || v.label.base.eq_ignore_ascii_case(wanted)
-        }),
+        Some(wanted) => {
+            let found = variants.iter().find(|v| {
+                v.label.label.eq_ignore_ascii_case(wanted)
+                    || v.label.base.eq_ignore_ascii_case(wanted)
+            });
+            let quant = wanted.to_owned();
+            Some(found.ok_or_else(|| ModelError::NoSuchQuant {
+                model: model.to_owned(),
+                quant,
+                variants: labels(),
+            })?)
+        }
         None if variants.len() == 1 => variants.first(),
         None => None,
     };
     let Some(variant) = chosen.cloned() else {
         return Err(ModelError::Ambiguous { model: model.to_owned(), variants: labels() });
     };
+    if !variant.others.is_empty() {
+        let files =
+            variant.files.iter().chain(&variant.others).cloned().collect::<Vec<_>>().join(", ");
+        return Err(ModelError::SeveralModels {
+            model: model.to_owned(),
+            quant: variant.label.label,
+            files,
+        });
+    }
     if !variant.is_complete() {
         let missing =
             variant.missing_shards.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");

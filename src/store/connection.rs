@@ -61,7 +61,15 @@ impl Store {
         schema::current_version(&self.conn, &self.path)
     }
 
-    /// Changes how long a write waits for another process's write.
+    /// Takes and releases the write lock, so that a store another process holds
+    /// locked is found before work whose result could not be stored.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .doing(&self.path, "take the write lock")
+    }
+
+    /// Sets how long a write waits for another process's lock.
     pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), StoreError> {
         self.conn.busy_timeout(timeout).doing(&self.path, "set the busy timeout")
     }

@@ -217,12 +217,33 @@ impl Suite {
     pub fn load(name: &str, home: &Path) -> Result<Suite, SuiteError> {
         let (label, text) = find("suite", name, &home.join("suites"), SHIPPED_SUITES)?;
         let raw: RawSuite = parse("suite", &label, &text)?;
+        let invalid =
+            |message: String| SuiteError::Invalid { what: "suite", name: label.clone(), message };
+        if raw.tests.is_empty() {
+            return Err(invalid("`tests` is empty".into()));
+        }
+        if raw.runs == 0 {
+            return Err(invalid("`runs` must be at least 1".into()));
+        }
+        if let Some(temperature) = raw.sampling.temperature
+            && !(0.0..=2.0).contains(&temperature)
+        {
+            return Err(invalid(format!(
+                "`sampling.temperature` must be between 0 and 2, got {temperature}"
+            )));
+        }
         let mut tests = Vec::new();
         for test in &raw.tests {
             let (test_label, test_text) =
                 find("benchmark", test, &home.join("tests"), SHIPPED_TESTS)?;
             let def: RawTest = parse("benchmark", &test_label, &test_text)?;
-            tests.push(resolve(&raw, def, raw.test_overrides.get(test)));
+            let overrides = raw.test_overrides.get(test);
+            check_limits(&raw, &def, overrides).map_err(|message| SuiteError::Invalid {
+                what: "benchmark",
+                name: test.clone(),
+                message,
+            })?;
+            tests.push(resolve(&raw, def, overrides));
         }
         Ok(Suite {
             name: raw.name,
@@ -256,6 +277,33 @@ impl Suite {
             .max(self.warmup_max_tokens);
         prompt.saturating_add(output).saturating_add(128)
     }
+}
+
+/// Counts that must be at least 1, wherever they are set.
+fn check_limits(suite: &RawSuite, def: &RawTest, over: Option<&RawOverride>) -> Result<(), String> {
+    let positive = [
+        ("iterations", def.iterations.or(over.and_then(|o| o.iterations))),
+        (
+            "max_tokens",
+            over.and_then(|o| o.max_tokens).or(suite.sampling.max_tokens).or(def.max_tokens),
+        ),
+        ("runs", over.and_then(|o| o.runs)),
+    ];
+    for (key, value) in positive {
+        if value == Some(0) {
+            return Err(format!("`{key}` must be at least 1"));
+        }
+    }
+    let concurrency = over.and_then(|o| o.concurrency.as_ref()).or(def.concurrency.as_ref());
+    if let Some(levels) = concurrency
+        && (levels.is_empty() || levels.contains(&0))
+    {
+        return Err(format!("`concurrency` must list levels of at least 1, got {levels:?}"));
+    }
+    if def.output_lengths.contains(&0) {
+        return Err("`output_lengths` must be at least 1".into());
+    }
+    Ok(())
 }
 
 fn resolve(suite: &RawSuite, def: RawTest, over: Option<&RawOverride>) -> TestPlan {
@@ -376,6 +424,30 @@ mod tests {
             (suite.version, suite.tests[0].name.as_str(), suite.tests[0].runs),
             (9, "latency", 2)
         );
+    }
+
+    #[test]
+    fn zero_counts_and_empty_levels_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for (body, expected) in [
+            (
+                "tests: [throughput]\ntest_overrides:\n  throughput:\n    concurrency: [0]\n",
+                "concurrency",
+            ),
+            (
+                "tests: [throughput]\ntest_overrides:\n  throughput:\n    concurrency: []\n",
+                "concurrency",
+            ),
+            ("tests: []\n", "`tests` is empty"),
+            ("tests: [latency]\nsampling:\n  max_tokens: 0\n", "max_tokens"),
+            ("tests: [latency]\nruns: 0\n", "runs"),
+            ("tests: [latency]\nsampling:\n  temperature: -5\n", "temperature"),
+        ] {
+            let path = dir.path().join("s.yaml");
+            std::fs::write(&path, format!("name: s\nversion: 1\n{body}")).unwrap();
+            let error = Suite::load(path.to_str().unwrap(), Path::new("/none")).unwrap_err();
+            assert!(error.to_string().contains(expected), "{body}: {error}");
+        }
     }
 
     #[test]
