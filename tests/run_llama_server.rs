@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::{Outcome, Scratch};
 use kitt::gguf::{TensorType, TinyModel};
 use kitt::store::Store;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::engine::{Engine, LlamaServer, ServerLock, make_model};
 
@@ -281,13 +282,14 @@ exec sleep 60
     assert!(processes_mentioning(fake.to_str().unwrap()).is_empty(), "the fake engine was stopped");
 }
 
-#[test]
-fn ctrl_c_stops_the_engine_and_exits_130() {
-    let Some(engine) = Engine::find() else { return };
-    let _lock = ServerLock::acquire();
-    let scratch = Scratch::new();
-    let slow = TinyModel { dtype: TensorType::F16, ..TinyModel::measurably_slow() };
-    let model = make_model(scratch.path(), &slow);
+/// Starts a `performance` run of `model`, waits until its engine serves,
+/// sends `signal` to kitt, and returns kitt's output once it exits.
+fn interrupted_run(
+    scratch: &Scratch,
+    engine: &Engine,
+    model: &Path,
+    signal: Signal,
+) -> std::process::Output {
     let mut command = scratch.kitt();
     command
         .env("KITT_LLAMA_SERVER", &engine.server)
@@ -299,16 +301,22 @@ fn ctrl_c_stops_the_engine_and_exits_130() {
     while processes_mentioning(model.to_str().unwrap()).len() < 2
         && started.elapsed() < Duration::from_secs(60)
     {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    child.wait_with_output().unwrap()
+}
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let output = child.wait_with_output().unwrap();
+#[test]
+fn ctrl_c_stops_the_engine_and_exits_130() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let slow = TinyModel { dtype: TensorType::F16, ..TinyModel::measurably_slow() };
+    let model = make_model(scratch.path(), &slow);
+
+    let output = interrupted_run(&scratch, &engine, &model, Signal::SIGINT);
 
     assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(
@@ -368,24 +376,8 @@ fn sigterm_stops_the_engine_like_ctrl_c() {
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
     let model = make_model(scratch.path(), &TinyModel::default());
-    let mut command = scratch.kitt();
-    command
-        .env("KITT_LLAMA_SERVER", &engine.server)
-        .args(["run", "-m", model.to_str().unwrap(), "-e", "llama_cpp", "-s", "performance"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().unwrap();
-    let started = Instant::now();
-    while processes_mentioning(model.to_str().unwrap()).len() < 2
-        && started.elapsed() < Duration::from_secs(60)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
 
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = interrupted_run(&scratch, &engine, &model, Signal::SIGTERM);
 
     assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(
