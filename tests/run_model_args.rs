@@ -80,3 +80,22 @@ fn a_file_name_without_a_quant_takes_it_from_the_header() {
     assert!(model.path.is_absolute());
     assert_eq!(model.parameters, Some(kitt::gguf::TinyModel::default().parameter_count()));
 }
+
+#[test]
+fn a_model_has_one_name_however_it_is_given() {
+    let scratch = Scratch::new();
+    tiny(&scratch, "models/huggingface/org/Tiny-GGUF/tiny-llama-Q8_0.gguf");
+    let local = kitt::acquire::local::LocalIndex::new(scratch.models(), scratch.path().join("hf"));
+    let resolve = |model: &str| {
+        kitt::run::resolve_model(model, None, kitt::engine::EngineKind::LlamaCpp, &local)
+            .unwrap()
+            .name
+    };
+    let dir = scratch.models().join("huggingface/org/Tiny-GGUF");
+    let file = dir.join("tiny-llama-Q8_0.gguf");
+
+    let names =
+        [resolve(file.to_str().unwrap()), resolve(dir.to_str().unwrap()), resolve("org/Tiny-GGUF")];
+
+    assert_eq!(names, ["tiny-llama-Q8_0", "tiny-llama-Q8_0", "tiny-llama-Q8_0"]);
+}

@@ -103,17 +103,14 @@ pub fn resolve_model(
         return Err(ModelError::Empty);
     }
     let path = Path::new(model);
-    let (dir, files, name) = if path.is_file() {
+    let (dir, files) = if path.is_file() {
         let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
         let files = siblings_of(path, &dir);
-        let stem = file_stem(path);
-        (dir, files, stem)
+        (dir, files)
     } else if path.is_dir() {
-        let files = sized(&list_files(path));
-        (path.to_owned(), files, dir_name(path))
+        (path.to_owned(), sized(&list_files(path)))
     } else if let Some(repo) = local.find(model) {
-        let files = sized(&repo.files);
-        (repo.dir, files, model.rsplit('/').next().unwrap_or(model).to_owned())
+        (repo.dir, sized(&repo.files))
     } else {
         return Err(ModelError::NotFound(model.to_owned()));
     };
@@ -121,6 +118,9 @@ pub fn resolve_model(
     let variant = choose(model, quant, variants)?;
     let first = dir.join(&variant.files[0]);
     let first = std::path::absolute(&first).unwrap_or(first);
+    // Named after the file it loads, however MODEL was given, so results of
+    // one file always land in one `results/<model>` folder.
+    let name = file_stem(&first);
     let header = crate::gguf::reader::read_info(&first).ok();
     // A split model's parameters are spread over its shards.
     let parameters: u64 = variant
@@ -263,11 +263,4 @@ fn file_stem(path: &Path) -> String {
         .unwrap_or(stem)
         .trim_end_matches(['-', '.', '_'])
         .to_owned()
-}
-
-fn dir_name(path: &Path) -> String {
-    path.canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default()
 }
