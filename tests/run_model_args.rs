@@ -99,3 +99,23 @@ fn a_model_has_one_name_however_it_is_given() {
 
     assert_eq!(names, ["tiny-llama-Q8_0", "tiny-llama-Q8_0", "tiny-llama-Q8_0"]);
 }
+
+#[test]
+fn unknown_engines_and_engine_keys_suggest_the_near_one() {
+    let scratch = Scratch::new();
+    let outcome = scratch.run(scratch.kitt().args(["run", "-m", "x", "-e", "llama.cpp"]));
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome.stderr.contains("unknown engine `llama.cpp`; did you mean `llama_cpp`?"),
+        "{}",
+        outcome.stderr
+    );
+
+    let outcome = run(&scratch, &["-m", "x", "--engine-config", "thread=2"]);
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome.stderr.contains("unknown --engine-config key `thread`; did you mean `threads`?"),
+        "{}",
+        outcome.stderr
+    );
+}

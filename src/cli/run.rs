@@ -8,39 +8,33 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 
 use super::{EngineArgs, RunCmd};
 use crate::acquire::local::{LocalIndex, hf_cache_dir, storage_root};
-use crate::config::{EngineConfig, EngineMode, did_you_mean, expand_home};
+use crate::config::{EngineConfig, EngineMode, did_you_mean, engine_limits as limits, expand_home};
 use crate::engine::{EngineError, EngineKind};
 use crate::error::{Exit, KittError};
 use crate::results::model::{BenchmarkStatus, RunResult};
 use crate::run::{Cancel, RunError, RunRequest, execute, resolve_model};
 use crate::suite::Suite;
 
-/// Keys `--engine-config` accepts.
-const ENGINE_KEYS: &[&str] = &[
+/// `--engine-config` keys for engines kitt starts.
+const STARTED_KEYS: &[&str] = &[
     "binary",
-    "mode",
-    "image",
-    "base_url",
-    "model",
     "context_size",
     "gpu_layers",
     "parallel",
     "threads",
     "extra_args",
     "profile",
+    "mode",
+    "image",
 ];
+
+/// `--engine-config` keys for a server kitt connects to.
+const EXTERNAL_KEYS: &[&str] = &["base_url", "model"];
 
 /// `kitt run -m MODEL -e ENGINE …`.
 pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
-    let engine = EngineKind::parse(&args.engine).ok_or_else(|| {
-        let near = did_you_mean(&args.engine, EngineKind::NAMES.iter().copied());
-        let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
-        KittError::Usage(format!(
-            "unknown engine `{}`{hint} (known: {})",
-            args.engine,
-            EngineKind::NAMES.join(", ")
-        ))
-    })?;
+    let engine = EngineKind::parse(&args.engine)
+        .ok_or_else(|| unknown("engine", &args.engine, EngineKind::NAMES))?;
     if !matches!(engine, EngineKind::LlamaCpp | EngineKind::Openai) {
         return Err(KittError::Usage(format!(
             "engine `{engine}` cannot be started by this version of kitt yet (usable: llama_cpp, openai)"
@@ -97,23 +91,11 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
 /// Refuses keys that mean nothing for `kind`: kitt never starts an `openai`
 /// server, and starts every other engine on a port it chooses.
 fn check_applicable(kind: EngineKind, pairs: &[String]) -> Result<(), KittError> {
-    const STARTED_ONLY: &[&str] = &[
-        "binary",
-        "context_size",
-        "gpu_layers",
-        "parallel",
-        "threads",
-        "extra_args",
-        "profile",
-        "mode",
-        "image",
-    ];
-    const EXTERNAL_ONLY: &[&str] = &["base_url", "model"];
     for key in pairs.iter().filter_map(|pair| pair.split_once('=').map(|(key, _)| key)) {
         let refused = if kind == EngineKind::Openai {
-            STARTED_ONLY.contains(&key).then_some("kitt does not start an `openai` server")
+            STARTED_KEYS.contains(&key).then_some("kitt does not start an `openai` server")
         } else {
-            EXTERNAL_ONLY.contains(&key).then_some("kitt starts this engine itself")
+            EXTERNAL_KEYS.contains(&key).then_some("kitt starts this engine itself")
         };
         if let Some(why) = refused {
             return Err(KittError::Usage(format!(
@@ -122,6 +104,13 @@ fn check_applicable(kind: EngineKind, pairs: &[String]) -> Result<(), KittError>
         }
     }
     Ok(())
+}
+
+/// "unknown WHAT `given`; did you mean …? (known: …)", exit 2.
+fn unknown(what: &str, given: &str, known: &[&str]) -> KittError {
+    let near = did_you_mean(given, known.iter().copied());
+    let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+    KittError::Usage(format!("unknown {what} `{given}`{hint} (known: {})", known.join(", ")))
 }
 
 /// An error and its causes on one line.
@@ -173,7 +162,7 @@ fn engine_config(
         let (key, value) = pair.split_once('=').ok_or_else(|| {
             KittError::Usage(format!("--engine-config `{pair}` is not KEY=VALUE"))
         })?;
-        let number = |min: i64, max: i64| -> Result<i64, KittError> {
+        let number = |(min, max): (i64, i64)| -> Result<i64, KittError> {
             let parsed: i64 = value.parse().map_err(|_| {
                 KittError::Usage(format!(
                     "--engine-config `{key}` must be a whole number, got `{value}`"
@@ -197,10 +186,10 @@ fn engine_config(
             "image" => config.image = Some(value.to_owned()),
             "base_url" => config.base_url = Some(value.to_owned()),
             "model" => config.model = Some(value.to_owned()),
-            "context_size" => config.context_size = Some(number(1, 10_000_000)? as u32),
-            "gpu_layers" => config.gpu_layers = Some(number(-1, 100_000)? as i32),
-            "parallel" => config.parallel = Some(number(1, 1024)? as u32),
-            "threads" => config.threads = Some(number(1, 4096)? as u32),
+            "context_size" => config.context_size = Some(number(limits::CONTEXT_SIZE)? as u32),
+            "gpu_layers" => config.gpu_layers = Some(number(limits::GPU_LAYERS)? as i32),
+            "parallel" => config.parallel = Some(number(limits::PARALLEL)? as u32),
+            "threads" => config.threads = Some(number(limits::THREADS)? as u32),
             "extra_args" => config.extra_args.extend(value.split_whitespace().map(str::to_owned)),
             "profile" => {
                 let loaded = crate::engine::profile::load(value, kind, Some(home))
@@ -208,12 +197,8 @@ fn engine_config(
                 profile = Some(loaded);
             }
             other => {
-                let near = did_you_mean(other, ENGINE_KEYS.iter().copied());
-                let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
-                return Err(KittError::Usage(format!(
-                    "unknown --engine-config key `{other}`{hint} (known: {})",
-                    ENGINE_KEYS.join(", ")
-                )));
+                let known: Vec<&str> = STARTED_KEYS.iter().chain(EXTERNAL_KEYS).copied().collect();
+                return Err(unknown("--engine-config key", other, &known));
             }
         }
     }

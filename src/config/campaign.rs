@@ -93,6 +93,19 @@ pub enum EngineMode {
     Docker,
 }
 
+/// Allowed ranges of the numeric engine parameters, shared by campaign files
+/// and `kitt run --engine-config`.
+pub mod engine_limits {
+    /// `context_size` in tokens.
+    pub const CONTEXT_SIZE: (i64, i64) = (1, 10_000_000);
+    /// `gpu_layers` (-1: all).
+    pub const GPU_LAYERS: (i64, i64) = (-1, 100_000);
+    /// `parallel` slots.
+    pub const PARALLEL: (i64, i64) = (1, 1024);
+    /// `threads`.
+    pub const THREADS: (i64, i64) = (1, 4096);
+}
+
 /// An engine's `config` map, typed.
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {

@@ -382,10 +382,12 @@ impl Checker {
             }
             model.value.trim().to_owned()
         });
-        config.context_size = self.bounded(raw.context_size, &field, "context_size", 1, 10_000_000);
-        config.gpu_layers = self.bounded(raw.gpu_layers, &field, "gpu_layers", -1, 100_000);
-        config.parallel = self.bounded(raw.parallel, &field, "parallel", 1, 1024);
-        config.threads = self.bounded(raw.threads, &field, "threads", 1, 4096);
+        config.context_size =
+            self.bounded(raw.context_size, &field, "context_size", engine_limits::CONTEXT_SIZE);
+        config.gpu_layers =
+            self.bounded(raw.gpu_layers, &field, "gpu_layers", engine_limits::GPU_LAYERS);
+        config.parallel = self.bounded(raw.parallel, &field, "parallel", engine_limits::PARALLEL);
+        config.threads = self.bounded(raw.threads, &field, "threads", engine_limits::THREADS);
         if let Some(name) = raw.profile {
             match crate::engine::profile::load(name.value.trim(), kind, None) {
                 Ok(profile) => profile.apply(&mut config),
@@ -430,8 +432,7 @@ impl Checker {
         value: Option<Spanned<i64>>,
         field: &str,
         key: &str,
-        min: i64,
-        max: i64,
+        (min, max): (i64, i64),
     ) -> Option<T> {
         let value = value?;
         if value.value < min || value.value > max {

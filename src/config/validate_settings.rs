@@ -24,7 +24,7 @@ impl Checker {
             .filter(|url| !url.value.trim().is_empty())
             .map(|url| self.url(url, "notifications.webhook_url"));
         let smtp_port = self
-            .bounded(raw.smtp_port, "notifications", "smtp_port", 1, 65_535)
+            .bounded(raw.smtp_port, "notifications", "smtp_port", (1, 65_535))
             .unwrap_or(DEFAULT_SMTP_PORT);
         let email = raw.email.map(|email| {
             let text = email.value.trim().to_owned();
