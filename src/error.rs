@@ -119,3 +119,14 @@ impl fmt::Display for OneOf<'_> {
         Ok(())
     }
 }
+
+/// An error and its causes on one line.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}

@@ -6,6 +6,7 @@
 //! command handlers, which stay thin; `error` maps failures to exit codes.
 
 pub mod acquire;
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod gguf;
 pub mod hardware;
 pub mod home;
 pub mod measure;
+pub mod notify;
 pub mod plan;
 pub mod report;
 pub mod results;

@@ -23,11 +23,12 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn running_without_dry_run_is_refused_after_validating_the_config() {
+fn a_model_that_is_not_local_is_skipped_with_the_reason() {
     let scratch = Scratch::new();
     scratch.write("c.yaml", "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: o/m\nengines:\n  - name: llama_cpp\n");
     let outcome = scratch.run(scratch.kitt().args(["campaign", "run", "c.yaml"]));
-    assert_eq!(outcome.code, 2);
-    assert!(outcome.stderr.contains("add `--dry-run`"), "{}", outcome.stderr);
-    assert!(outcome.stdout.is_empty());
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(outcome.stdout.contains("M|llama_cpp|-"), "{}", outcome.stdout);
+    assert!(outcome.stdout.contains("skipped"), "{}", outcome.stdout);
+    assert!(outcome.stdout.contains("0 succeeded, 0 failed, 1 skipped"), "{}", outcome.stdout);
 }

@@ -1,44 +1,156 @@
-//! `kitt campaign` handlers: load, plan, print.
+//! `kitt campaign` handlers: run (plan, then execute or print the plan),
+//! status and list.
 
 use std::io::Write;
 use std::path::Path;
 
-use super::RunArgs;
+use super::{ListArgs, RunArgs, StatusArgs};
 use crate::acquire::hub::HubClient;
 use crate::acquire::local::{
     LocalIndex, free_space, hf_cache_dir, ollama_models_dir, storage_root,
 };
 use crate::acquire::ollama::OllamaClient;
+use crate::campaign::coordinator::{Options, drive};
 use crate::config::{self, Campaign};
-use crate::error::{Exit, KittError};
+use crate::error::{Exit, KittError, with_causes};
 use crate::plan::Plan;
 use crate::plan::discover::{Sources, discover};
 use crate::plan::matrix::{PlanEnv, plan};
 use crate::report;
+use crate::run::Cancel;
+use crate::run::signals::watch_interrupts;
+use crate::store::Store;
 
-/// `kitt campaign run CONFIG [--dry-run]`.
-pub fn run(args: &RunArgs, _home: &Path, json: bool) -> Result<Exit, KittError> {
+/// `kitt campaign run CONFIG [--dry-run] [--resume] [--campaign-id ID]`.
+pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
     let campaign = config::load(&args.config)?;
     for warning in &campaign.warnings {
         eprintln!("warning: {warning}");
     }
-    if !args.dry_run {
-        return Err(KittError::Usage(
-            "executing campaigns is not available yet; add `--dry-run` to see the plan".into(),
-        ));
-    }
+    // Read once more for the stored snapshot and hash; the loader has just
+    // read the same bytes.
+    let config_text = crate::campaign::read_config_text(&args.config).map_err(|source| {
+        KittError::Config(config::ConfigError::Read { path: args.config.clone(), source })
+    })?;
     let plan = plan_campaign(&campaign)?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
+    if args.dry_run {
+        let mut out = std::io::stdout().lock();
+        let written = if json {
+            report::plan::write_json(&mut out, &plan)
+        } else {
+            report::plan::write_table(&mut out, &campaign, &plan)
+        };
+        written.and_then(|()| out.flush()).map_err(KittError::Output)?;
+        return Ok(Exit::Success);
+    }
+
+    let options = Options {
+        campaign: &campaign,
+        plan: &plan,
+        config_text: &config_text,
+        home,
+        resume: args.resume,
+        campaign_id: args.campaign_id.as_deref(),
+        json,
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+            KittError::Environment(format!("cannot start the async runtime: {error}"))
+        })?;
+    let cancel = Cancel::default();
+    let outcome = runtime.block_on(async {
+        let watcher = tokio::spawn(watch_interrupts(cancel.clone()));
+        let outcome = drive(&options, &cancel).await;
+        watcher.abort();
+        outcome
+    })?;
 
     let mut out = std::io::stdout().lock();
     let written = if json {
-        report::plan::write_json(&mut out, &plan)
+        report::campaign::write_summary_json(&mut out, &outcome)
     } else {
-        report::plan::write_table(&mut out, &campaign, &plan)
+        report::campaign::write_summary(&mut out, &outcome)
     };
     written.and_then(|()| out.flush()).map_err(KittError::Output)?;
+    if outcome.interrupted {
+        eprintln!(
+            "campaign {} interrupted; resume it with: kitt campaign run {} --resume --campaign-id {}",
+            outcome.campaign_id,
+            args.config.display(),
+            outcome.campaign_id
+        );
+        return Err(KittError::Interrupted);
+    }
+    Ok(if outcome.counts.failed > 0 { Exit::RunsFailed } else { Exit::Success })
+}
+
+/// `kitt campaign status [ID]`.
+pub fn status(args: &StatusArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
+    let Some(store) = open_existing(home)? else {
+        return match &args.id {
+            Some(id) => Err(unknown_campaign(id)),
+            None => write_out(|out| {
+                if json { writeln!(out, "null") } else { writeln!(out, "No campaigns yet.") }
+            }),
+        };
+    };
+    let view = report::campaign::status_view(&store, home, args.id.as_deref(), json)
+        .map_err(|error| KittError::Environment(with_causes(&error)))?;
+    match view {
+        None => match &args.id {
+            Some(id) => Err(unknown_campaign(id)),
+            None => write_out(|out| {
+                if json { writeln!(out, "null") } else { writeln!(out, "No campaigns yet.") }
+            }),
+        },
+        Some(view) => write_out(|out| {
+            if json {
+                serde_json::to_writer_pretty(&mut *out, &view)?;
+                writeln!(out)
+            } else {
+                report::campaign::write_status(out, &view)
+            }
+        }),
+    }
+}
+
+/// `kitt campaign list`.
+pub fn list(_args: &ListArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
+    let campaigns = match open_existing(home)? {
+        Some(store) => {
+            store.campaigns().map_err(|error| KittError::Environment(with_causes(&error)))?
+        }
+        None => Vec::new(),
+    };
+    write_out(|out| {
+        if json {
+            report::campaign::write_list_json(out, home, &campaigns)
+        } else {
+            report::campaign::write_list(out, home, &campaigns)
+        }
+    })
+}
+
+/// The store, when one exists: reading commands never create it.
+fn open_existing(home: &Path) -> Result<Option<Store>, KittError> {
+    if !home.join(crate::store::DB_FILE).exists() {
+        return Ok(None);
+    }
+    Store::open(home).map(Some).map_err(|error| KittError::Environment(with_causes(&error)))
+}
+
+fn unknown_campaign(id: &str) -> KittError {
+    KittError::Usage(format!("no campaign `{id}`; `kitt campaign list` shows the campaigns"))
+}
+
+fn write_out(
+    write: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> Result<Exit, KittError> {
+    let mut out = std::io::stdout().lock();
+    write(&mut out).and_then(|()| out.flush()).map_err(KittError::Output)?;
     Ok(Exit::Success)
 }
 

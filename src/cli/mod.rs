@@ -101,18 +101,33 @@ pub struct EngineArgs {}
 /// `kitt campaign …`.
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
-    /// Plan a campaign and show every run it means.
+    /// Run a campaign: plan it, then execute every run, storing state and
+    /// results as it goes.
     ///
     /// kitt expands the campaign's models × engines × quantization variants,
     /// finds each model's files in local storage (`disk.storage_path`, else
     /// $KITT_MODELS_DIR, else ~/models; and the Hugging Face cache) and on the
     /// Hugging Face Hub ($HF_ENDPOINT, $HF_TOKEN; HF_HUB_OFFLINE=1 for local
     /// only) or the Ollama library, and checks each run against the size limit,
-    /// the disk reserve and gated access.
+    /// the disk reserve and gated access. Then it runs each planned run in
+    /// order: start the engine, run the engine's suite, store the result, stop
+    /// the engine. One run's failure never stops the campaign. Ctrl-C stops
+    /// the current run cleanly and leaves the campaign resumable.
     ///
-    /// Example: kitt campaign run configs/campaigns/example.yaml --dry-run
-    #[command(after_help = "Executing campaigns (without --dry-run) is not available yet.")]
+    /// Example: kitt campaign run configs/campaigns/local.yaml
+    #[command(after_help = "Exit codes: 0 every run succeeded or was skipped; 1 some run \
+                            failed; 2 invalid config or arguments; 3 environment problem (store, \
+                            campaign locked by another process); 130 interrupted (resumable).")]
     Run(RunArgs),
+
+    /// Show a campaign's state: status, runs per status, the current run,
+    /// failures, ETA and free disk. Works while another process runs it.
+    ///
+    /// Without ID: the newest campaign.
+    Status(StatusArgs),
+
+    /// List every campaign, newest first.
+    List(ListArgs),
 }
 
 /// Arguments of `kitt campaign run`.
@@ -126,7 +141,30 @@ pub struct RunArgs {
     /// downloaded and nothing is written to the store.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Continue a campaign: redo pending, failed and interrupted runs,
+    /// re-check skipped ones, add runs the config gained; never repeat a
+    /// success. Without --campaign-id: the newest campaign of this config's
+    /// `campaign_name`.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub resume: bool,
+
+    /// The campaign to resume (with --resume), or the id to give a new one.
+    #[arg(long, value_name = "ID")]
+    pub campaign_id: Option<String>,
 }
+
+/// Arguments of `kitt campaign status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The campaign (default: the newest).
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+}
+
+/// Arguments of `kitt campaign list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {}
 
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> ExitCode {
@@ -156,6 +194,10 @@ fn dispatch(cli: Cli) -> Result<Exit, KittError> {
     let home = crate::home::resolve(cli.home);
     match cli.command {
         Command::Campaign(CampaignCommand::Run(args)) => campaign::run(&args, &home, cli.json),
+        Command::Campaign(CampaignCommand::Status(args)) => {
+            campaign::status(&args, &home, cli.json)
+        }
+        Command::Campaign(CampaignCommand::List(args)) => campaign::list(&args, &home, cli.json),
         Command::Run(args) => run::run(&args, &home, cli.json),
         Command::Engines(EnginesCommand::List(args)) => run::engines_list(&args, cli.json),
     }

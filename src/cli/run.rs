@@ -10,8 +10,10 @@ use super::{EngineArgs, RunCmd};
 use crate::acquire::local::{LocalIndex, hf_cache_dir, storage_root};
 use crate::config::{EngineConfig, EngineMode, did_you_mean, engine_limits as limits, expand_home};
 use crate::engine::{EngineError, EngineKind};
+use crate::error::with_causes;
 use crate::error::{Exit, KittError};
 use crate::results::model::{BenchmarkStatus, RunResult};
+use crate::run::signals::watch_interrupts;
 use crate::run::{Cancel, RunError, RunRequest, execute, resolve_model};
 use crate::suite::Suite;
 
@@ -49,8 +51,15 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         .map_err(|error| KittError::Usage(error.to_string()))?;
     let output_root = args.output.clone().unwrap_or_else(|| home.to_owned());
 
-    let request =
-        RunRequest { model: &model, engine, config: &config, suite: &suite, home, output_root };
+    let request = RunRequest {
+        model: &model,
+        engine,
+        config: &config,
+        suite: &suite,
+        home,
+        output_root,
+        phases: None,
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
             KittError::Environment(format!("cannot start the async runtime: {error}"))
@@ -111,43 +120,6 @@ fn unknown(what: &str, given: &str, known: &[&str]) -> KittError {
     let near = did_you_mean(given, known.iter().copied());
     let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
     KittError::Usage(format!("unknown {what} `{given}`{hint} (known: {})", known.join(", ")))
-}
-
-/// An error and its causes on one line.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
-/// First Ctrl-C (or SIGTERM, SIGHUP): stop the run cleanly. Second: kill the
-/// engines and exit now.
-async fn watch_interrupts(cancel: Cancel) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hangup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
-        return;
-    };
-    let mut interrupted = false;
-    loop {
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => if result.is_err() { return },
-            _ = term.recv() => {}
-            _ = hangup.recv() => {}
-        }
-        if interrupted {
-            crate::engine::process::kill_all_engines();
-            std::process::exit(i32::from(Exit::Interrupted.code()));
-        }
-        interrupted = true;
-        eprintln!("interrupted: stopping the engine (interrupt again to stop at once)");
-        cancel.cancel();
-    }
 }
 
 /// Builds the engine config from `KEY=VALUE` pairs, with the campaign file's rules.

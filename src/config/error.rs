@@ -114,10 +114,11 @@ static KEY_LINE: LazyLock<Regex> = LazyLock::new(|| {
 /// The config keys that hold credentials.
 const SECRET_KEYS: &[&str] = &["hf_token", "smtp_password", "devon_api_key"];
 
-/// Whether a key names a credential, or is a misspelling of one.
+/// Whether a key names a credential (a webhook URL's path usually carries
+/// one), or is a misspelling of one.
 fn is_secret_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    let looks_secret = ["tok", "pass", "pasw", "pwd", "secret", "key", "cred", "auth"]
+    let looks_secret = ["tok", "pass", "pasw", "pwd", "secret", "key", "cred", "auth", "webhook"]
         .iter()
         .any(|part| lower.contains(part));
     looks_secret || did_you_mean(key, SECRET_KEYS.iter().copied()).is_some()
@@ -288,4 +289,27 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: `{}`: {}", self.line, self.column, self.field, self.message)
     }
+}
+
+/// `source` with the value of every credential key (webhook URLs included)
+/// replaced by `<redacted>`, for copies of a config that are stored or shown.
+pub fn redact_secrets(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    for line in source.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let redacted = KEY_LINE.captures(body).and_then(|captures| {
+            let key = &captures[2];
+            let secret = is_secret_key(key);
+            (secret && !captures[3].trim().is_empty())
+                .then(|| format!("{}{}: <redacted>", &captures[1], key))
+        });
+        match redacted {
+            Some(text) => {
+                out.push_str(&text);
+                out.push_str(&line[body.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }

@@ -447,7 +447,9 @@ impl Checker {
         let text = url.value.trim().to_owned();
         let has_scheme = text.starts_with("http://") || text.starts_with("https://");
         if !has_scheme || text.len() <= "https://".len() {
-            self.report(&url, field, format!("`{text}` is not an http(s) URL"));
+            // The URL is not echoed: a webhook's path often carries its token.
+            self.report(&url, field, "the value is not an http(s) URL".into())
+                .hint("write it as http://HOST[:PORT]/PATH or https://…");
         }
         text
     }

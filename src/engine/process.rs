@@ -70,6 +70,12 @@ impl EngineProcess {
             .stderr(log)
             .process_group(0)
             .kill_on_drop(false);
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe system calls (prctl, getppid, _exit).
+        unsafe {
+            command.pre_exec(move || die_with_parent(parent));
+        }
         let child = command.spawn()?;
         let pid = child.id().ok_or_else(|| io::Error::other("the engine exited at once"))?;
         register(pid, true);
@@ -188,6 +194,19 @@ fn process_group_of(pid: u32) -> Option<u32> {
         return None;
     }
     fields.nth(1)?.parse().ok()
+}
+
+/// In the child, before exec: asks the kernel to SIGKILL the engine when
+/// kitt dies, even by `kill -9`, so no engine outlives it. If kitt is
+/// already gone (it died between fork and here), the child exits.
+fn die_with_parent(parent: u32) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+    if nix::unistd::getppid().as_raw().unsigned_abs() != parent {
+        // SAFETY: _exit ends the forked child without running the parent's
+        // exit handlers, as a child between fork and exec must.
+        unsafe { nix::libc::_exit(1) }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

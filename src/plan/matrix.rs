@@ -372,7 +372,8 @@ impl<'a> Planner<'a> {
                 human_bytes(limit)
             ));
         }
-        if let Some(reason) = self.disk_shortfall(c, download_bytes) {
+        let uses_disk = engine.kind != crate::engine::EngineKind::Openai;
+        if let Some(reason) = self.disk_shortfall(c, download_bytes).filter(|_| uses_disk) {
             return Some(reason);
         }
         match &c.gate_denied {
@@ -382,10 +383,12 @@ impl<'a> Planner<'a> {
     }
 
     fn disk_shortfall(&mut self, c: &Candidate, bytes: u64) -> Option<String> {
-        let download = c.download.as_ref()?;
-        let target = download.to_ollama;
-        let already_counted =
-            !self.campaign.disk.cleanup_after_run && self.kept.contains(&download.id);
+        // A local model downloads nothing, but the reserve still holds: the
+        // campaign writes results and logs, and the user asked to keep it free.
+        let target = c.download.as_ref().is_some_and(|download| download.to_ollama);
+        let already_counted = c.download.as_ref().is_some_and(|download| {
+            !self.campaign.disk.cleanup_after_run && self.kept.contains(&download.id)
+        });
         if already_counted {
             return None;
         }
@@ -400,21 +403,7 @@ impl<'a> Planner<'a> {
         };
         let reserve = self.campaign.disk.reserve_bytes;
         let needed = reserve.saturating_add(kept).saturating_add(bytes);
-        (free < needed).then(|| {
-            let kept_note = if kept > 0 {
-                format!(" + {} kept from earlier runs", human_bytes(kept))
-            } else {
-                String::new()
-            };
-            format!(
-                "not enough disk under {}: needs {} (download {}{kept_note} + reserve {}), {} free",
-                dir.display(),
-                human_bytes(needed),
-                human_bytes(bytes),
-                human_bytes(reserve),
-                human_bytes(free)
-            )
-        })
+        (free < needed).then(|| disk_shortfall_message(dir, bytes, kept, reserve, free))
     }
 
     /// Counts a planned run's download: once per file set when downloads are
@@ -491,4 +480,30 @@ pub fn human_bytes(bytes: u64) -> String {
     } else {
         format!("{:.1} KiB", value / KIB)
     }
+}
+
+/// "not enough disk under DIR: needs …": the reason a run is skipped when
+/// `free` is below the reserve plus what it downloads (and `kept` bytes
+/// earlier runs left behind).
+pub fn disk_shortfall_message(
+    dir: &Path,
+    download: u64,
+    kept: u64,
+    reserve: u64,
+    free: u64,
+) -> String {
+    let needed = reserve.saturating_add(kept).saturating_add(download);
+    let kept_note = if kept > 0 {
+        format!(" + {} kept from earlier runs", human_bytes(kept))
+    } else {
+        String::new()
+    };
+    format!(
+        "not enough disk under {}: needs {} (download {}{kept_note} + reserve {}), {} free",
+        dir.display(),
+        human_bytes(needed),
+        human_bytes(download),
+        human_bytes(reserve),
+        human_bytes(free)
+    )
 }

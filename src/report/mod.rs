@@ -1,3 +1,4 @@
 //! What users read: tables and JSON.
 
+pub mod campaign;
 pub mod plan;

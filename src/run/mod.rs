@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod memory;
 pub mod model;
+pub mod signals;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,17 @@ pub struct RunRequest<'a> {
     pub home: &'a Path,
     /// Where run directories go.
     pub output_root: PathBuf,
+    /// Receives a line each time the run enters a new phase (engine start,
+    /// each benchmark, storing), for progress displays.
+    pub phases: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+impl RunRequest<'_> {
+    fn phase(&self, phase: impl FnOnce() -> String) {
+        if let Some(phases) = &self.phases {
+            let _ = phases.send(phase());
+        }
+    }
 }
 
 /// A finished run.
@@ -130,6 +142,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         slots,
         log_path: log_path.clone(),
     };
+    request.phase(|| format!("starting {}", request.engine));
     let mut running = tokio::select! {
         started = engine::start(&launch) => started?,
         () = cancel.cancelled() => {
@@ -138,9 +151,10 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         }
     };
     let measured = tokio::select! {
-        measured = measure(&mut running, request.suite, cancel) => measured,
+        measured = measure(&mut running, request, cancel) => measured,
         () = cancel.cancelled() => Err(RunError::Interrupted),
     };
+    request.phase(|| format!("stopping {}", request.engine));
     let stopped = running.stop().await;
     let benchmarks = measured?;
     stopped?;
@@ -166,6 +180,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         passed: passed(&benchmarks),
         benchmarks,
     };
+    request.phase(|| "storing the result".to_owned());
     store.insert_result(&result).map_err(RunError::Store)?;
     let engine_log = request.engine.is_managed().then_some(log_path.as_path());
     let run_dir = crate::results::files::write_run_dir(&request.output_root, &result, engine_log)
@@ -175,9 +190,10 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
 
 async fn measure(
     running: &mut Running,
-    suite: &Suite,
+    request: &RunRequest<'_>,
     cancel: &Cancel,
 ) -> Result<Vec<BenchmarkResult>, RunError> {
+    let suite = request.suite;
     let client = StreamClient::new(&running.base_url).map_err(|error| {
         EngineError::Unreachable { url: running.base_url.clone(), reason: error.to_string() }
     })?;
@@ -198,6 +214,7 @@ async fn measure(
             if cancel.is_cancelled() {
                 return Err(RunError::Interrupted);
             }
+            request.phase(|| format!("{} (run {run_number} of {})", test.name, test.runs));
             let measures = test.kind != crate::suite::TestKind::Quality;
             let warmup = if test.warmup && measures {
                 bench::warm_up(&target, suite).await

@@ -1,5 +1,5 @@
 //! The store: one SQLite database in the kitt home (`kitt.db`) holding results
-//! now and campaign state later, so another terminal can read a live campaign.
+//! and campaign state, so another terminal can read a live campaign.
 //!
 //! [`Store::open`] creates the database if needed, switches it to WAL mode,
 //! enforces foreign keys and applies the embedded migrations ([`schema`]).
@@ -7,11 +7,16 @@
 //! every raw request record, and read back whole. Reports and run-directory
 //! files are not this module's job.
 
+mod campaigns;
 mod connection;
 mod error;
 mod results;
 pub mod schema;
 
+pub use campaigns::{
+    CampaignRow, CampaignStatus, CampaignSummary, Headline, NewCampaign, RunCounts, RunEnd, RunRow,
+    RunSpec, RunStatus, Session,
+};
 pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
 pub use error::StoreError;
 pub use results::{ResultFilter, ResultSummary};

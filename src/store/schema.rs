@@ -26,8 +26,10 @@ pub(crate) struct Migration {
 }
 
 /// Every step, oldest first. Append new steps; never edit applied ones.
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "results", sql: include_str!("migrations/0001_results.sql") }];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "results", sql: include_str!("migrations/0001_results.sql") },
+    Migration { version: 2, name: "campaigns", sql: include_str!("migrations/0002_campaigns.sql") },
+];
 
 /// The schema version this kitt writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

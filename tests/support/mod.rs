@@ -23,7 +23,9 @@ pub mod engine;
 pub mod hub;
 pub mod ollama;
 mod server;
+pub mod smtp;
 pub mod stream;
+pub mod webhook;
 
 pub use hub::{FakeHub, GateMode};
 pub use ollama::FakeOllama;

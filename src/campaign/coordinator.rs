@@ -1,0 +1,569 @@
+//! The campaign coordinator: the one task that owns a campaign's state.
+//!
+//! It picks or creates the campaign, takes its lock, brings the stored runs
+//! in line with the plan, then executes the runs that need it in plan order:
+//! re-check, find the model, start the run's attempt, run the suite
+//! in-process while phase events update the store and the progress view,
+//! record the end. A run's failure is recorded and the campaign goes on.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::lock::{CampaignLock, LockError, host_name};
+use super::progress::{Display, Progress};
+use crate::acquire::local::{LocalIndex, free_space, hf_cache_dir};
+use crate::config::{Campaign, NotifyEvent};
+use crate::engine::EngineKind;
+use crate::error::{KittError, with_causes};
+use crate::notify::{Message, Notifier};
+use crate::plan::matrix::disk_shortfall_message;
+use crate::plan::{Plan, PlannedRun, RunPlan};
+use crate::results::model::{BenchmarkStatus, RunResult};
+use crate::run::{Cancel, ModelFile, RunError, RunRequest, resolve_model};
+use crate::store::{
+    CampaignStatus, Headline, NewCampaign, RunCounts, RunEnd, RunRow, RunSpec, RunStatus, Session,
+    Store, StoreError,
+};
+use crate::suite::Suite;
+
+/// What `kitt campaign run` asked for.
+pub struct Options<'a> {
+    /// The validated campaign.
+    pub campaign: &'a Campaign,
+    /// Its plan.
+    pub plan: &'a Plan,
+    /// The config file's text, for the snapshot and hash.
+    pub config_text: &'a str,
+    /// The kitt home.
+    pub home: &'a Path,
+    /// `--resume`.
+    pub resume: bool,
+    /// `--campaign-id`.
+    pub campaign_id: Option<&'a str>,
+    /// Progress as plain lines on stderr (stdout carries JSON).
+    pub json: bool,
+}
+
+/// How the session ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The campaign.
+    pub campaign_id: String,
+    /// Its status now.
+    pub status: CampaignStatus,
+    /// Whether the user stopped it.
+    pub interrupted: bool,
+    /// Runs per status (current config).
+    pub counts: RunCounts,
+    /// Every run of the current config, in order.
+    pub runs: Vec<RunRow>,
+    /// How long this session took.
+    pub elapsed: Duration,
+}
+
+/// Runs (or resumes) a campaign to the end or until interrupted.
+pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, KittError> {
+    let began = Instant::now();
+    let home = options.home;
+    let mut store = Store::open(home).map_err(environment)?;
+    let (id, is_new) = choose_campaign(&store, options)?;
+    let _lock = CampaignLock::acquire(home, &id).map_err(|error| match error {
+        LockError::Held { .. } => KittError::Environment(error.to_string()),
+        LockError::Io { .. } => KittError::Environment(with_causes(&error)),
+    })?;
+    let campaign = options.campaign;
+    let storage_root = options.plan.storage_root.display().to_string();
+    let snapshot = super::config_snapshot(options.config_text);
+    let hash = super::config_hash(options.config_text);
+    let config_path = std::path::absolute(&campaign.path).unwrap_or_else(|_| campaign.path.clone());
+    let config_path = config_path.display().to_string();
+    if is_new {
+        let created = store
+            .create_campaign(&NewCampaign {
+                id: &id,
+                name: &campaign.name,
+                config_path: &config_path,
+                config_hash: &hash,
+                config_yaml: &snapshot,
+                storage_root: &storage_root,
+            })
+            .map_err(environment)?;
+        if !created {
+            return Err(KittError::Usage(format!(
+                "campaign `{id}` already exists; add --resume to continue it"
+            )));
+        }
+    }
+
+    let runs = unique_runs(options.plan);
+    let specs: Vec<RunSpec<'_>> = runs
+        .iter()
+        .map(|run| RunSpec {
+            key: &run.key,
+            model: &run.model,
+            engine: run.engine.name(),
+            quant: &run.quant,
+            suite: &run.suite,
+            source: &run.source,
+            size_bytes: run.size_bytes,
+        })
+        .collect();
+    let host = host_name();
+    let session_id = store
+        .begin_session(
+            &Session {
+                campaign_id: &id,
+                config_path: &config_path,
+                config_hash: &hash,
+                config_yaml: &snapshot,
+                storage_root: &storage_root,
+                pid: std::process::id(),
+                host: &host,
+            },
+            &specs,
+        )
+        .map_err(environment)?;
+    let stored = store.campaign_runs(&id, None, None).map_err(environment)?;
+    let by_key: HashMap<&str, &PlannedRun> =
+        runs.iter().map(|run| (run.key.as_str(), *run)).collect();
+
+    let mut todo = Vec::new();
+    let mut total = 0u64;
+    for row in stored.iter().filter(|row| row.in_config) {
+        total += 1;
+        let Some(planned) = by_key.get(row.key.as_str()) else { continue };
+        if row.status == RunStatus::Success {
+            continue;
+        }
+        // A skip never overwrites an outcome: a failed run the config now
+        // filters out stays failed (and is not executed).
+        if planned.status == RunPlan::Skipped && row.status == RunStatus::Failed {
+            continue;
+        }
+        if planned.status == RunPlan::Skipped {
+            let reason = planned.reason.as_deref().unwrap_or("skipped by the plan");
+            store.run_skipped(row.id, reason).map_err(environment)?;
+            continue;
+        }
+        todo.push((row.id, *planned));
+    }
+
+    let mean = store.mean_run_seconds(&id).map_err(environment)?;
+    let display = if options.json {
+        Display::Lines(Box::new(std::io::stderr()))
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        Display::Live(Box::new(std::io::stdout()))
+    } else {
+        Display::Lines(Box::new(std::io::stdout()))
+    };
+    let mut progress = Progress::new(display, total, total - todo.len() as u64, mean);
+    progress.note(&format!(
+        "campaign {id}: {} to run, {} already done or skipped",
+        todo.len(),
+        total - todo.len() as u64
+    ));
+
+    let notifier = Arc::new(Notifier::new(&campaign.notifications));
+    let mut notes = Vec::new();
+    let context = RunContext {
+        campaign,
+        home,
+        storage_root: &options.plan.storage_root,
+        local: LocalIndex::new(options.plan.storage_root.clone(), hf_cache_dir()),
+    };
+    let mut interrupted = false;
+    for (run_id, planned) in todo {
+        if cancel.is_cancelled() {
+            interrupted = true;
+            break;
+        }
+        progress.run_started(&planned.key);
+        let ended =
+            run_one(&context, &mut store, session_id, run_id, planned, cancel, &mut progress)
+                .await?;
+        match ended {
+            Ended::Interrupted => {
+                progress.run_finished(&planned.key, "interrupted; redone on resume", None);
+                interrupted = true;
+                break;
+            }
+            Ended::Done { outcome, seconds, failure } => {
+                progress.run_finished(&planned.key, &outcome, seconds);
+                if let Some(error) = failure
+                    && notifier.wants(NotifyEvent::Failure)
+                {
+                    let message = Message {
+                        title: format!("kitt: run failed: {}", planned.key),
+                        body: format!(
+                            "Campaign: {} ({id})\nRun: {}\nError: {error}",
+                            campaign.name, planned.key
+                        ),
+                    };
+                    let notifier = Arc::clone(&notifier);
+                    notes.push(tokio::spawn(async move {
+                        notifier.send(NotifyEvent::Failure, &message).await;
+                    }));
+                }
+            }
+        }
+    }
+    progress.finish();
+
+    let counts = store.run_counts(&id).map_err(environment)?;
+    let status = if interrupted {
+        CampaignStatus::Pending
+    } else if counts.failed > 0 {
+        CampaignStatus::Failed
+    } else {
+        CampaignStatus::Completed
+    };
+    let session_outcome = if interrupted { "interrupted" } else { status.as_str() };
+    store.end_session(session_id, &id, status, session_outcome).map_err(environment)?;
+    let runs: Vec<RunRow> = store
+        .campaign_runs(&id, None, None)
+        .map_err(environment)?
+        .into_iter()
+        .filter(|row| row.in_config)
+        .collect();
+    let outcome =
+        Outcome { campaign_id: id, status, interrupted, counts, runs, elapsed: began.elapsed() };
+
+    if !interrupted && notifier.wants(NotifyEvent::Complete) {
+        let message = Message {
+            title: format!("kitt: campaign {} {}", campaign.name, status),
+            body: completion_body(campaign, &outcome),
+        };
+        notes.push(tokio::spawn({
+            let notifier = Arc::clone(&notifier);
+            async move {
+                notifier.send(NotifyEvent::Complete, &message).await;
+            }
+        }));
+    }
+    for note in notes {
+        let _ = note.await;
+    }
+    Ok(outcome)
+}
+
+/// The campaign to drive and whether it must be created.
+fn choose_campaign(store: &Store, options: &Options<'_>) -> Result<(String, bool), KittError> {
+    let name = &options.campaign.name;
+    match (options.resume, options.campaign_id) {
+        (true, Some(id)) => match store.campaign(id).map_err(environment)? {
+            Some(found) => {
+                if &found.name != name {
+                    eprintln!(
+                        "note: campaign `{id}` was created as `{}`; resuming it with `{name}`",
+                        found.name
+                    );
+                }
+                Ok((found.id, false))
+            }
+            None => Err(KittError::Usage(format!(
+                "no campaign `{id}` in {}; `kitt campaign list` shows the campaigns",
+                store.path().display()
+            ))),
+        },
+        (true, None) => match store.latest_campaign(Some(name)).map_err(environment)? {
+            Some(found) => Ok((found.id, false)),
+            None => {
+                eprintln!("note: no earlier campaign named `{name}`; starting a new one");
+                Ok((fresh_id(store, name)?, true))
+            }
+        },
+        (false, Some(id)) => {
+            if !super::valid_campaign_id(id) {
+                return Err(KittError::Usage(format!(
+                    "--campaign-id `{id}` is not a valid id: use 1 to 100 letters, digits, `.`, `_` or `-`"
+                )));
+            }
+            if store.campaign(id).map_err(environment)?.is_some() {
+                return Err(KittError::Usage(format!(
+                    "campaign `{id}` already exists; add --resume to continue it"
+                )));
+            }
+            Ok((id.to_owned(), true))
+        }
+        (false, None) => Ok((fresh_id(store, name)?, true)),
+    }
+}
+
+/// A new id; a suffix keeps ids started within the same second apart.
+fn fresh_id(store: &Store, name: &str) -> Result<String, KittError> {
+    let base = super::new_campaign_id(name, jiff::Timestamp::now());
+    let mut id = base.clone();
+    let mut n = 2;
+    while store.campaign(&id).map_err(environment)?.is_some() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(id)
+}
+
+/// The plan's runs, each key once (the first wins).
+fn unique_runs(plan: &Plan) -> Vec<&PlannedRun> {
+    let mut seen = HashSet::new();
+    plan.runs.iter().filter(|run| seen.insert(run.key.as_str())).collect()
+}
+
+struct RunContext<'a> {
+    campaign: &'a Campaign,
+    home: &'a Path,
+    storage_root: &'a PathBuf,
+    local: LocalIndex,
+}
+
+enum Ended {
+    Done {
+        /// e.g. `success in 41.2 s, 52.3 tok/s`.
+        outcome: String,
+        /// Attempt duration (none for a skip).
+        seconds: Option<f64>,
+        /// The error of a failed run.
+        failure: Option<String>,
+    },
+    Interrupted,
+}
+
+async fn run_one(
+    context: &RunContext<'_>,
+    store: &mut Store,
+    session_id: i64,
+    run_id: i64,
+    planned: &PlannedRun,
+    cancel: &Cancel,
+    progress: &mut Progress,
+) -> Result<Ended, KittError> {
+    let skipped = |store: &Store, reason: String| -> Result<Ended, KittError> {
+        store.run_skipped(run_id, &reason).map_err(environment)?;
+        Ok(Ended::Done { outcome: format!("skipped: {reason}"), seconds: None, failure: None })
+    };
+    if let Some(reason) = disk_shortfall(context, planned) {
+        return skipped(store, reason);
+    }
+    let model = match local_model(planned, &context.local, context.storage_root) {
+        Ok(model) => Ok(model),
+        Err(Unavailable::Skip(reason)) => return skipped(store, reason),
+        Err(Unavailable::Fail(error)) => Err(error),
+    };
+    let suite = Suite::load(&planned.suite, context.home).map_err(|error| error.to_string());
+
+    let attempt = store.run_started(session_id, run_id).map_err(environment)?;
+    let started = Instant::now();
+    let (model, suite) = match (model, suite) {
+        (Ok(model), Ok(suite)) => (model, suite),
+        (Err(error), _) | (_, Err(error)) => {
+            let end = RunEnd::Failed { error: &error, result_id: None };
+            store.run_finished(run_id, attempt, 0.0, &end).map_err(environment)?;
+            return Ok(Ended::Done {
+                outcome: format!("failed: {error}"),
+                seconds: Some(0.0),
+                failure: Some(error),
+            });
+        }
+    };
+    let engine = &context.campaign.engines[planned.engine_index];
+    let (phases, mut phase_events) = tokio::sync::mpsc::unbounded_channel();
+    let request = RunRequest {
+        model: &model,
+        engine: planned.engine,
+        config: &engine.config,
+        suite: &suite,
+        home: context.home,
+        output_root: context.home.to_owned(),
+        phases: Some(phases),
+    };
+    let execution = crate::run::execute(&request, cancel);
+    tokio::pin!(execution);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let executed = loop {
+        tokio::select! {
+            biased;
+            executed = &mut execution => break executed,
+            Some(phase) = phase_events.recv() => {
+                if let Err(error) = store.run_phase(run_id, &phase) {
+                    tracing::warn!(%error, "cannot record the run's phase");
+                }
+                progress.phase(&phase);
+            }
+            _ = ticker.tick() => progress.tick(),
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let (end_error, ended) = match executed {
+        Ok(outcome) if outcome.result.passed => {
+            let headline = headline(&outcome.result);
+            let run_dir = outcome.run_dir.display().to_string();
+            let end =
+                RunEnd::Success { result_id: &outcome.result.id, run_dir: &run_dir, headline };
+            store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
+            let rate = headline
+                .output_tokens_per_second
+                .map(|rate| format!(", {rate:.1} tok/s"))
+                .unwrap_or_default();
+            let outcome = format!("success in {seconds:.1} s{rate}");
+            return Ok(Ended::Done { outcome, seconds: Some(seconds), failure: None });
+        }
+        Ok(outcome) => {
+            let error = benchmark_failures(&outcome.result);
+            let end = RunEnd::Failed { error: &error, result_id: Some(&outcome.result.id) };
+            store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
+            (None, error)
+        }
+        Err(RunError::Interrupted) => {
+            store
+                .run_finished(run_id, attempt, seconds, &RunEnd::Interrupted)
+                .map_err(environment)?;
+            return Ok(Ended::Interrupted);
+        }
+        Err(error @ (RunError::Store(_) | RunError::Output { .. })) => {
+            // Nothing later could be stored either: stop the campaign.
+            let text = with_causes(&error);
+            let end = RunEnd::Failed { error: &text, result_id: None };
+            let _ = store.run_finished(run_id, attempt, seconds, &end);
+            (Some(KittError::Environment(text.clone())), text)
+        }
+        Err(error) => {
+            let text = with_causes(&error);
+            let end = RunEnd::Failed { error: &text, result_id: None };
+            store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
+            (None, text)
+        }
+    };
+    if let Some(error) = end_error {
+        return Err(error);
+    }
+    Ok(Ended::Done {
+        outcome: format!("failed after {seconds:.1} s: {}", first_line(&ended)),
+        seconds: Some(seconds),
+        failure: Some(ended),
+    })
+}
+
+/// The reserve re-checked with the real free space now.
+fn disk_shortfall(context: &RunContext<'_>, planned: &PlannedRun) -> Option<String> {
+    if planned.engine == EngineKind::Openai {
+        return None;
+    }
+    let root = context.storage_root;
+    let free = free_space(root)?;
+    let reserve = context.campaign.disk.reserve_bytes;
+    let needed = reserve.saturating_add(planned.download_bytes);
+    (free < needed).then(|| disk_shortfall_message(root, planned.download_bytes, 0, reserve, free))
+}
+
+enum Unavailable {
+    Skip(String),
+    Fail(String),
+}
+
+/// The model of a run, when it is on this machine.
+fn local_model(
+    planned: &PlannedRun,
+    local: &LocalIndex,
+    root: &Path,
+) -> Result<ModelFile, Unavailable> {
+    let fail = |error: crate::run::ModelError| Unavailable::Fail(error.to_string());
+    match planned.engine {
+        EngineKind::Openai => {
+            let id = planned.files.first().map_or(planned.model.as_str(), String::as_str);
+            return resolve_model(id, Some(&planned.quant), EngineKind::Openai, local)
+                .map_err(fail);
+        }
+        EngineKind::LlamaCpp => {}
+        other => {
+            return Err(Unavailable::Skip(format!(
+                "engine `{other}` cannot be started by this version of kitt yet"
+            )));
+        }
+    }
+    let (kind, repo) = planned.source.split_once(':').unwrap_or(("", planned.source.as_str()));
+    if !matches!(kind, "local" | "hf-cache") {
+        return Err(Unavailable::Skip(format!(
+            "the model is not on this machine and this version of kitt does not download \
+             models yet; put the files of `{repo}` under {}/huggingface/{repo}/ and resume",
+            root.display()
+        )));
+    }
+    let Some(first) = planned.files.first() else {
+        return Err(Unavailable::Fail(format!("the plan lists no file for `{}`", planned.key)));
+    };
+    let Some(found) = local.find(repo) else {
+        return Err(Unavailable::Fail(format!("`{repo}` is no longer on this machine")));
+    };
+    let path = found.dir.join(first);
+    if !path.is_file() {
+        return Err(Unavailable::Fail(format!("{} is no longer there", path.display())));
+    }
+    resolve_model(&path.display().to_string(), None, EngineKind::LlamaCpp, local).map_err(fail)
+}
+
+/// Output tokens per second (the suite's best), TTFT p50 (first benchmark
+/// that has it) and the error rate over every request of the suite.
+pub fn headline(result: &RunResult) -> Headline {
+    let rate = result
+        .benchmarks
+        .iter()
+        .flat_map(|benchmark| benchmark.metrics.iter())
+        .filter(|(name, _)| name.ends_with("output_tokens_per_second"))
+        .map(|(_, value)| *value)
+        .reduce(f64::max);
+    let ttft = result.benchmarks.iter().find_map(|b| b.metrics.get("ttft_ms_p50").copied());
+    let requests: Vec<bool> = result
+        .benchmarks
+        .iter()
+        .flat_map(|benchmark| benchmark.requests.iter().map(|request| request.is_success()))
+        .collect();
+    let error_rate = (!requests.is_empty())
+        .then(|| requests.iter().filter(|ok| !**ok).count() as f64 / requests.len() as f64);
+    Headline { output_tokens_per_second: rate, ttft_ms_p50: ttft, error_rate }
+}
+
+fn benchmark_failures(result: &RunResult) -> String {
+    let failures: Vec<String> = result
+        .benchmarks
+        .iter()
+        .filter_map(|benchmark| match &benchmark.status {
+            BenchmarkStatus::Failed(reason) => {
+                Some(format!("{} run {}: {reason}", benchmark.name, benchmark.run_number))
+            }
+            _ => None,
+        })
+        .collect();
+    if failures.is_empty() {
+        "no benchmark produced measurements".to_owned()
+    } else {
+        format!("no valid measurements: {}", failures.join("; "))
+    }
+}
+
+fn completion_body(campaign: &Campaign, outcome: &Outcome) -> String {
+    let counts = &outcome.counts;
+    let mut body = format!(
+        "Campaign: {} ({})\nStatus: {}\nRuns: {} total, {} succeeded, {} failed, {} skipped\nDuration: {}",
+        campaign.name,
+        outcome.campaign_id,
+        outcome.status,
+        counts.total(),
+        counts.success,
+        counts.failed,
+        counts.skipped,
+        super::progress::clock(outcome.elapsed),
+    );
+    for run in outcome.runs.iter().filter(|run| run.status == RunStatus::Failed).take(20) {
+        let reason = run.reason.as_deref().map(first_line).unwrap_or_default();
+        body.push_str(&format!("\nFailed: {}: {reason}", run.key));
+    }
+    body
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+fn environment(error: StoreError) -> KittError {
+    KittError::Environment(with_causes(&error))
+}

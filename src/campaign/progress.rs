@@ -1,0 +1,306 @@
+//! The live view of a running campaign: runs done of total, the current run
+//! and its phase, elapsed time and an ETA from the runs that finished.
+//!
+//! On a terminal it is one status line redrawn in place, with a line printed
+//! above it for every finished run. Elsewhere (a pipe, a log file, `--json`)
+//! it degrades to plain lines: one per phase change and per finished run,
+//! and a heartbeat line when a phase lasts longer than the heartbeat
+//! interval (`KITT_HEARTBEAT_SECS`, default 60), so a log shows the campaign
+//! is alive.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How progress is shown.
+pub enum Display {
+    /// A status line redrawn in place on a terminal.
+    Live(Box<dyn Write + Send>),
+    /// Plain lines.
+    Lines(Box<dyn Write + Send>),
+}
+
+/// The state of the view.
+pub struct Progress {
+    display: Display,
+    total: u64,
+    done: u64,
+    started: Instant,
+    durations: (f64, u64),
+    current: Option<Current>,
+    heartbeat: Duration,
+    drawn: bool,
+}
+
+struct Current {
+    key: String,
+    phase: String,
+    run_started: Instant,
+    phase_started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    /// A view of `total` runs of which `done` are finished; `mean_seconds`
+    /// seeds the ETA with earlier sessions' runs.
+    pub fn new(display: Display, total: u64, done: u64, mean_seconds: Option<f64>) -> Progress {
+        let heartbeat = std::env::var("KITT_HEARTBEAT_SECS")
+            .ok()
+            .and_then(|value| value.parse::<u64>().ok())
+            .filter(|seconds| *seconds > 0)
+            .map_or(Duration::from_secs(60), Duration::from_secs);
+        Progress {
+            display,
+            total,
+            done,
+            started: Instant::now(),
+            durations: mean_seconds.map_or((0.0, 0), |mean| (mean, 1)),
+            current: None,
+            heartbeat,
+            drawn: false,
+        }
+    }
+
+    /// A run starts.
+    pub fn run_started(&mut self, key: &str) {
+        let now = Instant::now();
+        self.current = Some(Current {
+            key: key.to_owned(),
+            phase: "checking".to_owned(),
+            run_started: now,
+            phase_started: now,
+            last_line: now,
+        });
+        self.redraw();
+    }
+
+    /// The current run enters a new phase.
+    pub fn phase(&mut self, phase: &str) {
+        let position = self.position();
+        let Some(current) = &mut self.current else { return };
+        current.phase = phase.to_owned();
+        current.phase_started = Instant::now();
+        current.last_line = current.phase_started;
+        let line = format!("{position} {}: {phase}", current.key);
+        match self.display {
+            Display::Live(_) => self.redraw(),
+            Display::Lines(_) => self.line(&line),
+        }
+    }
+
+    /// The current run ended; `outcome` is e.g. `success in 41.2 s`.
+    pub fn run_finished(&mut self, key: &str, outcome: &str, seconds: Option<f64>) {
+        let position = self.position();
+        self.done += 1;
+        if let Some(seconds) = seconds {
+            self.durations.0 += seconds;
+            self.durations.1 += 1;
+        }
+        self.current = None;
+        self.line(&format!("{position} {key}: {outcome}"));
+    }
+
+    /// A note that is not about the current phase (a warning, a skip).
+    pub fn note(&mut self, text: &str) {
+        self.line(text);
+    }
+
+    /// Called about once a second: redraws the live line, or prints a
+    /// heartbeat when a phase has been quiet for the heartbeat interval.
+    pub fn tick(&mut self) {
+        match self.display {
+            Display::Live(_) => self.redraw(),
+            Display::Lines(_) => {
+                let heartbeat = self.heartbeat;
+                let elapsed = clock(self.started.elapsed());
+                let eta = self.eta_text();
+                let position = self.position();
+                let Some(current) = &mut self.current else { return };
+                if current.last_line.elapsed() < heartbeat {
+                    return;
+                }
+                current.last_line = Instant::now();
+                let line = format!(
+                    "{position} {}: still {} after {} (campaign {elapsed}{eta})",
+                    current.key,
+                    current.phase,
+                    clock(current.phase_started.elapsed()),
+                );
+                self.line(&line);
+            }
+        }
+    }
+
+    /// Clears the live line before the summary is printed.
+    pub fn finish(&mut self) {
+        if let Display::Live(out) = &mut self.display
+            && self.drawn
+        {
+            let _ = write!(out, "\r\x1b[2K");
+            let _ = out.flush();
+            self.drawn = false;
+        }
+    }
+
+    /// Estimated time left: mean run time × runs left, less what the
+    /// current run has used.
+    pub fn eta(&self) -> Option<Duration> {
+        let (sum, count) = self.durations;
+        if count == 0 {
+            return None;
+        }
+        let mean = sum / count as f64;
+        let left = self.total.saturating_sub(self.done) as f64 * mean;
+        let used = self.current.as_ref().map_or(0.0, |c| c.run_started.elapsed().as_secs_f64());
+        Some(Duration::from_secs_f64((left - used.min(mean)).max(0.0)))
+    }
+
+    fn eta_text(&self) -> String {
+        self.eta().map(|eta| format!(", ETA {}", clock(eta))).unwrap_or_default()
+    }
+
+    fn position(&self) -> String {
+        format!("[{}/{}]", (self.done + 1).min(self.total.max(1)), self.total)
+    }
+
+    fn line(&mut self, text: &str) {
+        match &mut self.display {
+            Display::Live(out) => {
+                let _ = write!(out, "\r\x1b[2K{text}\n");
+                let _ = out.flush();
+                self.drawn = false;
+                self.redraw();
+            }
+            Display::Lines(out) => {
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+        }
+    }
+
+    fn redraw(&mut self) {
+        let status = self.status_line();
+        if let (Display::Live(out), Some(status)) = (&mut self.display, status) {
+            let width = terminal_width();
+            let status: String = status.chars().take(width.saturating_sub(1)).collect();
+            let _ = write!(out, "\r\x1b[2K{status}");
+            let _ = out.flush();
+            self.drawn = true;
+        }
+    }
+
+    fn status_line(&self) -> Option<String> {
+        let current = self.current.as_ref()?;
+        Some(format!(
+            "{} done {}/{} · {} · {} {} · elapsed {}{}",
+            spinner(self.started.elapsed()),
+            self.done,
+            self.total,
+            current.key,
+            current.phase,
+            clock(current.phase_started.elapsed()),
+            clock(self.started.elapsed()),
+            self.eta_text(),
+        ))
+    }
+}
+
+fn spinner(elapsed: Duration) -> char {
+    ['|', '/', '-', '\\'][(elapsed.as_secs() % 4) as usize]
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|w| *w > 20).unwrap_or(100)
+}
+
+/// `1h02m`, `4m05s`, `12s`.
+pub fn clock(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("sink").clone()).expect("utf-8")
+        }
+    }
+
+    #[test]
+    fn lines_name_each_phase_and_outcome_and_the_eta_follows_finished_runs() {
+        let sink = Sink::default();
+        let mut progress = Progress::new(Display::Lines(Box::new(sink.clone())), 3, 0, None);
+        assert_eq!(progress.eta(), None);
+        progress.run_started("m|llama_cpp|Q4_K_M");
+        progress.phase("starting llama_cpp");
+        progress.run_finished("m|llama_cpp|Q4_K_M", "success in 10.0 s", Some(10.0));
+        assert_eq!(progress.eta().map(|eta| eta.as_secs()), Some(20));
+        progress.run_started("m|llama_cpp|Q8_0");
+        progress.phase("throughput (run 1 of 1)");
+        progress.tick();
+        let text = sink.text();
+        assert_eq!(
+            text,
+            "[1/3] m|llama_cpp|Q4_K_M: starting llama_cpp\n\
+             [1/3] m|llama_cpp|Q4_K_M: success in 10.0 s\n\
+             [2/3] m|llama_cpp|Q8_0: throughput (run 1 of 1)\n"
+        );
+    }
+
+    #[test]
+    fn heartbeats_come_only_after_a_quiet_interval() {
+        let sink = Sink::default();
+        let mut progress = Progress::new(Display::Lines(Box::new(sink.clone())), 1, 0, Some(5.0));
+        progress.heartbeat = Duration::ZERO;
+        progress.run_started("k");
+        progress.tick();
+        assert!(
+            sink.text().contains("[1/1] k: still checking after 0s (campaign 0s, ETA"),
+            "{}",
+            sink.text()
+        );
+    }
+
+    #[test]
+    fn the_live_line_is_redrawn_in_place_and_cleared() {
+        let sink = Sink::default();
+        let mut progress = Progress::new(Display::Live(Box::new(sink.clone())), 2, 1, None);
+        progress.run_started("k");
+        progress.phase("latency (run 1 of 3)");
+        progress.finish();
+        let text = sink.text();
+        assert!(
+            text.contains("\r\x1b[2K| done 1/2 · k · latency (run 1 of 3) 0s · elapsed 0s"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("\r\x1b[2K"), "{text:?}");
+        assert!(!text.contains('\n'), "{text:?}");
+    }
+
+    #[test]
+    fn clocks_read_naturally() {
+        assert_eq!(clock(Duration::from_secs(12)), "12s");
+        assert_eq!(clock(Duration::from_secs(245)), "4m05s");
+        assert_eq!(clock(Duration::from_secs(3720)), "1h02m");
+    }
+}

@@ -1,0 +1,269 @@
+//! Campaign reports: the summary at the end of `campaign run`, `campaign
+//! status` and `campaign list`, as tables or JSON.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{CellAlignment, ContentArrangement, Table};
+use serde::Serialize;
+
+use crate::campaign::coordinator::Outcome;
+use crate::campaign::lock;
+use crate::campaign::progress::clock;
+use crate::plan::matrix::human_bytes;
+use crate::store::{
+    CampaignRow, CampaignStatus, CampaignSummary, RunCounts, RunRow, RunStatus, Store, StoreError,
+};
+
+/// How many failed runs a status table lists (JSON lists all).
+const FAILED_SHOWN: usize = 20;
+
+/// Reasons are cut to this many characters in tables.
+const REASON_WIDTH: usize = 90;
+
+/// The summary table of every run, then the totals.
+pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(["run", "status", "duration", "tok/s", "TTFT p50 ms", "errors", "note"]);
+    for run in &outcome.runs {
+        table.add_row(vec![
+            run.key.clone(),
+            run.status.to_string(),
+            run.duration_s.map(|s| format!("{s:.1} s")).unwrap_or_default(),
+            number(run.headline.output_tokens_per_second, 1),
+            number(run.headline.ttft_ms_p50, 1),
+            run.headline
+                .error_rate
+                .map(|rate| format!("{:.1} %", rate * 100.0))
+                .unwrap_or_default(),
+            short(run.reason.as_deref().unwrap_or_default()),
+        ]);
+    }
+    for column in 2..=5 {
+        if let Some(column) = table.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    writeln!(out, "{table}")?;
+    let counts = &outcome.counts;
+    let state =
+        if outcome.interrupted { "interrupted".to_owned() } else { outcome.status.to_string() };
+    writeln!(
+        out,
+        "Campaign {} {state} in {}: {} runs, {} succeeded, {} failed, {} skipped, {} pending",
+        outcome.campaign_id,
+        clock(outcome.elapsed),
+        counts.total(),
+        counts.success,
+        counts.failed,
+        counts.skipped,
+        counts.pending + counts.running,
+    )
+}
+
+/// The summary as one JSON object.
+pub fn write_summary_json(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
+    let value = serde_json::json!({
+        "campaign_id": outcome.campaign_id,
+        "status": outcome.status,
+        "interrupted": outcome.interrupted,
+        "elapsed_s": outcome.elapsed.as_secs_f64(),
+        "counts": outcome.counts,
+        "runs": outcome.runs,
+    });
+    serde_json::to_writer_pretty(&mut *out, &value)?;
+    writeln!(out)
+}
+
+/// Everything `campaign status` shows.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// The campaign.
+    pub campaign: CampaignRow,
+    /// `pending`, `running`, `completed`, `failed`, or `interrupted` (stored
+    /// as running but no process holds its lock).
+    pub state: &'static str,
+    /// Whether a process is driving it now.
+    pub live: bool,
+    /// Runs in the current config.
+    pub total: u64,
+    /// Runs per status.
+    pub counts: RunCounts,
+    /// The run being executed.
+    pub current_run: Option<RunRow>,
+    /// Failed runs with their errors.
+    pub failed_runs: Vec<RunRow>,
+    /// Failed runs in all (the table shows the first few).
+    pub failed_total: u64,
+    /// Estimated seconds left (while live, once a run has finished).
+    pub eta_seconds: Option<f64>,
+    /// Free bytes under the storage root.
+    pub disk_free_bytes: Option<u64>,
+}
+
+/// Reads a campaign's status; `None` when there is no such campaign.
+pub fn status_view(
+    store: &Store,
+    home: &Path,
+    id: Option<&str>,
+    all_failed: bool,
+) -> Result<Option<StatusView>, StoreError> {
+    let campaign = match id {
+        Some(id) => store.campaign(id)?,
+        None => store.latest_campaign(None)?,
+    };
+    let Some(campaign) = campaign else { return Ok(None) };
+    let live = lock::is_held(home, &campaign.id);
+    let counts = store.run_counts(&campaign.id)?;
+    let current_run = match (live, campaign.current_run) {
+        (true, Some(run)) => store.campaign_run(run)?,
+        _ => None,
+    };
+    let limit = (!all_failed).then_some(FAILED_SHOWN);
+    let failed_runs = store.campaign_runs(&campaign.id, Some(RunStatus::Failed), limit)?;
+    let eta_seconds = if live {
+        store
+            .mean_run_seconds(&campaign.id)?
+            .map(|mean| mean * (counts.pending + counts.running) as f64)
+    } else {
+        None
+    };
+    let disk_free_bytes = crate::acquire::local::free_space(Path::new(&campaign.storage_root));
+    Ok(Some(StatusView {
+        state: state(&campaign, live),
+        live,
+        total: counts.total(),
+        counts,
+        current_run,
+        failed_runs,
+        failed_total: counts.failed,
+        eta_seconds,
+        disk_free_bytes,
+        campaign,
+    }))
+}
+
+/// The state users read: a `running` campaign nobody drives was interrupted.
+fn state(campaign: &CampaignRow, live: bool) -> &'static str {
+    match campaign.status {
+        CampaignStatus::Running if !live => "interrupted",
+        status => status.as_str(),
+    }
+}
+
+/// `campaign status` as text.
+pub fn write_status(out: &mut impl Write, view: &StatusView) -> io::Result<()> {
+    let campaign = &view.campaign;
+    writeln!(out, "Campaign: {} ({})", campaign.name, campaign.id)?;
+    let owner = match (view.live, campaign.owner_pid, &campaign.owner_host) {
+        (true, Some(pid), Some(host)) => format!(" (pid {pid} on {host})"),
+        _ => String::new(),
+    };
+    writeln!(out, "Status:   {}{owner}", view.state)?;
+    if view.state == "interrupted" || campaign.status == CampaignStatus::Pending {
+        writeln!(
+            out,
+            "          resume with: kitt campaign run {} --resume --campaign-id {}",
+            campaign.config_path, campaign.id
+        )?;
+    }
+    writeln!(out, "Config:   {}", campaign.config_path)?;
+    writeln!(out, "Created:  {}", campaign.created_at)?;
+    if let Some(finished) = &campaign.finished_at {
+        writeln!(out, "Finished: {finished}")?;
+    }
+    let counts = &view.counts;
+    writeln!(
+        out,
+        "Runs:     {} total | {} success | {} failed | {} skipped | {} running | {} pending",
+        view.total, counts.success, counts.failed, counts.skipped, counts.running, counts.pending
+    )?;
+    if let Some(run) = &view.current_run {
+        let phase = run.phase.as_deref().unwrap_or("starting");
+        let since = run.started_at.as_deref().unwrap_or("?");
+        writeln!(out, "Current:  {} — {phase} (attempt {}, since {since})", run.key, run.attempts)?;
+    }
+    if let Some(eta) = view.eta_seconds {
+        writeln!(out, "ETA:      {}", clock(Duration::from_secs_f64(eta.max(0.0))))?;
+    }
+    let free = view.disk_free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes);
+    writeln!(out, "Disk:     {free} free under {}", campaign.storage_root)?;
+    if !view.failed_runs.is_empty() {
+        writeln!(out, "Failed runs:")?;
+        for run in &view.failed_runs {
+            let reason = run.reason.as_deref().unwrap_or_default();
+            writeln!(out, "  {}: {}", run.key, short(reason))?;
+        }
+        let more = view.failed_total.saturating_sub(view.failed_runs.len() as u64);
+        if more > 0 {
+            writeln!(out, "  … and {more} more (--json lists all)")?;
+        }
+    }
+    Ok(())
+}
+
+/// `campaign list` as a table, newest first.
+pub fn write_list(
+    out: &mut impl Write,
+    home: &Path,
+    campaigns: &[CampaignSummary],
+) -> io::Result<()> {
+    if campaigns.is_empty() {
+        return writeln!(out, "No campaigns yet.");
+    }
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(["id", "name", "status", "runs", "success", "failed", "skipped", "created"]);
+    for summary in campaigns {
+        let campaign = &summary.campaign;
+        let live = campaign.status == CampaignStatus::Running && lock::is_held(home, &campaign.id);
+        table.add_row(vec![
+            campaign.id.clone(),
+            campaign.name.clone(),
+            state(campaign, live).to_owned(),
+            summary.total.to_string(),
+            summary.counts.success.to_string(),
+            summary.counts.failed.to_string(),
+            summary.counts.skipped.to_string(),
+            campaign.created_at.chars().take(19).collect(),
+        ]);
+    }
+    writeln!(out, "{table}")
+}
+
+/// `campaign list --json`: an array, newest first, each with its `state`.
+pub fn write_list_json(
+    out: &mut impl Write,
+    home: &Path,
+    campaigns: &[CampaignSummary],
+) -> io::Result<()> {
+    let rows: Vec<serde_json::Value> = campaigns
+        .iter()
+        .map(|summary| {
+            let live = summary.campaign.status == CampaignStatus::Running
+                && lock::is_held(home, &summary.campaign.id);
+            let mut value = serde_json::to_value(summary).unwrap_or_default();
+            value["state"] = state(&summary.campaign, live).into();
+            value
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &rows)?;
+    writeln!(out)
+}
+
+fn number(value: Option<f64>, digits: usize) -> String {
+    value.map(|value| format!("{value:.digits$}")).unwrap_or_default()
+}
+
+/// The first line of a reason, cut for a table cell.
+fn short(reason: &str) -> String {
+    let line = reason.lines().next().unwrap_or_default();
+    if line.chars().count() <= REASON_WIDTH {
+        return line.to_owned();
+    }
+    let head: String = line.chars().take(REASON_WIDTH).collect();
+    format!("{head}…")
+}
