@@ -450,3 +450,76 @@ fn status_and_list_without_campaigns() {
     assert_eq!(unknown.code, 2);
     assert!(!scratch.home().exists());
 }
+
+/// A failed run and the end of the campaign reach a loopback webhook and a
+/// loopback SMTP server (STARTTLS, password from the environment); a missing
+/// desktop notifier is tolerated. No engine starts: the binary is missing.
+#[test]
+fn notifications_reach_the_webhook_and_the_mail_server() {
+    use support::smtp::{FakeSmtp, SmtpOptions};
+    use support::webhook::FakeWebhook;
+
+    let scratch = Scratch::new();
+    scratch.model_file("test/alpha-GGUF", "alpha-Q4_K_M.gguf", 1 << 20);
+    let webhook = FakeWebhook::start();
+    let smtp = FakeSmtp::start(
+        SmtpOptions::submission("kitt@lab.test", "s3cret-pw"),
+        &scratch.path().join("ca.pem"),
+    );
+    let extra = format!(
+        "engines:\n  - name: llama_cpp\n    suite: quick\n    config:\n      binary: {}\n\
+         notifications:\n  desktop: true\n  webhook_url: {}\n  email: ops@lab.test\n  \
+         smtp_host: 127.0.0.1\n  smtp_port: {}\n  smtp_user: kitt@lab.test\n  \
+         on_complete: true\n  on_failure: true\n",
+        scratch.path().join("no-such-server").display(),
+        webhook.url(),
+        smtp.port()
+    );
+    let file = scratch.write("n.yaml", &config("notify", &[("Alpha", "test/alpha-GGUF")], &extra));
+    let mut command = scratch.kitt();
+    command
+        .args(["campaign", "run", file.to_str().unwrap()])
+        .env("KITT_SMTP_PASSWORD", "s3cret-pw")
+        .env("KITT_SMTP_CA_FILE", smtp.ca_file())
+        .env("KITT_NOTIFY_SEND", scratch.path().join("no-notify-send"));
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 1, "{outcome:?}");
+    assert!(outcome.stdout.contains("0 succeeded, 1 failed"), "{}", outcome.stdout);
+    assert!(
+        outcome.stderr.contains("desktop"),
+        "the tolerated failure is logged: {}",
+        outcome.stderr
+    );
+    assert!(!format!("{outcome:?}").contains("s3cret-pw"));
+
+    // The failure is sent while the campaign goes on, so the two may arrive
+    // in either order.
+    let mut deliveries = webhook.deliveries();
+    deliveries.sort_by_key(|delivery| delivery.json["title"].as_str().map(str::to_owned));
+    let titles: Vec<&str> =
+        deliveries.iter().map(|delivery| delivery.json["title"].as_str().unwrap()).collect();
+    assert_eq!(
+        titles,
+        ["kitt: campaign notify failed", "kitt: run failed: Alpha|llama_cpp|Q4_K_M"]
+    );
+    let failure = &deliveries[1].json;
+    assert!(failure["body"].as_str().unwrap().contains("cannot find the `llama_cpp` server"));
+    assert_eq!(
+        failure["text"],
+        format!("{}\n{}", failure["title"].as_str().unwrap(), failure["body"].as_str().unwrap())
+    );
+    assert_eq!(failure["content"], failure["text"]);
+    assert!(deliveries[0].json["body"].as_str().unwrap().contains("1 failed"));
+
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert!(mails.iter().all(|mail| mail.tls && mail.to == ["ops@lab.test"]));
+    let logins = smtp.logins();
+    assert!(logins.iter().all(|login| login.tls && login.accepted), "{logins:?}");
+    let mut subjects: Vec<&str> = mails.iter().filter_map(|mail| mail.header("Subject")).collect();
+    subjects.sort_unstable();
+    assert_eq!(
+        subjects,
+        ["kitt: campaign notify failed", "kitt: run failed: Alpha|llama_cpp|Q4_K_M"]
+    );
+}
