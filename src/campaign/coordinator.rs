@@ -21,7 +21,7 @@ use crate::notify::{Message, Notifier};
 use crate::plan::matrix::disk_shortfall_message;
 use crate::plan::{Plan, PlannedRun, RunPlan};
 use crate::results::model::{BenchmarkStatus, RunResult};
-use crate::run::{Cancel, ModelFile, RunError, RunRequest, resolve_model};
+use crate::run::{Cancel, ModelFile, Phase, RunError, RunRequest, STORING_PHASE, resolve_model};
 use crate::store::{
     CampaignStatus, Headline, NewCampaign, RunCounts, RunEnd, RunRow, RunSpec, RunStatus, Session,
     Store, StoreError,
@@ -379,20 +379,33 @@ async fn run_one(
     let execution = crate::run::execute(&request, cancel);
     tokio::pin!(execution);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut timing = EngineTiming::default();
     let executed = loop {
         tokio::select! {
             biased;
             executed = &mut execution => break executed,
             Some(phase) = phase_events.recv() => {
-                if let Err(error) = store.run_phase(run_id, &phase) {
+                timing.see(&phase);
+                if let Err(error) = store.run_phase(run_id, &phase.text) {
                     tracing::warn!(%error, "cannot record the run's phase");
                 }
-                progress.phase(&phase);
+                progress.phase(&phase.text);
             }
             _ = ticker.tick() => progress.tick(),
         }
     };
+    // Phases sent just before the run returned.
+    while let Ok(phase) = phase_events.try_recv() {
+        timing.see(&phase);
+    }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(engine) = timing.engine() {
+        // Engine start + suite + engine stop; everything else in `seconds`
+        // (model lookup, result store, run directory) is kitt's own cost.
+        let engine_ms = engine.as_secs_f64() * 1000.0;
+        let overhead_ms = seconds * 1000.0 - engine_ms;
+        tracing::debug!(key = %planned.key, engine_ms, overhead_ms, "run timing");
+    }
     let (end_error, ended) = match executed {
         Ok(outcome) if outcome.result.passed => {
             let headline = headline(&outcome.result);
@@ -441,6 +454,27 @@ async fn run_one(
         seconds: Some(seconds),
         failure: Some(ended),
     })
+}
+
+/// When the engine started and when it had stopped, from the run's phases.
+#[derive(Default)]
+struct EngineTiming {
+    started: Option<Instant>,
+    stopped: Option<Instant>,
+}
+
+impl EngineTiming {
+    fn see(&mut self, phase: &Phase) {
+        if phase.text.starts_with("starting ") {
+            self.started = Some(phase.at);
+        } else if phase.text == STORING_PHASE {
+            self.stopped = Some(phase.at);
+        }
+    }
+
+    fn engine(&self) -> Option<Duration> {
+        Some(self.stopped?.duration_since(self.started?))
+    }
 }
 
 /// The reserve re-checked with the real free space now.

@@ -26,6 +26,9 @@ use bench::Target;
 use memory::MemorySampler;
 pub use model::{ModelError, ModelFile, resolve_model};
 
+/// The phase after the engine has stopped, while the result is written.
+pub const STORING_PHASE: &str = "storing the result";
+
 /// Set when the user asked to stop: the run abandons its current request,
 /// stops the engine cleanly and returns [`RunError::Interrupted`].
 #[derive(Debug, Clone, Default)]
@@ -71,13 +74,22 @@ pub struct RunRequest<'a> {
     pub output_root: PathBuf,
     /// Receives a line each time the run enters a new phase (engine start,
     /// each benchmark, storing), for progress displays.
-    pub phases: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    pub phases: Option<tokio::sync::mpsc::UnboundedSender<Phase>>,
+}
+
+/// A run entering a phase.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// When.
+    pub at: std::time::Instant,
+    /// What it does now, e.g. `starting llama_cpp`, `throughput (run 1 of 3)`.
+    pub text: String,
 }
 
 impl RunRequest<'_> {
     fn phase(&self, phase: impl FnOnce() -> String) {
         if let Some(phases) = &self.phases {
-            let _ = phases.send(phase());
+            let _ = phases.send(Phase { at: std::time::Instant::now(), text: phase() });
         }
     }
 }
@@ -180,7 +192,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         passed: passed(&benchmarks),
         benchmarks,
     };
-    request.phase(|| "storing the result".to_owned());
+    request.phase(|| STORING_PHASE.to_owned());
     store.insert_result(&result).map_err(RunError::Store)?;
     let engine_log = request.engine.is_managed().then_some(log_path.as_path());
     let run_dir = crate::results::files::write_run_dir(&request.output_root, &result, engine_log)
