@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{CellAlignment, ContentArrangement, Table};
+use comfy_table::{CellAlignment, ColumnConstraint, Table, Width};
 use serde::Serialize;
 
 use crate::campaign::coordinator::Outcome;
@@ -26,8 +26,13 @@ const REASON_WIDTH: usize = 90;
 /// The summary table of every run, then the totals.
 pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    table.load_style(UTF8_FULL_CONDENSED);
+    super::fit_to_terminal(&mut table);
     table.set_header(["run", "status", "duration", "tok/s", "TTFT p50 ms", "errors", "note"]);
+    // Only the note wraps: keys, statuses and numbers stay on one line.
+    let mut constraints = vec![ColumnConstraint::ContentWidth; 6];
+    constraints.push(ColumnConstraint::UpperBoundary(Width::Percentage(40)));
+    table.set_constraints(constraints);
     for run in &outcome.runs {
         table.add_row(vec![
             run.key.clone(),
@@ -215,7 +220,8 @@ pub fn write_list(
         return writeln!(out, "No campaigns yet.");
     }
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    table.load_style(UTF8_FULL_CONDENSED);
+    super::fit_to_terminal(&mut table);
     table.set_header(["id", "name", "status", "runs", "success", "failed", "skipped", "created"]);
     for summary in campaigns {
         let campaign = &summary.campaign;

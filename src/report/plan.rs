@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width};
+use comfy_table::{ColumnConstraint, Table, Width};
 use serde::Serialize;
 
 use crate::config::Campaign;
@@ -82,11 +82,7 @@ pub fn write_table(out: &mut impl Write, campaign: &Campaign, plan: &Plan) -> io
 fn table(runs: &[PlannedRun]) -> Table {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
-    // On a terminal the reasons wrap to its width; off one (pipes, files) every
-    // run stays on one line so the output can be grepped.
-    if table.is_tty() {
-        table.set_content_arrangement(ContentArrangement::Dynamic);
-    }
+    super::fit_to_terminal(&mut table);
     table.set_header(["#", "model", "engine", "quant", "files", "size", "size source", "plan"]);
     // Only file names and reasons wrap: keys and sizes stay readable.
     let mut constraints = vec![ColumnConstraint::ContentWidth; 7];
