@@ -216,6 +216,25 @@ fn two_models_by_two_quants_complete_and_show_in_status_and_list() {
     let taken = run(&scratch, &engine, &["run", file.to_str().unwrap(), "--campaign-id", id]);
     assert_eq!(taken.code, 2, "{taken:?}");
     assert!(taken.stderr.contains("already exists; add --resume"), "{}", taken.stderr);
+
+    // A model the config lost leaves execution and the counts, not the
+    // history: put back, its runs are successes again without a rerun.
+    let alpha_only = scratch.write("a.yaml", &config("pair", &[("Alpha", "test/alpha-GGUF")], ""));
+    let narrowed = summary(
+        &run(&scratch, &engine, &["--json", "run", alpha_only.to_str().unwrap(), "--resume"]),
+        0,
+    );
+    assert_eq!(narrowed["campaign_id"], id);
+    assert_eq!(narrowed["counts"]["success"], 2);
+    assert_eq!(narrowed["runs"].as_array().unwrap().len(), 2);
+    let restored =
+        summary(&run(&scratch, &engine, &["--json", "run", file.to_str().unwrap(), "--resume"]), 0);
+    assert_eq!(restored["counts"]["success"], 4);
+    assert!(
+        restored["runs"].as_array().unwrap().iter().all(|run| run["attempts"] == 1),
+        "{restored}"
+    );
+    assert_eq!(result_count(&scratch), 4);
 }
 
 #[test]
