@@ -17,8 +17,7 @@ use crate::plan::Plan;
 use crate::plan::discover::{Sources, discover};
 use crate::plan::matrix::{PlanEnv, plan};
 use crate::report;
-use crate::run::Cancel;
-use crate::run::signals::watch_interrupts;
+use crate::run::signals::block_on_interruptible;
 use crate::store::Store;
 
 /// `kitt campaign run CONFIG [--dry-run] [--resume] [--campaign-id ID]`.
@@ -56,17 +55,7 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
         campaign_id: args.campaign_id.as_deref(),
         json,
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
-            KittError::Environment(format!("cannot start the async runtime: {error}"))
-        })?;
-    let cancel = Cancel::default();
-    let outcome = runtime.block_on(async {
-        let watcher = tokio::spawn(watch_interrupts(cancel.clone()));
-        let outcome = drive(&options, &cancel).await;
-        watcher.abort();
-        outcome
-    })?;
+    let outcome = block_on_interruptible(|cancel| async move { drive(&options, &cancel).await })??;
 
     let mut out = std::io::stdout().lock();
     let written = if json {

@@ -13,8 +13,8 @@ use crate::engine::{EngineError, EngineKind};
 use crate::error::with_causes;
 use crate::error::{Exit, KittError};
 use crate::results::model::{BenchmarkStatus, RunResult};
-use crate::run::signals::watch_interrupts;
-use crate::run::{Cancel, RunError, RunRequest, execute, resolve_model};
+use crate::run::signals::block_on_interruptible;
+use crate::run::{RunError, RunRequest, execute, resolve_model};
 use crate::suite::Suite;
 
 /// `--engine-config` keys for engines kitt starts.
@@ -60,17 +60,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         output_root,
         phases: None,
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
-            KittError::Environment(format!("cannot start the async runtime: {error}"))
-        })?;
-    let cancel = Cancel::default();
-    let outcome = runtime.block_on(async {
-        let watcher = tokio::spawn(watch_interrupts(cancel.clone()));
-        let outcome = execute(&request, &cancel).await;
-        watcher.abort();
-        outcome
-    });
+    let outcome = block_on_interruptible(|cancel| async move { execute(&request, &cancel).await })?;
 
     match outcome {
         Ok(outcome) => {

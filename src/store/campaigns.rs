@@ -165,13 +165,8 @@ pub struct RunCounts {
 impl RunCounts {
     /// The count for one status.
     pub fn get(&self, status: RunStatus) -> u64 {
-        match status {
-            RunStatus::Pending => self.pending,
-            RunStatus::Running => self.running,
-            RunStatus::Success => self.success,
-            RunStatus::Failed => self.failed,
-            RunStatus::Skipped => self.skipped,
-        }
+        let mut counts = *self;
+        *counts.slot(status)
     }
 
     fn slot(&mut self, status: RunStatus) -> &mut u64 {
