@@ -204,6 +204,12 @@ fn secrets_on_an_error_line_are_redacted() {
         format!("campaign_name: c\nhf_tokn: hf_SECRET1\n{VALID_TAIL}"),
         format!("campaign_name: c\nhf_token: [hf_SECRET1]\n{VALID_TAIL}"),
         format!("campaign_name: c\nnotifications:\n  smtp_pasword: SECRET2\n{VALID_TAIL}"),
+        // Flow mappings, lists and block values under a credential key.
+        format!(
+            "campaign_name: c\nnotifications: {{webhook_url: \"http://127.0.0.1:1/T/SECRET3\", on_complete: maybe}}\n{VALID_TAIL}"
+        ),
+        format!("campaign_name: c\nhf_token:\n  - hf_SECRET4\n{VALID_TAIL}"),
+        format!("campaign_name: c\n\"hf_token\": [hf_SECRET5]\n{VALID_TAIL}"),
     ] {
         let stderr = rejected(&yaml);
         assert!(!stderr.contains("SECRET"), "{stderr}");

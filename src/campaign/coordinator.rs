@@ -367,7 +367,9 @@ async fn run_one(
     };
     let engine = &context.campaign.engines[planned.engine_index];
     let (phases, mut phase_events) = tokio::sync::mpsc::unbounded_channel();
+    let run_id_text = crate::run::new_id();
     let request = RunRequest {
+        id: run_id_text.clone(),
         model: &model,
         engine: planned.engine,
         config: &engine.config,
@@ -375,6 +377,7 @@ async fn run_one(
         home: context.home,
         output_root: context.home.to_owned(),
         phases: Some(phases),
+        defer_store: true,
     };
     let execution = crate::run::execute(&request, cancel);
     tokio::pin!(execution);
@@ -410,9 +413,9 @@ async fn run_one(
         Ok(outcome) if outcome.result.passed => {
             let headline = headline(&outcome.result);
             let run_dir = outcome.run_dir.display().to_string();
-            let end =
-                RunEnd::Success { result_id: &outcome.result.id, run_dir: &run_dir, headline };
-            store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
+            store
+                .run_succeeded(&outcome.result, run_id, attempt, seconds, &run_dir, headline)
+                .map_err(environment)?;
             let rate = headline
                 .output_tokens_per_second
                 .map(|rate| format!(", {rate:.1} tok/s"))
@@ -421,6 +424,8 @@ async fn run_one(
             return Ok(Ended::Done { outcome, seconds: Some(seconds), failure: None });
         }
         Ok(outcome) => {
+            // Stored too: the failed measurements are evidence.
+            store.insert_result(&outcome.result).map_err(environment)?;
             let error = benchmark_failures(&outcome.result);
             let end = RunEnd::Failed { error: &error, result_id: Some(&outcome.result.id) };
             store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
@@ -440,7 +445,11 @@ async fn run_one(
             (Some(KittError::Environment(text.clone())), text)
         }
         Err(error) => {
-            let text = with_causes(&error);
+            let mut text = with_causes(&error);
+            let log = crate::run::engine_log_path(context.home, &run_id_text);
+            if log.is_file() {
+                text.push_str(&format!("\n{}{}", super::ENGINE_LOG_NOTE, log.display()));
+            }
             let end = RunEnd::Failed { error: &text, result_id: None };
             store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
             (None, text)
@@ -450,7 +459,7 @@ async fn run_one(
         return Err(error);
     }
     Ok(Ended::Done {
-        outcome: format!("failed after {seconds:.1} s: {}", first_line(&ended)),
+        outcome: format!("failed after {seconds:.1} s: {}", super::brief(&ended)),
         seconds: Some(seconds),
         failure: Some(ended),
     })
@@ -588,14 +597,10 @@ fn completion_body(campaign: &Campaign, outcome: &Outcome) -> String {
         super::progress::clock(outcome.elapsed),
     );
     for run in outcome.runs.iter().filter(|run| run.status == RunStatus::Failed).take(20) {
-        let reason = run.reason.as_deref().map(first_line).unwrap_or_default();
+        let reason = run.reason.as_deref().map(super::brief).unwrap_or_default();
         body.push_str(&format!("\nFailed: {}: {reason}", run.key));
     }
     body
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
 }
 
 fn environment(error: StoreError) -> KittError {

@@ -60,11 +60,56 @@ pub fn config_hash(source: &str) -> String {
     Sha256::digest(source.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The config text as stored with the campaign: credentials and webhook
-/// URLs (whose paths often carry a token) replaced by `<redacted>`.
+/// The config as stored with the campaign: the parsed YAML as JSON (itself
+/// valid YAML) with the value of every credential key — webhook URLs
+/// included, whose paths usually carry a token — replaced by `<redacted>`,
+/// however it was written (block, flow, quoted, multi-line).
 pub fn config_snapshot(source: &str) -> String {
-    crate::config::redact_secrets(source)
+    match serde_saphyr::from_str::<serde_json::Value>(source) {
+        Ok(mut value) => {
+            redact(&mut value);
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        }
+        // The loader accepted the file, so this is not expected; store no
+        // text rather than risk a credential.
+        Err(error) => format!("# the config could not be parsed for a snapshot: {error}"),
+    }
 }
+
+fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if crate::config::is_secret_key(key) {
+                    *value = serde_json::Value::String("<redacted>".into());
+                } else {
+                    redact(value);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// A failure or skip reason on one line for tables, progress and
+/// notifications: its first line, and for an engine failure the last line of
+/// the engine's log (where the cause usually is) instead of the whole tail.
+pub fn brief(reason: &str) -> String {
+    let mut lines =
+        reason.lines().filter(|line| !line.trim().is_empty() && !line.starts_with(ENGINE_LOG_NOTE));
+    let first = lines.next().unwrap_or_default();
+    match first.strip_suffix("; last log lines:") {
+        Some(head) => match lines.next_back() {
+            Some(last) => format!("{head}: {}", last.trim()),
+            None => head.to_owned(),
+        },
+        None => first.to_owned(),
+    }
+}
+
+/// How a failure reason names the engine's full log.
+pub const ENGINE_LOG_NOTE: &str = "engine log: ";
 
 /// Reads the config file's text for the snapshot and hash.
 pub fn read_config_text(path: &Path) -> std::io::Result<String> {
@@ -87,6 +132,21 @@ mod tests {
     }
 
     #[test]
+    fn briefs_keep_the_cause_from_the_log() {
+        let reason = "the engine exited while loading (exit status: 1); last log lines:\n\
+                      load: reading\ngguf_init: invalid magic\n\nengine log: /h/logs/x.engine.log";
+        assert_eq!(
+            brief(reason),
+            "the engine exited while loading (exit status: 1): gguf_init: invalid magic"
+        );
+        assert_eq!(
+            brief("not enough disk under /m: needs 1 GiB"),
+            "not enough disk under /m: needs 1 GiB"
+        );
+        assert_eq!(brief(""), "");
+    }
+
+    #[test]
     fn given_ids_are_checked() {
         assert!(valid_campaign_id("nightly-1.2_b"));
         for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(101)] {
@@ -95,17 +155,19 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_hide_credentials_and_webhooks() {
-        let source = "campaign_name: x\nhf_token: hf_abc\nnotifications:\n  webhook_url: https://hooks.example/T/B/secret\n  smtp_password: 'p w'\n  email: a@b.c\n";
+    fn snapshots_hide_credentials_however_written() {
+        let source = "campaign_name: x\n\
+            hf_token: |\n  hf_BLOCK\n\
+            devon_api_key:\n  MULTILINE\n\
+            \"smtp_password\": QUOTED\n\
+            notifications: {webhook_url: \"http://h/T/FLOW\", on_complete: true}\n\
+            models:\n  - name: m\n    gguf_repo: o/r\n";
         let snapshot = config_snapshot(source);
+        for secret in ["hf_BLOCK", "MULTILINE", "QUOTED", "FLOW"] {
+            assert!(!snapshot.contains(secret), "{secret} in {snapshot}");
+        }
         assert!(
-            !snapshot.contains("hf_abc")
-                && !snapshot.contains("secret")
-                && !snapshot.contains("p w"),
-            "{snapshot}"
-        );
-        assert!(
-            snapshot.contains("email: a@b.c") && snapshot.contains("campaign_name: x"),
+            snapshot.contains("\"on_complete\": true") && snapshot.contains("o/r"),
             "{snapshot}"
         );
         assert_eq!(

@@ -123,12 +123,14 @@ pub fn list(_args: &ListArgs, home: &Path, json: bool) -> Result<Exit, KittError
     })
 }
 
-/// The store, when one exists: reading commands never create it.
+/// The store for reading, when one with campaign state exists: reading
+/// commands never create, migrate or write it.
 fn open_existing(home: &Path) -> Result<Option<Store>, KittError> {
-    if !home.join(crate::store::DB_FILE).exists() {
-        return Ok(None);
-    }
-    Store::open(home).map(Some).map_err(|error| KittError::Environment(with_causes(&error)))
+    let store =
+        Store::open_read_only(home).map_err(|error| KittError::Environment(with_causes(&error)))?;
+    let Some(store) = store else { return Ok(None) };
+    let version = store.schema_version().map_err(|e| KittError::Environment(with_causes(&e)))?;
+    Ok((version >= crate::store::CAMPAIGN_STATE_VERSION).then_some(store))
 }
 
 fn unknown_campaign(id: &str) -> KittError {

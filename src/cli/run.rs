@@ -52,6 +52,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
     let output_root = args.output.clone().unwrap_or_else(|| home.to_owned());
 
     let request = RunRequest {
+        id: crate::run::new_id(),
         model: &model,
         engine,
         config: &config,
@@ -59,6 +60,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         home,
         output_root,
         phases: None,
+        defer_store: false,
     };
     let outcome = block_on_interruptible(|cancel| async move { execute(&request, &cancel).await })?;
 

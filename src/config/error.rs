@@ -1,5 +1,6 @@
 //! Config errors that name the file, line, column and field, with a snippet.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -80,35 +81,97 @@ impl Problem {
         self.help = Some(help.into());
     }
 
-    /// Attaches the source line the problem points at, with any secret on it
-    /// (in the line or echoed in the message) replaced.
+    /// Attaches the source line the problem points at, with any credential
+    /// on it replaced, and removes credentials the message may echo.
     pub fn with_source(mut self, source: &str) -> Self {
+        let secrets = SecretLines::scan(source);
         if self.line > 0 {
             let index = usize::try_from(self.line - 1).unwrap_or(usize::MAX);
-            let line = source.lines().nth(index).map(str::to_owned);
-            self.source_line = line.map(|line| self.redact_secret(&line));
+            self.source_line = match secrets.lines.get(&index) {
+                Some(redacted) => Some(redacted.clone()),
+                None => source.lines().nth(index).map(cut),
+            };
+        }
+        for value in &secrets.values {
+            self.message = self.message.replace(value.as_str(), "<redacted>");
         }
         self
     }
+}
 
-    /// Replaces the value of a secret-looking key (`…token…`, `…password…`,
-    /// `…secret…`, `…api_key…`) on `line`, and in the message if echoed there.
-    fn redact_secret(&mut self, line: &str) -> String {
-        let Some(captures) = KEY_LINE.captures(line) else { return cut(line) };
-        if !is_secret_key(&captures[2]) {
-            return cut(line);
+/// Where a config's credentials are: the lines holding them (with their
+/// redacted rendering) and the values themselves. Covers `key: value`,
+/// quoted keys, block and multi-line values below a credential key, list
+/// items under one, and credentials inside `{…}` flow mappings.
+#[derive(Debug, Default)]
+struct SecretLines {
+    /// 0-based line → what to show instead.
+    lines: HashMap<usize, String>,
+    /// Credential values, to scrub from messages.
+    values: Vec<String>,
+}
+
+impl SecretLines {
+    fn scan(source: &str) -> SecretLines {
+        let mut found = SecretLines::default();
+        // The indentation of a credential key whose value continues below.
+        let mut open_block: Option<usize> = None;
+        for (index, line) in source.lines().enumerate() {
+            let indent = line.len() - line.trim_start().len();
+            let trimmed = line.trim();
+            if let Some(key_indent) = open_block {
+                if trimmed.is_empty() || indent > key_indent {
+                    found.value(trimmed.trim_start_matches("- "));
+                    found.lines.insert(index, format!("{}<redacted>", &line[..indent]));
+                    continue;
+                }
+                open_block = None;
+            }
+            if let Some(captures) = KEY_LINE.captures(line) {
+                let key = &captures[3];
+                if is_secret_key(key) {
+                    let value = captures[4].trim();
+                    let prefix = &captures[1];
+                    found.lines.insert(index, format!("{prefix}{key}: <redacted>"));
+                    let continues = value.is_empty()
+                        || value.starts_with(['|', '>', '&'])
+                        || (value.starts_with('"') && !value[1..].contains('"'))
+                        || (value.starts_with('\'') && !value[1..].contains('\''));
+                    if continues {
+                        open_block = Some(prefix.len());
+                    }
+                    found.value(value);
+                    continue;
+                }
+            }
+            for captures in FLOW_KEY.captures_iter(line) {
+                if is_secret_key(&captures[2]) {
+                    found.value(captures[4].trim());
+                    found.lines.insert(index, format!("{}<redacted>", &line[..indent]));
+                }
+            }
         }
-        let value = captures[3].trim().trim_matches(['"', '\'']);
-        if !value.is_empty() {
-            self.message = self.message.replace(value, "<redacted>");
+        found
+    }
+
+    fn value(&mut self, value: &str) {
+        let value = value.trim().trim_matches(['"', '\'']).trim();
+        let indicator = value.starts_with(['|', '>', '&', '*']) && value.len() <= 3;
+        if value.chars().count() >= 3 && !indicator {
+            self.values.push(value.to_owned());
         }
-        format!("{}{}: <redacted>", &captures[1], &captures[2])
     }
 }
 
+/// A key and its value inside a `{…}` flow mapping.
+static FLOW_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"[{,]\s*(["']?)([A-Za-z0-9_.-]+)(["']?)\s*:\s*("[^"]*"|'[^']*'|[^,}]*)"#)
+        .expect("static regex")
+});
+
 /// A `key: value` line, in any section or list.
 static KEY_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(\s*(?:-\s+)?)([A-Za-z0-9_.-]+)\s*:(.*)$").expect("static regex")
+    Regex::new(r#"^(\s*(?:-\s+)?)(["']?)([A-Za-z0-9_.-]+)["']?\s*:(.*)$"#).expect("static regex")
 });
 
 /// The config keys that hold credentials.
@@ -116,7 +179,7 @@ const SECRET_KEYS: &[&str] = &["hf_token", "smtp_password", "devon_api_key"];
 
 /// Whether a key names a credential (a webhook URL's path usually carries
 /// one), or is a misspelling of one.
-fn is_secret_key(key: &str) -> bool {
+pub fn is_secret_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
     let looks_secret = ["tok", "pass", "pasw", "pwd", "secret", "key", "cred", "auth", "webhook"]
         .iter()
@@ -289,27 +352,4 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: `{}`: {}", self.line, self.column, self.field, self.message)
     }
-}
-
-/// `source` with the value of every credential key (webhook URLs included)
-/// replaced by `<redacted>`, for copies of a config that are stored or shown.
-pub fn redact_secrets(source: &str) -> String {
-    let mut out = String::with_capacity(source.len());
-    for line in source.split_inclusive('\n') {
-        let body = line.trim_end_matches(['\n', '\r']);
-        let redacted = KEY_LINE.captures(body).and_then(|captures| {
-            let key = &captures[2];
-            let secret = is_secret_key(key);
-            (secret && !captures[3].trim().is_empty())
-                .then(|| format!("{}{}: <redacted>", &captures[1], key))
-        });
-        match redacted {
-            Some(text) => {
-                out.push_str(&text);
-                out.push_str(&line[body.len()..]);
-            }
-            None => out.push_str(line),
-        }
-    }
-    out
 }

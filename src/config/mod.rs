@@ -20,7 +20,7 @@ mod validate_settings;
 use std::path::Path;
 
 pub use campaign::*;
-pub use error::{ConfigError, Problem, redact_secrets};
+pub use error::{ConfigError, Problem, is_secret_key};
 pub use secret::{Secret, SecretOrigin};
 pub use suggest::did_you_mean;
 pub use validate::{SUITES, expand_home};

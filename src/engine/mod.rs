@@ -256,6 +256,12 @@ pub enum EngineError {
         /// The end of its log.
         log_tail: String,
     },
+    /// The process exited while the suite was running.
+    #[error("the engine exited during the suite; last log lines:\n{log_tail}")]
+    Crashed {
+        /// The end of its log.
+        log_tail: String,
+    },
     /// The engine did not become ready in time.
     #[error("the engine was not ready after {waited:?}; last log lines:\n{log_tail}")]
     NotReady {

@@ -264,11 +264,11 @@ fn number(value: Option<f64>, digits: usize) -> String {
     value.map(|value| format!("{value:.digits$}")).unwrap_or_default()
 }
 
-/// The first line of a reason, cut for a table cell.
+/// A reason on one line (see [`crate::campaign::brief`]), cut for a table cell.
 fn short(reason: &str) -> String {
-    let line = reason.lines().next().unwrap_or_default();
+    let line = crate::campaign::brief(reason);
     if line.chars().count() <= REASON_WIDTH {
-        return line.to_owned();
+        return line;
     }
     let head: String = line.chars().take(REASON_WIDTH).collect();
     format!("{head}…")

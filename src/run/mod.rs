@@ -60,6 +60,8 @@ impl Cancel {
 
 /// What to run.
 pub struct RunRequest<'a> {
+    /// The run's id (see [`new_id`]): names its result and its engine log.
+    pub id: String,
     /// The model to serve.
     pub model: &'a ModelFile,
     /// The engine.
@@ -75,6 +77,9 @@ pub struct RunRequest<'a> {
     /// Receives a line each time the run enters a new phase (engine start,
     /// each benchmark, storing), for progress displays.
     pub phases: Option<tokio::sync::mpsc::UnboundedSender<Phase>>,
+    /// Leave storing the result to the caller (who stores it together with
+    /// its own state in one transaction); the run directory is still written.
+    pub defer_store: bool,
 }
 
 /// A run entering a phase.
@@ -128,7 +133,7 @@ pub enum RunError {
 
 /// Runs a suite against a model on an engine and stores the result.
 pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOutcome, RunError> {
-    let id = new_id();
+    let id = request.id.clone();
     let started_at = now();
     // Everything that can refuse to store the result is checked before the
     // engine starts, so a finished suite is never thrown away.
@@ -138,7 +143,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     writable_dir(&results_root)?;
     let logs = request.home.join("logs");
     writable_dir(&logs)?;
-    let log_path = logs.join(format!("{id}.engine.log"));
+    let log_path = engine_log_path(request.home, &id);
     let hardware = crate::hardware::detect();
 
     let slots = request.config.parallel.unwrap_or_else(|| request.suite.max_concurrency());
@@ -193,10 +198,15 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         benchmarks,
     };
     request.phase(|| STORING_PHASE.to_owned());
-    store.insert_result(&result).map_err(RunError::Store)?;
+    // The run directory first: it is derived output, and a crash between the
+    // two leaves at worst a directory without a stored result, never a
+    // stored result whose run is redone.
     let engine_log = request.engine.is_managed().then_some(log_path.as_path());
     let run_dir = crate::results::files::write_run_dir(&request.output_root, &result, engine_log)
         .map_err(|source| RunError::Output { path: results_root.clone(), source })?;
+    if !request.defer_store {
+        store.insert_result(&result).map_err(RunError::Store)?;
+    }
     Ok(RunOutcome { result, run_dir })
 }
 
@@ -239,11 +249,7 @@ async fn measure(
             benchmarks.push(result);
             if running.has_exited() {
                 let tail = running.log_tail(20);
-                return Err(EngineError::Died {
-                    status: "during the suite".into(),
-                    log_tail: tail,
-                }
-                .into());
+                return Err(EngineError::Crashed { log_tail: tail }.into());
             }
         }
     }
@@ -299,7 +305,13 @@ fn config_hash(request: &RunRequest<'_>, running: &Running) -> String {
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn new_id() -> String {
+/// Where a run's engine log is written.
+pub fn engine_log_path(home: &Path, id: &str) -> PathBuf {
+    home.join("logs").join(format!("{id}.engine.log"))
+}
+
+/// A new run id: 16 hex digits from the time and the process.
+pub fn new_id() -> String {
     let nanos = jiff::Timestamp::now().as_nanosecond();
     let digest = Sha256::digest(format!("{nanos}-{}", std::process::id()).as_bytes());
     digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect()

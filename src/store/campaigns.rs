@@ -497,6 +497,13 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(&path, "start a campaign session")?;
+        // Sessions whose process died never closed themselves.
+        tx.execute(
+            "UPDATE campaign_sessions SET outcome = 'interrupted' \
+             WHERE campaign_id = ?1 AND outcome IS NULL",
+            [session.campaign_id],
+        )
+        .doing(&path, "close sessions of processes that died")?;
         tx.execute(
             "INSERT INTO campaign_sessions (campaign_id, started_at, pid, host, kitt_version, \
              config_path, config_hash, config_yaml) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -666,58 +673,27 @@ impl Store {
         duration_s: f64,
         end: &RunEnd<'_>,
     ) -> Result<(), StoreError> {
-        let now = jiff::Timestamp::now().to_string();
-        let (status, outcome, reason, result_id, run_dir, headline) = match end {
-            RunEnd::Success { result_id, run_dir, headline } => {
-                ("success", "success", None, Some(*result_id), Some(*run_dir), *headline)
-            }
-            RunEnd::Failed { error, result_id } => {
-                ("failed", "failed", Some(*error), *result_id, None, Headline::default())
-            }
-            RunEnd::Skipped(reason) => {
-                ("skipped", "skipped", Some(*reason), None, None, Headline::default())
-            }
-            RunEnd::Interrupted => (
-                "pending",
-                "interrupted",
-                Some("interrupted; redone on resume"),
-                None,
-                None,
-                Headline::default(),
-            ),
-        };
         let tx = self.conn.unchecked_transaction().doing(&self.path, "finish a run")?;
-        tx.execute(
-            "UPDATE campaign_runs SET status = ?2, phase = NULL, reason = ?3, finished_at = ?4, \
-             duration_s = ?5, result_id = ?6, run_dir = ?7, output_tokens_per_second = ?8, \
-             ttft_ms_p50 = ?9, error_rate = ?10 WHERE id = ?1",
-            params![
-                run_id,
-                status,
-                reason,
-                now,
-                duration_s,
-                result_id,
-                run_dir,
-                headline.output_tokens_per_second,
-                headline.ttft_ms_p50,
-                headline.error_rate,
-            ],
-        )
-        .doing(&self.path, "finish a run")?;
-        tx.execute(
-            "UPDATE campaign_attempts SET finished_at = ?2, outcome = ?3, error = ?4, \
-             result_id = ?5 WHERE id = ?1",
-            params![attempt_id, now, outcome, reason, result_id],
-        )
-        .doing(&self.path, "finish a run")?;
-        tx.execute(
-            "UPDATE campaigns SET current_run = NULL, updated_at = ?2 \
-             WHERE id = (SELECT campaign_id FROM campaign_runs WHERE id = ?1)",
-            params![run_id, now],
-        )
-        .doing(&self.path, "finish a run")?;
+        finish_run(&tx, &self.path, run_id, attempt_id, duration_s, end)?;
         tx.commit().doing(&self.path, "finish a run")
+    }
+
+    /// A run succeeded: its result is stored and the run finished in one
+    /// transaction, so a crash can never leave a stored result whose run is
+    /// still to be redone.
+    pub fn run_succeeded(
+        &self,
+        result: &crate::results::model::RunResult,
+        run_id: i64,
+        attempt_id: i64,
+        duration_s: f64,
+        run_dir: &str,
+        headline: Headline,
+    ) -> Result<(), StoreError> {
+        let end = RunEnd::Success { result_id: &result.id, run_dir, headline };
+        self.insert_result_then(result, |tx| {
+            finish_run(tx, &self.path, run_id, attempt_id, duration_s, &end)
+        })
     }
 
     /// A check before the run (no attempt started) keeps it from running.
@@ -732,6 +708,67 @@ impl Store {
             .doing(&self.path, "skip a run")
             .map(drop)
     }
+}
+
+fn finish_run(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    run_id: i64,
+    attempt_id: i64,
+    duration_s: f64,
+    end: &RunEnd<'_>,
+) -> Result<(), StoreError> {
+    let now = jiff::Timestamp::now().to_string();
+    let (status, outcome, reason, result_id, run_dir, headline) = match end {
+        RunEnd::Success { result_id, run_dir, headline } => {
+            ("success", "success", None, Some(*result_id), Some(*run_dir), *headline)
+        }
+        RunEnd::Failed { error, result_id } => {
+            ("failed", "failed", Some(*error), *result_id, None, Headline::default())
+        }
+        RunEnd::Skipped(reason) => {
+            ("skipped", "skipped", Some(*reason), None, None, Headline::default())
+        }
+        RunEnd::Interrupted => (
+            "pending",
+            "interrupted",
+            Some("interrupted; redone on resume"),
+            None,
+            None,
+            Headline::default(),
+        ),
+    };
+    tx.execute(
+        "UPDATE campaign_runs SET status = ?2, phase = NULL, reason = ?3, finished_at = ?4, \
+         duration_s = ?5, result_id = ?6, run_dir = ?7, output_tokens_per_second = ?8, \
+         ttft_ms_p50 = ?9, error_rate = ?10 WHERE id = ?1",
+        params![
+            run_id,
+            status,
+            reason,
+            now,
+            duration_s,
+            result_id,
+            run_dir,
+            headline.output_tokens_per_second,
+            headline.ttft_ms_p50,
+            headline.error_rate,
+        ],
+    )
+    .doing(path, "finish a run")?;
+    tx.execute(
+        "UPDATE campaign_attempts SET finished_at = ?2, outcome = ?3, error = ?4, \
+         result_id = ?5 WHERE id = ?1",
+        params![attempt_id, now, outcome, reason, result_id],
+    )
+    .doing(path, "finish a run")?;
+    tx.execute(
+        "UPDATE campaigns SET current_run = NULL, updated_at = ?2 \
+         WHERE id = (SELECT campaign_id FROM campaign_runs WHERE id = ?1)",
+        params![run_id, now],
+    )
+    .doing(path, "finish a run")?;
+    Ok(())
 }
 
 fn campaign_row(row: &Row<'_>) -> rusqlite::Result<CampaignRow> {

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use super::error::{Context, StoreError};
 use super::schema;
@@ -49,6 +49,41 @@ impl Store {
             tracing::debug!(store = %store.path.display(), ?applied, "store schema updated");
         }
         Ok(store)
+    }
+
+    /// Opens `<home>/kitt.db` for reading only, as `campaign status` and
+    /// `list` do: nothing is created, migrated or written, so they work on a
+    /// home the user cannot write. `None` when there is no store. A store
+    /// whose WAL files cannot be created is read as an immutable file.
+    pub fn open_read_only(home: &Path) -> Result<Option<Store>, StoreError> {
+        let path = home.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let readable = |conn: Connection| -> rusqlite::Result<Connection> {
+            conn.busy_timeout(DEFAULT_BUSY_TIMEOUT)?;
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            Ok(conn)
+        };
+        let conn = match Connection::open_with_flags(&path, flags).and_then(readable) {
+            Ok(conn) => conn,
+            Err(_) => {
+                let uri = format!("file:{}?immutable=1", uri_path(&path));
+                Connection::open_with_flags(uri, flags)
+                    .and_then(readable)
+                    .doing(&path, "open the database for reading")?
+            }
+        };
+        let store = Store { conn, path };
+        let version = store.schema_version()?;
+        let supported = schema::SCHEMA_VERSION;
+        if version > i64::from(supported) {
+            return Err(StoreError::NewerSchema { path: store.path, found: version, supported });
+        }
+        Ok(Some(store))
     }
 
     /// The database file.
@@ -102,4 +137,16 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         tracing::warn!(store = %path.display(), mode, "the store could not use WAL mode");
     }
     Ok(())
+}
+
+/// A file path as the path part of an SQLite URI.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.display().to_string().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
 }

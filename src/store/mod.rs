@@ -20,4 +20,4 @@ pub use campaigns::{
 pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
 pub use error::StoreError;
 pub use results::{ResultFilter, ResultSummary};
-pub use schema::SCHEMA_VERSION;
+pub use schema::{CAMPAIGN_STATE_VERSION, SCHEMA_VERSION};

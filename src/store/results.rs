@@ -70,6 +70,16 @@ impl Store {
     /// Stores a result and all its records in one transaction; an id already
     /// stored is refused with [`StoreError::DuplicateResult`].
     pub fn insert_result(&self, result: &RunResult) -> Result<(), StoreError> {
+        self.insert_result_then(result, |_| Ok(()))
+    }
+
+    /// Stores a result and, in the same transaction, whatever `then` writes
+    /// (a campaign run's success), so neither is ever stored without the other.
+    pub(crate) fn insert_result_then(
+        &self,
+        result: &RunResult,
+        then: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let row = ResultRow::new(result)?;
         let path = &self.path;
 
@@ -88,6 +98,7 @@ impl Store {
         for (position, benchmark) in result.benchmarks.iter().enumerate() {
             insert_benchmark(&tx, path, &result.id, position, benchmark)?;
         }
+        then(&tx)?;
         tx.commit().doing(path, "commit a result")
     }
 

@@ -31,6 +31,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "campaigns", sql: include_str!("migrations/0002_campaigns.sql") },
 ];
 
+/// The first schema version with campaign state.
+pub const CAMPAIGN_STATE_VERSION: i64 = 2;
+
 /// The schema version this kitt writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
@@ -72,6 +75,9 @@ pub(crate) fn migrate(
 
 /// The highest version recorded in the database (0 for an empty one).
 pub(crate) fn current_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    if !history_exists(conn, path)? {
+        return Ok(0);
+    }
     Ok(applied_versions(conn, path)?.last().copied().unwrap_or(0))
 }
 
