@@ -6,6 +6,10 @@ use std::path::PathBuf;
 /// Resolves the kitt home directory from the command-line value (which clap
 /// already fills from `KITT_HOME`).
 pub fn resolve(cli_value: Option<PathBuf>) -> PathBuf {
-    cli_value
-        .unwrap_or_else(|| std::env::home_dir().unwrap_or_else(|| PathBuf::from(".")).join(".kitt"))
+    cli_value.unwrap_or_else(default)
+}
+
+/// `~/.kitt`.
+pub fn default() -> PathBuf {
+    std::env::home_dir().unwrap_or_else(|| PathBuf::from(".")).join(".kitt")
 }

@@ -542,3 +542,42 @@ fn notifications_reach_the_webhook_and_the_mail_server() {
         ["kitt: campaign notify failed", "kitt: run failed: Alpha|llama_cpp|Q4_K_M"]
     );
 }
+
+/// An engine behind a wrapper script outlives a `kill -9` of kitt (the
+/// kernel only kills kitt's direct child); the next `campaign run` finds it
+/// by its owner tag and stops it before resuming.
+#[test]
+fn an_engine_orphaned_behind_a_wrapper_is_stopped_by_the_next_run() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let dir = scratch.models().join("huggingface/test/slow-GGUF");
+    std::fs::create_dir_all(&dir).unwrap();
+    TinyModel::measurably_slow().write(&dir.join("slow-F16.gguf")).unwrap();
+    let wrapper =
+        scratch.write("wrap.sh", &format!("#!/bin/sh\n\"{}\" \"$@\"\n", engine.server.display()));
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let engines = format!(
+        "engines:\n  - name: llama_cpp\n    suite: quick\n    config:\n      binary: {}\n",
+        wrapper.display()
+    );
+    let file = scratch.write("c.yaml", &config("orphan", &[("Slow", "test/slow-GGUF")], &engines));
+    let path = file.to_str().unwrap();
+
+    let child = start_until_benchmarking(&scratch, &engine, &["run", path], "Slow|llama_cpp|F16");
+    signal(&child, Signal::SIGKILL);
+    let _ = finish(child);
+    std::thread::sleep(Duration::from_millis(500));
+    let orphans = processes_mentioning(&scratch.models());
+    assert!(!orphans.is_empty(), "the server behind the wrapper outlived kitt");
+
+    let resumed = run(&scratch, &engine, &["--json", "run", path, "--resume"]);
+    assert!(resumed.stderr.contains("left running by a kitt that died"), "{}", resumed.stderr);
+    for pid in &orphans {
+        assert!(!processes_mentioning(&scratch.models()).contains(pid), "orphan {pid} still runs");
+    }
+    let done = summary(&resumed, 0);
+    assert_eq!(done["runs"][0]["status"], "success", "{done}");
+    no_engine_left(&scratch);
+}

@@ -68,18 +68,23 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
     let began = Instant::now();
     let home = options.home;
     let mut store = Store::open(home).map_err(environment)?;
-    let (id, is_new) = choose_campaign(&store, options)?;
-    let _lock = CampaignLock::acquire(home, &id).map_err(|error| match error {
-        LockError::Held { .. } => KittError::Environment(error.to_string()),
-        LockError::Io { .. } => KittError::Environment(with_causes(&error)),
-    })?;
     let campaign = options.campaign;
     let storage_root = options.plan.storage_root.display().to_string();
     let snapshot = super::config_snapshot(options.config_text);
     let hash = super::config_hash(options.config_text);
     let config_path = std::path::absolute(&campaign.path).unwrap_or_else(|_| campaign.path.clone());
     let config_path = config_path.display().to_string();
-    if is_new {
+    // Another process may create the same generated id between the choice
+    // and the insert; a generated id then moves on to the next suffix.
+    let (id, _lock) = loop {
+        let (id, is_new) = choose_campaign(&store, options)?;
+        let lock = CampaignLock::acquire(home, &id).map_err(|error| match error {
+            LockError::Held { .. } => KittError::Environment(error.to_string()),
+            LockError::Io { .. } => KittError::Environment(with_causes(&error)),
+        })?;
+        if !is_new {
+            break (id, lock);
+        }
         let created = store
             .create_campaign(&NewCampaign {
                 id: &id,
@@ -90,12 +95,16 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 storage_root: &storage_root,
             })
             .map_err(environment)?;
-        if !created {
+        if created {
+            break (id, lock);
+        }
+        if options.campaign_id.is_some() {
             return Err(KittError::Usage(format!(
                 "campaign `{id}` already exists; add --resume to continue it"
             )));
         }
-    }
+    };
+    reap_orphan_engines();
 
     let runs = unique_runs(options.plan);
     let specs: Vec<RunSpec<'_>> = runs
@@ -246,6 +255,17 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         let _ = note.await;
     }
     Ok(outcome)
+}
+
+/// Stops engines a kitt that died left running, and says so.
+pub fn reap_orphan_engines() {
+    let orphans = crate::engine::process::reap_orphans();
+    if !orphans.is_empty() {
+        eprintln!(
+            "warning: stopped {} engine process(es) left running by a kitt that died: {orphans:?}",
+            orphans.len()
+        );
+    }
 }
 
 /// The campaign to drive and whether it must be created.

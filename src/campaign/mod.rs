@@ -55,6 +55,28 @@ pub fn valid_campaign_id(id: &str) -> bool {
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// The command that resumes a campaign, with `--home` when the home is not
+/// the default, ready to paste into a shell.
+pub fn resume_command(config: &str, id: &str, home: &Path) -> String {
+    let home_arg = if home == crate::home::default() {
+        String::new()
+    } else {
+        format!("--home {} ", shell_word(&home.display().to_string()))
+    };
+    format!(
+        "kitt {home_arg}campaign run {} --resume --campaign-id {}",
+        shell_word(config),
+        shell_word(id)
+    )
+}
+
+/// A word a POSIX shell reads back as itself.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
+}
+
 /// SHA-256 of the config file's bytes, as hex.
 pub fn config_hash(source: &str) -> String {
     Sha256::digest(source.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
@@ -144,6 +166,19 @@ mod tests {
             "not enough disk under /m: needs 1 GiB"
         );
         assert_eq!(brief(""), "");
+    }
+
+    #[test]
+    fn resume_commands_name_a_home_that_is_not_the_default_and_quote_paths() {
+        let default = crate::home::default();
+        assert_eq!(
+            resume_command("c.yaml", "x-1", &default),
+            "kitt campaign run c.yaml --resume --campaign-id x-1"
+        );
+        assert_eq!(
+            resume_command("my dir/c.yaml", "x-1", Path::new("/tmp/it's")),
+            "kitt --home '/tmp/it'\\''s' campaign run 'my dir/c.yaml' --resume --campaign-id x-1"
+        );
     }
 
     #[test]

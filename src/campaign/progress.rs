@@ -208,8 +208,16 @@ fn spinner(elapsed: Duration) -> char {
     ['|', '/', '-', '\\'][(elapsed.as_secs() % 4) as usize]
 }
 
+/// The terminal's width (asked of the terminal each redraw, so a resized
+/// window is followed), else `COLUMNS`, else 80.
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|w| *w > 20).unwrap_or(100)
+    comfy_table::Table::new()
+        .width()
+        .map(usize::from)
+        .filter(|width| *width >= 20)
+        .or_else(|| std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()))
+        .filter(|width| *width >= 20)
+        .unwrap_or(80)
 }
 
 /// `1h02m`, `4m05s`, `12s`.

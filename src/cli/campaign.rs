@@ -65,12 +65,12 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
     };
     written.and_then(|()| out.flush()).map_err(KittError::Output)?;
     if outcome.interrupted {
-        eprintln!(
-            "campaign {} interrupted; resume it with: kitt campaign run {} --resume --campaign-id {}",
-            outcome.campaign_id,
-            args.config.display(),
-            outcome.campaign_id
+        let resume = crate::campaign::resume_command(
+            &args.config.display().to_string(),
+            &outcome.campaign_id,
+            home,
         );
+        eprintln!("campaign {} interrupted; resume it with: {resume}", outcome.campaign_id);
         return Err(KittError::Interrupted);
     }
     Ok(if outcome.counts.failed > 0 { Exit::RunsFailed } else { Exit::Success })
@@ -100,7 +100,7 @@ pub fn status(args: &StatusArgs, home: &Path, json: bool) -> Result<Exit, KittEr
                 serde_json::to_writer_pretty(&mut *out, &view)?;
                 writeln!(out)
             } else {
-                report::campaign::write_status(out, &view)
+                report::campaign::write_status(out, &view, home)
             }
         }),
     }

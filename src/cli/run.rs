@@ -62,6 +62,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         phases: None,
         defer_store: false,
     };
+    crate::campaign::coordinator::reap_orphan_engines();
     let outcome = block_on_interruptible(|cancel| async move { execute(&request, &cancel).await })?;
 
     match outcome {

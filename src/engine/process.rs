@@ -65,6 +65,7 @@ impl EngineProcess {
         command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(OWNER_ENV, owner_tag())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -207,6 +208,61 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
         unsafe { nix::libc::_exit(1) }
     }
     Ok(())
+}
+
+/// Set on every engine kitt starts (and inherited by anything it starts):
+/// `<kitt pid>:<kitt start time>`, so engines orphaned by a kitt that died
+/// can be found and stopped later.
+pub const OWNER_ENV: &str = "KITT_ENGINE_OWNER";
+
+/// This process's owner tag.
+fn owner_tag() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", start_time(pid).unwrap_or(0))
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops engine processes whose kitt died without stopping them (the
+/// kernel kills an engine kitt started directly when kitt dies, but not
+/// processes that engine started, such as a server behind a wrapper
+/// script). Only processes carrying [`OWNER_ENV`] of a kitt that is no longer
+/// running are touched; their whole process group is killed. Returns the
+/// process ids found.
+pub fn reap_orphans() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let me = std::process::id();
+    let mut orphans = Vec::new();
+    for pid in entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+    {
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Some(tag) = environ
+            .split(|byte| *byte == 0)
+            .filter_map(|entry| std::str::from_utf8(entry).ok())
+            .find_map(|entry| entry.strip_prefix(OWNER_ENV)?.strip_prefix('='))
+        else {
+            continue;
+        };
+        let Some((owner, started)) = tag.split_once(':') else { continue };
+        let (Ok(owner), Ok(started)) = (owner.parse::<u32>(), started.parse::<u64>()) else {
+            continue;
+        };
+        if start_time(owner) == Some(started) {
+            continue; // its kitt is alive
+        }
+        if let Some(pgid) = process_group_of(pid).and_then(|pgid| i32::try_from(pgid).ok()) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            orphans.push(pid);
+        }
+    }
+    orphans
 }
 
 #[cfg(test)]

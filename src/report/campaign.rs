@@ -60,7 +60,11 @@ pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> 
         out,
         "Campaign {} {state} in {}: {} runs, {} succeeded, {} failed, {} skipped, {} pending",
         outcome.campaign_id,
-        clock(outcome.elapsed),
+        if outcome.elapsed.as_secs() < 60 {
+            format!("{:.1}s", outcome.elapsed.as_secs_f64())
+        } else {
+            clock(outcome.elapsed)
+        },
         counts.total(),
         counts.success,
         counts.failed,
@@ -160,7 +164,7 @@ fn state(campaign: &CampaignRow, live: bool) -> &'static str {
 }
 
 /// `campaign status` as text.
-pub fn write_status(out: &mut impl Write, view: &StatusView) -> io::Result<()> {
+pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io::Result<()> {
     let campaign = &view.campaign;
     writeln!(out, "Campaign: {} ({})", campaign.name, campaign.id)?;
     let owner = match (view.live, campaign.owner_pid, &campaign.owner_host) {
@@ -169,11 +173,8 @@ pub fn write_status(out: &mut impl Write, view: &StatusView) -> io::Result<()> {
     };
     writeln!(out, "Status:   {}{owner}", view.state)?;
     if view.state == "interrupted" || campaign.status == CampaignStatus::Pending {
-        writeln!(
-            out,
-            "          resume with: kitt campaign run {} --resume --campaign-id {}",
-            campaign.config_path, campaign.id
-        )?;
+        let resume = crate::campaign::resume_command(&campaign.config_path, &campaign.id, home);
+        writeln!(out, "          resume with: {resume}")?;
     }
     writeln!(out, "Config:   {}", campaign.config_path)?;
     writeln!(out, "Created:  {}", campaign.created_at)?;
@@ -181,9 +182,11 @@ pub fn write_status(out: &mut impl Write, view: &StatusView) -> io::Result<()> {
         writeln!(out, "Finished: {finished}")?;
     }
     let counts = &view.counts;
+    // A run left `running` by a process that died was interrupted.
+    let running = if view.live { "running" } else { "interrupted" };
     writeln!(
         out,
-        "Runs:     {} total | {} success | {} failed | {} skipped | {} running | {} pending",
+        "Runs:     {} total | {} success | {} failed | {} skipped | {} {running} | {} pending",
         view.total, counts.success, counts.failed, counts.skipped, counts.running, counts.pending
     )?;
     if let Some(run) = &view.current_run {
