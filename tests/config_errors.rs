@@ -210,6 +210,13 @@ fn secrets_on_an_error_line_are_redacted() {
         ),
         format!("campaign_name: c\nhf_token:\n  - hf_SECRET4\n{VALID_TAIL}"),
         format!("campaign_name: c\n\"hf_token\": [hf_SECRET5]\n{VALID_TAIL}"),
+        // A quoted secret running onto the next line inside a flow mapping,
+        // a plain one continued below its key, and one echoed through an alias.
+        format!(
+            "campaign_name: c\nnotifications: {{webhook_url: \"https://h/T000/\n  B000/SECRET6\", on_complete: maybe}}\n{VALID_TAIL}"
+        ),
+        format!("campaign_name: c\nhf_token: hf_A\n  hf_SECRET7: x\n{VALID_TAIL}"),
+        format!("campaign_name: c\nhf_token: &tok hf_SECRET8\nschedule: *tok\n{VALID_TAIL}"),
     ] {
         let stderr = rejected(&yaml);
         assert!(!stderr.contains("SECRET"), "{stderr}");

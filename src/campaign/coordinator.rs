@@ -205,10 +205,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 {
                     let message = Message {
                         title: format!("kitt: run failed: {}", planned.key),
-                        body: format!(
-                            "Campaign: {} ({id})\nRun: {}\nError: {error}",
-                            campaign.name, planned.key
-                        ),
+                        body: failure_body(&campaign.name, &id, &planned.key, &error),
                     };
                     let notifier = Arc::clone(&notifier);
                     notes.push(tokio::spawn(async move {
@@ -466,7 +463,8 @@ async fn run_one(
         }
         Err(error) => {
             let mut text = with_causes(&error);
-            let log = crate::run::engine_log_path(context.home, &run_id_text);
+            let home = std::path::absolute(context.home).unwrap_or_else(|_| context.home.into());
+            let log = crate::run::engine_log_path(&home, &run_id_text);
             if log.is_file() {
                 text.push_str(&format!("\n{}{}", super::ENGINE_LOG_NOTE, log.display()));
             }
@@ -601,6 +599,17 @@ fn benchmark_failures(result: &RunResult) -> String {
     } else {
         format!("no valid measurements: {}", failures.join("; "))
     }
+}
+
+/// A failed run's notification: the reason on one line (with the log's
+/// cause) and where the full engine log is.
+fn failure_body(campaign: &str, id: &str, key: &str, error: &str) -> String {
+    let mut body =
+        format!("Campaign: {campaign} ({id})\nRun: {key}\nError: {}", super::brief(error));
+    if let Some(log) = error.lines().find_map(|line| line.strip_prefix(super::ENGINE_LOG_NOTE)) {
+        body.push_str(&format!("\nEngine log: {log}"));
+    }
+    body
 }
 
 fn completion_body(campaign: &Campaign, outcome: &Outcome) -> String {

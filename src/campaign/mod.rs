@@ -48,10 +48,11 @@ pub fn new_campaign_id(name: &str, now: jiff::Timestamp) -> String {
 }
 
 /// Whether an id given with `--campaign-id` is one kitt can store and use in
-/// a file name: 1–100 letters, digits, `.`, `_` or `-`, not starting with `.`.
+/// a file name and on a command line: 1–100 letters, digits, `.`, `_` or `-`,
+/// starting with a letter or digit.
 pub fn valid_campaign_id(id: &str) -> bool {
     (1..=100).contains(&id.len())
-        && !id.starts_with('.')
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
@@ -89,7 +90,12 @@ pub fn config_hash(source: &str) -> String {
 pub fn config_snapshot(source: &str) -> String {
     match serde_saphyr::from_str::<serde_json::Value>(source) {
         Ok(mut value) => {
-            redact(&mut value);
+            let mut secrets = Vec::new();
+            redact(&mut value, &mut secrets);
+            // The same values reached elsewhere (a YAML alias) and passwords
+            // in URLs go too.
+            secrets.retain(|secret| secret.chars().count() >= 3);
+            scrub(&mut value, &secrets);
             serde_json::to_string_pretty(&value).unwrap_or_default()
         }
         // The loader accepted the file, so this is not expected; store no
@@ -98,21 +104,62 @@ pub fn config_snapshot(source: &str) -> String {
     }
 }
 
-fn redact(value: &mut serde_json::Value) {
+/// Replaces the values of credential keys, collecting the strings replaced.
+fn redact(value: &mut serde_json::Value, secrets: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, value) in map.iter_mut() {
                 if crate::config::is_secret_key(key) {
-                    *value = serde_json::Value::String("<redacted>".into());
+                    strings(value, secrets);
+                    *value = serde_json::Value::String(REDACTED.into());
                 } else {
-                    redact(value);
+                    redact(value, secrets);
                 }
             }
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| redact(item, secrets)),
         _ => {}
     }
 }
+
+fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(text) => out.push(text.trim().to_owned()),
+        serde_json::Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|item| strings(item, out)),
+        _ => {}
+    }
+}
+
+/// Removes `secrets` and URL passwords from every string (keys included).
+fn scrub(value: &mut serde_json::Value, secrets: &[String]) {
+    let clean = |text: &str| {
+        let mut text = USERINFO.replace_all(text, "://<redacted>@").into_owned();
+        for secret in secrets {
+            text = text.replace(secret.as_str(), REDACTED);
+        }
+        text
+    };
+    match value {
+        serde_json::Value::String(text) => *text = clean(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| scrub(item, secrets)),
+        serde_json::Value::Object(map) => {
+            let entries: Vec<(String, serde_json::Value)> =
+                std::mem::take(map).into_iter().collect();
+            for (key, mut item) in entries {
+                scrub(&mut item, secrets);
+                map.insert(clean(&key), item);
+            }
+        }
+        _ => {}
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// The `user:password` of a URL.
+static USERINFO: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"://[^/@\s]+@").expect("static regex"));
 
 /// A failure or skip reason on one line for tables, progress and
 /// notifications: its first line, and for an engine failure the last line of
@@ -184,7 +231,7 @@ mod tests {
     #[test]
     fn given_ids_are_checked() {
         assert!(valid_campaign_id("nightly-1.2_b"));
-        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(101)] {
+        for bad in ["", ".hidden", "-bar", "a/b", "a b", &"x".repeat(101)] {
             assert!(!valid_campaign_id(bad), "{bad:?}");
         }
     }
@@ -192,13 +239,15 @@ mod tests {
     #[test]
     fn snapshots_hide_credentials_however_written() {
         let source = "campaign_name: x\n\
-            hf_token: |\n  hf_BLOCK\n\
+            hf_token: &tok |\n  hf_BLOCK\n\
             devon_api_key:\n  MULTILINE\n\
             \"smtp_password\": QUOTED\n\
             notifications: {webhook_url: \"http://h/T/FLOW\", on_complete: true}\n\
+            description: *tok\n\
+            devon_url: \"http://user:PASSWORD@h:9/\"\n\
             models:\n  - name: m\n    gguf_repo: o/r\n";
         let snapshot = config_snapshot(source);
-        for secret in ["hf_BLOCK", "MULTILINE", "QUOTED", "FLOW"] {
+        for secret in ["hf_BLOCK", "MULTILINE", "QUOTED", "FLOW", "PASSWORD"] {
             assert!(!snapshot.contains(secret), "{secret} in {snapshot}");
         }
         assert!(

@@ -114,11 +114,22 @@ struct SecretLines {
 impl SecretLines {
     fn scan(source: &str) -> SecretLines {
         let mut found = SecretLines::default();
-        // The indentation of a credential key whose value continues below.
+        // The indentation of a credential key whose value may continue below
+        // (block scalars, multi-line plain scalars, lists).
         let mut open_block: Option<usize> = None;
+        // A quoted credential that has not closed yet, in any context.
+        let mut open_quote: Option<char> = None;
         for (index, line) in source.lines().enumerate() {
             let indent = line.len() - line.trim_start().len();
             let trimmed = line.trim();
+            if let Some(quote) = open_quote {
+                found.value(trimmed.split(quote).next().unwrap_or_default());
+                found.lines.insert(index, format!("{}<redacted>", &line[..indent]));
+                if trimmed.contains(quote) {
+                    open_quote = None;
+                }
+                continue;
+            }
             if let Some(key_indent) = open_block {
                 if trimmed.is_empty() || indent > key_indent {
                     found.value(trimmed.trim_start_matches("- "));
@@ -133,21 +144,18 @@ impl SecretLines {
                     let value = captures[4].trim();
                     let prefix = &captures[1];
                     found.lines.insert(index, format!("{prefix}{key}: <redacted>"));
-                    let continues = value.is_empty()
-                        || value.starts_with(['|', '>', '&'])
-                        || (value.starts_with('"') && !value[1..].contains('"'))
-                        || (value.starts_with('\'') && !value[1..].contains('\''));
-                    if continues {
-                        open_block = Some(prefix.len());
-                    }
+                    open_quote = unclosed_quote(value);
+                    open_block = Some(prefix.len());
                     found.value(value);
                     continue;
                 }
             }
             for captures in FLOW_KEY.captures_iter(line) {
                 if is_secret_key(&captures[2]) {
-                    found.value(captures[4].trim());
+                    let value = captures[4].trim();
+                    found.value(value);
                     found.lines.insert(index, format!("{}<redacted>", &line[..indent]));
+                    open_quote = open_quote.or(unclosed_quote(value));
                 }
             }
         }
@@ -155,12 +163,28 @@ impl SecretLines {
     }
 
     fn value(&mut self, value: &str) {
+        // An anchor (`&name value`) names the value; the secret follows it.
+        let value = value.trim();
+        let value = match value.strip_prefix('&') {
+            Some(anchored) => anchored.split_once(char::is_whitespace).map_or("", |(_, rest)| rest),
+            None => value,
+        };
         let value = value.trim().trim_matches(['"', '\'']).trim();
-        let indicator = value.starts_with(['|', '>', '&', '*']) && value.len() <= 3;
+        let indicator = value.starts_with(['|', '>', '*']) && value.len() <= 3;
         if value.chars().count() >= 3 && !indicator {
             self.values.push(value.to_owned());
         }
     }
+}
+
+/// The quote a scalar opens without closing on its line, if any.
+fn unclosed_quote(value: &str) -> Option<char> {
+    let value = match value.trim().strip_prefix('&') {
+        Some(anchored) => anchored.split_once(char::is_whitespace).map_or("", |(_, rest)| rest),
+        None => value.trim(),
+    };
+    let quote = value.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+    (!value[1..].contains(quote)).then_some(quote)
 }
 
 /// A key and its value inside a `{…}` flow mapping.

@@ -9,6 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -27,7 +28,12 @@ pub fn kill_all_engines() {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
     }
+    let mine = format!("{}:", owner_tag());
+    kill_tagged(|tag| tag.starts_with(&mine));
 }
+
+/// Numbers the engines this process starts, for their tags.
+static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
 
 fn register(pgid: u32, live: bool) {
     if let Ok(mut groups) = LIVE_GROUPS.lock() {
@@ -49,6 +55,8 @@ pub struct EngineProcess {
     pid: u32,
     log_path: PathBuf,
     stopped: bool,
+    /// This engine's [`OWNER_ENV`] value.
+    tag: String,
 }
 
 impl EngineProcess {
@@ -61,11 +69,12 @@ impl EngineProcess {
         log_path: &Path,
     ) -> io::Result<Self> {
         let log = OpenOptions::new().create(true).append(true).open(log_path)?;
+        let tag = format!("{}:{}", owner_tag(), NEXT_ENGINE.fetch_add(1, Ordering::Relaxed));
         let mut command = Command::new(program);
         command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(OWNER_ENV, owner_tag())
+            .env(OWNER_ENV, &tag)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -80,7 +89,7 @@ impl EngineProcess {
         let child = command.spawn()?;
         let pid = child.id().ok_or_else(|| io::Error::other("the engine exited at once"))?;
         register(pid, true);
-        Ok(EngineProcess { child, pid, log_path: log_path.to_owned(), stopped: false })
+        Ok(EngineProcess { child, pid, log_path: log_path.to_owned(), stopped: false, tag })
     }
 
     /// The leader's process id (also the process group id).
@@ -117,6 +126,9 @@ impl EngineProcess {
         while !group_members(self.pid).is_empty() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Processes the engine moved out of its group (a wrapper that
+        // daemonizes the server) still carry its tag.
+        kill_tagged(|tag| tag == self.tag);
         self.stopped = true;
         register(self.pid, false);
         Ok(())
@@ -138,6 +150,7 @@ impl Drop for EngineProcess {
     fn drop(&mut self) {
         if !self.stopped {
             self.signal_group(Signal::SIGKILL);
+            kill_tagged(|tag| tag == self.tag);
             register(self.pid, false);
             // Reap the leader so it does not linger as a zombie.
             let _ = self.child.start_kill();
@@ -211,8 +224,9 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
 }
 
 /// Set on every engine kitt starts (and inherited by anything it starts):
-/// `<kitt pid>:<kitt start time>`, so engines orphaned by a kitt that died
-/// can be found and stopped later.
+/// `<kitt pid>:<kitt start time>:<engine number>`, so an engine's strays
+/// are stopped with it, and engines orphaned by a kitt that died can be
+/// found and stopped later.
 pub const OWNER_ENV: &str = "KITT_ENGINE_OWNER";
 
 /// This process's owner tag.
@@ -234,35 +248,42 @@ fn start_time(pid: u32) -> Option<u64> {
 /// running are touched; their whole process group is killed. Returns the
 /// process ids found.
 pub fn reap_orphans() -> Vec<u32> {
+    kill_tagged(|tag| {
+        let mut parts = tag.split(':');
+        let owner = parts.next().and_then(|pid| pid.parse::<u32>().ok());
+        let started = parts.next().and_then(|ticks| ticks.parse::<u64>().ok());
+        match (owner, started) {
+            (Some(owner), Some(started)) => start_time(owner) != Some(started),
+            _ => false,
+        }
+    })
+}
+
+/// SIGKILLs the process group of every process (other than this one) whose
+/// [`OWNER_ENV`] value satisfies `matches`; returns their ids.
+fn kill_tagged(matches: impl Fn(&str) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let me = std::process::id();
-    let mut orphans = Vec::new();
+    let mut killed = Vec::new();
     for pid in entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
     {
         if pid == me {
             continue;
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let Some(tag) = environ
+        let tag = environ
             .split(|byte| *byte == 0)
             .filter_map(|entry| std::str::from_utf8(entry).ok())
-            .find_map(|entry| entry.strip_prefix(OWNER_ENV)?.strip_prefix('='))
-        else {
+            .find_map(|entry| entry.strip_prefix(OWNER_ENV)?.strip_prefix('='));
+        if !tag.is_some_and(&matches) {
             continue;
-        };
-        let Some((owner, started)) = tag.split_once(':') else { continue };
-        let (Ok(owner), Ok(started)) = (owner.parse::<u32>(), started.parse::<u64>()) else {
-            continue;
-        };
-        if start_time(owner) == Some(started) {
-            continue; // its kitt is alive
         }
         if let Some(pgid) = process_group_of(pid).and_then(|pgid| i32::try_from(pgid).ok()) {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            orphans.push(pid);
+            killed.push(pid);
         }
     }
-    orphans
+    killed
 }
 
 #[cfg(test)]

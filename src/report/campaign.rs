@@ -23,15 +23,17 @@ const FAILED_SHOWN: usize = 20;
 /// Reasons are cut to this many characters in tables.
 const REASON_WIDTH: usize = 90;
 
-/// The summary table of every run, then the totals.
+/// The summary table of every run, the reasons of failed and skipped runs
+/// below it (one line each, so they read at any terminal width), then the
+/// totals.
 pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     super::fit_to_terminal(&mut table);
-    table.set_header(["run", "status", "duration", "tok/s", "TTFT p50 ms", "errors", "note"]);
-    // Only the note wraps: keys, statuses and numbers stay on one line.
-    let mut constraints = vec![ColumnConstraint::ContentWidth; 6];
-    constraints.push(ColumnConstraint::UpperBoundary(Width::Percentage(40)));
+    table.set_header(["run", "status", "time", "tok/s", "TTFT p50 ms", "errors"]);
+    // Statuses and numbers stay on one line; a long run key wraps.
+    let mut constraints = vec![ColumnConstraint::LowerBoundary(Width::Fixed(16))];
+    constraints.extend([ColumnConstraint::ContentWidth; 5]);
     table.set_constraints(constraints);
     for run in &outcome.runs {
         table.add_row(vec![
@@ -44,7 +46,6 @@ pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> 
                 .error_rate
                 .map(|rate| format!("{:.1} %", rate * 100.0))
                 .unwrap_or_default(),
-            short(run.reason.as_deref().unwrap_or_default()),
         ]);
     }
     for column in 2..=5 {
@@ -53,6 +54,11 @@ pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> 
         }
     }
     writeln!(out, "{table}")?;
+    for run in outcome.runs.iter().filter(|run| run.status != RunStatus::Success) {
+        if let Some(reason) = run.reason.as_deref().filter(|reason| !reason.is_empty()) {
+            writeln!(out, "{} {}: {}", run.status, run.key, crate::campaign::brief(reason))?;
+        }
+    }
     let counts = &outcome.counts;
     let state =
         if outcome.interrupted { "interrupted".to_owned() } else { outcome.status.to_string() };
@@ -99,8 +105,10 @@ pub struct StatusView {
     pub live: bool,
     /// Runs in the current config.
     pub total: u64,
-    /// Runs per status.
+    /// Runs per status as stored.
     pub counts: RunCounts,
+    /// Runs left `running` by a process that died (0 while live).
+    pub interrupted_runs: u64,
     /// The run being executed.
     pub current_run: Option<RunRow>,
     /// Failed runs with their errors.
@@ -145,6 +153,7 @@ pub fn status_view(
         state: state(&campaign, live),
         live,
         total: counts.total(),
+        interrupted_runs: if live { 0 } else { counts.running },
         counts,
         current_run,
         failed_runs,

@@ -70,7 +70,19 @@ impl Store {
         };
         let conn = match Connection::open_with_flags(&path, flags).and_then(readable) {
             Ok(conn) => conn,
-            Err(_) => {
+            Err(error) => {
+                // Read as an immutable file only when no write-ahead log
+                // holds changes the file itself lacks.
+                let wal = path.with_file_name(format!("{DB_FILE}-wal"));
+                if std::fs::metadata(&wal).is_ok_and(|meta| meta.len() > 0) {
+                    return Err(StoreError::Unwritable {
+                        path,
+                        action: "read the store: its write-ahead log holds changes and the \
+                                 home is read-only; run any kitt command once with write access \
+                                 to fold them in",
+                        source: Some(error),
+                    });
+                }
                 let uri = format!("file:{}?immutable=1", uri_path(&path));
                 Connection::open_with_flags(uri, flags)
                     .and_then(readable)
@@ -128,9 +140,21 @@ fn create_home(home: &Path) -> Result<(), StoreError> {
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.pragma_update(None, "foreign_keys", true).doing(path, "enable foreign keys")?;
 
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .doing(path, "switch to WAL mode")?;
+    // Switching a new database to WAL takes an exclusive lock that the busy
+    // timeout does not cover; two kitt processes creating the store at once
+    // retry for a while instead of failing.
+    let deadline = std::time::Instant::now() + DEFAULT_BUSY_TIMEOUT;
+    let mode: String = loop {
+        match conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .doing(path, "switch to WAL mode")
+        {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => break result?,
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         // Some file systems (network mounts) cannot share memory for WAL; the
         // store still works, but readers then wait for writers.
