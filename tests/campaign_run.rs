@@ -34,6 +34,14 @@ fn install(scratch: &Scratch, engine: &Engine, repo: &str, model: &TinyModel, qu
     }
 }
 
+/// The measurably slow model (F16) as `test/slow-GGUF`: its quick suite
+/// lasts several seconds, long enough to interrupt.
+fn install_slow(scratch: &Scratch) {
+    let dir = scratch.models().join("huggingface/test/slow-GGUF");
+    std::fs::create_dir_all(&dir).unwrap();
+    TinyModel::measurably_slow().write(&dir.join("slow-F16.gguf")).unwrap();
+}
+
 fn config(name: &str, models: &[(&str, &str)], extra: &str) -> String {
     let mut text = format!("campaign_name: {name}\nmodels:\n");
     for (model, repo) in models {
@@ -302,10 +310,7 @@ fn kill_9_mid_run_then_resume_redoes_only_the_interrupted_run() {
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
     install(&scratch, &engine, "test/fast-GGUF", &TinyModel::default(), &[]);
-    let slow = TinyModel::measurably_slow();
-    let dir = scratch.models().join("huggingface/test/slow-GGUF");
-    std::fs::create_dir_all(&dir).unwrap();
-    slow.write(&dir.join("slow-F16.gguf")).unwrap();
+    install_slow(&scratch);
     let file = scratch.write(
         "c.yaml",
         &config("crash", &[("Fast", "test/fast-GGUF"), ("Slow", "test/slow-GGUF")], ""),
@@ -342,9 +347,7 @@ fn ctrl_c_stops_cleanly_and_resume_completes() {
     let Some(engine) = Engine::find() else { return };
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
-    let dir = scratch.models().join("huggingface/test/slow-GGUF");
-    std::fs::create_dir_all(&dir).unwrap();
-    TinyModel::measurably_slow().write(&dir.join("slow-F16.gguf")).unwrap();
+    install_slow(&scratch);
     install(&scratch, &engine, "test/fast-GGUF", &TinyModel::default(), &[]);
     let file = scratch.write(
         "c.yaml",
@@ -551,9 +554,7 @@ fn an_engine_orphaned_behind_a_wrapper_is_stopped_by_the_next_run() {
     let Some(engine) = Engine::find() else { return };
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
-    let dir = scratch.models().join("huggingface/test/slow-GGUF");
-    std::fs::create_dir_all(&dir).unwrap();
-    TinyModel::measurably_slow().write(&dir.join("slow-F16.gguf")).unwrap();
+    install_slow(&scratch);
     let wrapper =
         scratch.write("wrap.sh", &format!("#!/bin/sh\n\"{}\" \"$@\"\n", engine.server.display()));
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
