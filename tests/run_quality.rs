@@ -16,6 +16,7 @@ use kitt::gguf::TinyModel;
 use kitt::store::Store;
 use serde_json::{Value, json};
 use support::engine::{Engine, ServerLock, make_model};
+use support::parquet;
 use support::stream::{Script, ScriptedStream};
 
 /// How the scripted server treats an item, found by its tag in the prompt.
@@ -50,17 +51,19 @@ fn mmlu_row(tag: &str, choices: [&str; 4], answer: usize) -> String {
     .to_string()
 }
 
-fn truthfulqa_row(tag: &str, right: &str, wrong: &[&str]) -> String {
+/// A TruthfulQA row as published: the right choice first, labelled 1.
+fn truthfulqa_row<'a>(question: &'a str, right: &'a str, wrong: &[&'a str]) -> TruthfulRow<'a> {
     let mut choices = vec![right];
     choices.extend_from_slice(wrong);
-    let labels: Vec<u8> = (0..choices.len()).map(|i| u8::from(i == 0)).collect();
-    json!({"question": format!("{tag} Really?"),
-           "mc1_targets": {"choices": choices, "labels": labels}})
-    .to_string()
+    let labels = (0..choices.len()).map(|i| i32::from(i == 0)).collect();
+    (question, choices, labels)
 }
 
-/// Writes the four datasets under `<home>/datasets/`, as published (a train
-/// file that must never be read sits beside GSM8K's test split).
+type TruthfulRow<'a> = (&'a str, Vec<&'a str>, Vec<i32>);
+
+/// Writes the four datasets under `<home>/datasets/`, as published, in all
+/// three formats (a train file that must never be read sits beside GSM8K's
+/// test split).
 fn write_datasets(scratch: &Scratch) {
     let home = scratch.home();
     let mmlu = [
@@ -78,12 +81,12 @@ fn write_datasets(scratch: &Scratch) {
     write(&home.join("datasets/gsm8k/main/test.csv"), gsm8k);
     write(&home.join("datasets/gsm8k/main/train.csv"), "not,a\nusable,file,at all\n");
     let truthfulqa = [
-        truthfulqa_row("[t1]", "Nothing happens", &["You die", "You get rich", "It rains"]),
-        truthfulqa_row("[t2]", "No", &["Yes", "Only on Sundays"]),
-        truthfulqa_row("[t3]", "It depends", &["Always", "Never", "Twice", "Once"]),
+        truthfulqa_row("[t1] Really?", "Nothing happens", &["You die", "You get rich", "Rain"]),
+        truthfulqa_row("[t2] Really?", "No", &["Yes", "Only on Sundays"]),
+        truthfulqa_row("[t3] Really?", "It depends", &["Always", "Never", "Twice", "Once"]),
     ];
-    let validation = "datasets/truthfulqa/multiple_choice/validation-00000-of-00001.jsonl";
-    write(&home.join(validation), &truthfulqa.join("\n"));
+    let validation = "datasets/truthfulqa/multiple_choice/validation-00000-of-00001.parquet";
+    parquet::write_truthfulqa(&home.join(validation), &truthfulqa);
     let hellaswag = "ctx,endings,label\n\
         [h1] A dog runs to the ball and,\"[\"\"picks up the ball.\"\", \"\"flies away.\"\", \
         \"\"sings.\"\", \"\"reads a book.\"\"]\",0\n\
@@ -294,6 +297,30 @@ fn a_malformed_dataset_fails_the_benchmark_naming_file_and_line() {
     assert!(reason.contains(&format!("{} line 3", file.display())), "{reason}");
     assert!(reason.contains("#### <number>"), "{reason}");
     assert_eq!(server.requests("/v1/chat/completions"), 0);
+}
+
+#[test]
+fn a_parquet_row_out_of_layout_fails_naming_file_and_row() {
+    let scratch = Scratch::new();
+    let file = scratch.home().join("datasets/mmlu/all/test-00000-of-00001.parquet");
+    let rows = [
+        ("[m1] Pick one.", "trivia", ["Rome", "Paris", "Madrid", "Oslo"], 1),
+        ("[m2] Pick one.", "trivia", ["4", "5", "6", "3"], 9),
+    ];
+    parquet::write_mmlu(&file, &rows);
+    let server = scripted_server();
+    let suite = quality_suite(&scratch, "mmlu");
+
+    let limited = run_scripted(&scratch, &server, &suite, &["--limit", "1"]);
+    let outcome = run_scripted(&scratch, &server, &suite, &[]);
+
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    let result: Value = serde_json::from_str(&outcome.stdout).unwrap();
+    let reason = benchmark(&result, "mmlu")["status"]["reason"].as_str().unwrap().to_owned();
+    let expected =
+        format!("{} row 2: `answer` must be an option index from 0 to 3", file.display());
+    assert!(reason.contains(&expected), "{reason}");
+    assert_eq!(limited.code, 1, "the whole file is checked even with --limit");
 }
 
 #[test]

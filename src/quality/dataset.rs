@@ -3,12 +3,14 @@
 //! A benchmark reads `<kitt home>/datasets/<name>/`, or the file or folder its
 //! YAML names in `dataset_path`. In a folder (searched three levels deep, as
 //! the Hub lays datasets out: `all/test-00000-of-00001.parquet`), files
-//! ending in `.jsonl` or `.csv` are candidates, and the split is chosen by the
+//! ending in `.jsonl`, `.csv` or `.parquet` are candidates, and the split is chosen by the
 //! words of the file name: `test` first, then `validation` (also `val`,
 //! `valid`); HellaSwag prefers `validation`, because its published test split
 //! has no labels. Files naming `train` or `dev` are never read; files naming
 //! no split are read when no split is found. Several files of one split
-//! (shards) are read in name order. Parquet files are recognised, not read.
+//! (shards) are read in name order. When a split has files in several formats,
+//! only one format is read: JSONL, else CSV, else Parquet (the Hub's layout,
+//! Snappy-compressed or uncompressed).
 
 use std::path::{Path, PathBuf};
 
@@ -67,7 +69,7 @@ impl Dataset {
 pub enum DatasetError {
     /// Nothing to read: the benchmark is not run.
     #[error(
-        "no {dataset} dataset: put its files (JSONL or CSV, as published) in {}, \
+        "no {dataset} dataset: put its files (JSONL, CSV or Parquet, as published) in {}, \
          or set `dataset_path` in the benchmark's YAML",
         location.display()
     )]
@@ -77,18 +79,6 @@ pub enum DatasetError {
         /// Where kitt looked.
         location: PathBuf,
     },
-    /// Only files this version cannot read: the benchmark is not run.
-    #[error(
-        "{} holds only Parquet files for the chosen split ({files}); this version of kitt \
-         reads JSONL and CSV, so convert them or add the JSONL or CSV files",
-        location.display()
-    )]
-    Unsupported {
-        /// Where kitt looked.
-        location: PathBuf,
-        /// The files found.
-        files: String,
-    },
     /// A file could not be read.
     #[error("cannot read {}", path.display())]
     Read {
@@ -97,6 +87,25 @@ pub enum DatasetError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A Parquet file could not be read.
+    #[error("cannot read {} as Parquet", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// A Parquet row does not have the published layout.
+    #[error("{} row {row}: {message}", path.display())]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// 1-based row.
+        row: u64,
+        /// What is wrong.
+        message: String,
     },
     /// A row does not have the published layout.
     #[error("{} line {line}: {message}", path.display())]
@@ -119,7 +128,7 @@ pub enum DatasetError {
 impl DatasetError {
     /// Whether the benchmark should be reported "not run" rather than failed.
     pub fn is_not_run(&self) -> bool {
-        matches!(self, DatasetError::Missing { .. } | DatasetError::Unsupported { .. })
+        matches!(self, DatasetError::Missing { .. })
     }
 }
 
@@ -148,13 +157,16 @@ pub fn load(dataset: Dataset, location: &Path) -> Result<Loaded, DatasetError> {
     let files = choose_files(dataset, location)?;
     let mut questions = Vec::new();
     for file in &files {
+        if is_parquet(file) {
+            rows::read_parquet(dataset, file, &mut questions)?;
+            continue;
+        }
         let text = std::fs::read_to_string(file)
             .map_err(|source| DatasetError::Read { path: file.clone(), source })?;
-        let start = questions.len();
         if is_csv(file) {
-            rows::read_csv(dataset, file, &text, start, &mut questions)?;
+            rows::read_csv(dataset, file, &text, &mut questions)?;
         } else {
-            rows::read_jsonl(dataset, file, &text, start, &mut questions)?;
+            rows::read_jsonl(dataset, file, &text, &mut questions)?;
         }
     }
     if questions.is_empty() {
@@ -184,15 +196,11 @@ fn choose_files(dataset: Dataset, location: &Path) -> Result<Vec<PathBuf>, Datas
         return Err(missing());
     }
 
-    let readable: Vec<PathBuf> = chosen.iter().filter(|f| !is_parquet(f)).cloned().collect();
-    if readable.is_empty() {
-        let names: Vec<String> = chosen.iter().map(|f| display_name(location, f)).collect();
-        return Err(DatasetError::Unsupported {
-            location: location.to_owned(),
-            files: names.join(", "),
-        });
-    }
-    Ok(readable)
+    let formats: [fn(&Path) -> bool; 3] = [is_jsonl, is_csv, is_parquet];
+    let of_format = |is: &fn(&Path) -> bool| -> Vec<PathBuf> {
+        chosen.iter().filter(|file| is(file)).cloned().collect()
+    };
+    Ok(formats.iter().map(of_format).find(|files| !files.is_empty()).unwrap_or_default())
 }
 
 /// Candidate files below `dir`; unreadable folders are skipped.
@@ -243,10 +251,6 @@ fn is_parquet(file: &Path) -> bool {
     extension_is(file, "parquet")
 }
 
-fn display_name(root: &Path, file: &Path) -> String {
-    file.strip_prefix(root).unwrap_or(file).display().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,17 +294,29 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_folder_or_only_parquet_is_not_run_with_the_reason() {
+    fn a_missing_folder_is_not_run_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let error = load(Dataset::Gsm8k, &dir.path().join("gsm8k")).unwrap_err();
         assert!(error.is_not_run());
         assert!(error.to_string().contains("gsm8k"), "{error}");
         assert!(error.to_string().contains("dataset_path"), "{error}");
+        write(dir.path(), "gsm8k/main/train.jsonl", "{}\n");
+        assert!(load(Dataset::Gsm8k, &dir.path().join("gsm8k")).unwrap_err().is_not_run());
+    }
 
-        write(dir.path(), "gsm8k/main/test-00000-of-00001.parquet", "PAR1");
-        let error = load(Dataset::Gsm8k, &dir.path().join("gsm8k")).unwrap_err();
-        assert!(error.is_not_run());
-        assert!(error.to_string().contains("main/test-00000-of-00001.parquet"), "{error}");
+    #[test]
+    fn one_format_is_read_per_split_and_broken_parquet_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "all/test.jsonl", &format!("{MMLU_ROW}\n"));
+        write(dir.path(), "all/test.parquet", "PAR1 but not really");
+        let loaded = load(Dataset::Mmlu, dir.path()).unwrap();
+        assert_eq!(loaded.files.len(), 1);
+        assert!(loaded.files[0].ends_with("all/test.jsonl"));
+
+        std::fs::remove_file(dir.path().join("all/test.jsonl")).unwrap();
+        let error = load(Dataset::Mmlu, dir.path()).unwrap_err();
+        assert!(!error.is_not_run());
+        assert!(error.to_string().contains("all/test.parquet as Parquet"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! - `dataset`: where a benchmark's files are and which split is read.
 //! - `rows`: the published row layouts (MMLU, GSM8K, TruthfulQA, HellaSwag)
-//!   in JSONL and CSV, turned into [`Question`]s.
+//!   in JSONL, CSV and Parquet, turned into [`Question`]s.
 //! - `extract`: answer extraction from free-form replies.
 //! - `score`: prompts, per-item scoring and accuracy with its standard error.
 //!

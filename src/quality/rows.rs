@@ -1,7 +1,8 @@
-//! The published row layouts, in JSONL and CSV.
+//! The published row layouts, in JSONL, CSV and Parquet.
 //!
 //! Each row becomes a JSON object first (a JSONL line as it is; a CSV record
-//! as header → cell text), then one reader per dataset checks its fields:
+//! as header → cell text; a Parquet row with lists as arrays and structs as
+//! objects), then one reader per dataset checks its fields:
 //!
 //! - **MMLU**: `question`, `subject` (optional), `choices` (a list of four),
 //!   `answer` (0–3, or a letter A–D).
@@ -28,12 +29,11 @@ use super::score::Question;
 
 type Row = Map<String, Value>;
 
-/// Reads a JSONL file; `start` is the number of items read before it.
+/// Reads a JSONL file, appending to the items read before it.
 pub(super) fn read_jsonl(
     dataset: Dataset,
     path: &Path,
     text: &str,
-    start: usize,
     out: &mut Vec<Question>,
 ) -> Result<(), DatasetError> {
     for (number, line) in text.lines().enumerate() {
@@ -51,17 +51,42 @@ pub(super) fn read_jsonl(
         let Value::Object(row) = value else {
             return Err(error("not a JSON object".into()));
         };
-        out.push(question(dataset, &row, start + out.len()).map_err(error)?);
+        out.push(question(dataset, &row, out.len()).map_err(error)?);
     }
     Ok(())
 }
 
-/// Reads a CSV file with a header row; `start` is the number of items read before it.
+/// Reads a Parquet file, appending to the items read before it.
+pub(super) fn read_parquet(
+    dataset: Dataset,
+    path: &Path,
+    out: &mut Vec<Question>,
+) -> Result<(), DatasetError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let parquet = |source| DatasetError::Parquet { path: path.to_owned(), source };
+    let file = std::fs::File::open(path)
+        .map_err(|source| DatasetError::Read { path: path.to_owned(), source })?;
+    let reader = SerializedFileReader::new(file).map_err(parquet)?;
+    for (number, row) in reader.get_row_iter(None).map_err(parquet)?.enumerate() {
+        let error = |message: String| DatasetError::Record {
+            path: path.to_owned(),
+            row: number as u64 + 1,
+            message,
+        };
+        let Value::Object(row) = row.map_err(parquet)?.to_json_value() else {
+            return Err(error("not a record".into()));
+        };
+        out.push(question(dataset, &row, out.len()).map_err(error)?);
+    }
+    Ok(())
+}
+
+/// Reads a CSV file with a header row, appending to the items read before it.
 pub(super) fn read_csv(
     dataset: Dataset,
     path: &Path,
     text: &str,
-    start: usize,
     out: &mut Vec<Question>,
 ) -> Result<(), DatasetError> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
@@ -79,7 +104,7 @@ pub(super) fn read_csv(
             .zip(record.iter())
             .map(|(name, cell)| (name.trim().to_owned(), Value::String(cell.to_owned())))
             .collect();
-        out.push(question(dataset, &row, start + out.len()).map_err(|m| row_error(line, m))?);
+        out.push(question(dataset, &row, out.len()).map_err(|m| row_error(line, m))?);
     }
     Ok(())
 }
@@ -269,12 +294,12 @@ mod tests {
 
     fn jsonl(dataset: Dataset, text: &str) -> Result<Vec<Question>, DatasetError> {
         let mut out = Vec::new();
-        read_jsonl(dataset, Path::new("/d/test.jsonl"), text, 0, &mut out).map(|()| out)
+        read_jsonl(dataset, Path::new("/d/test.jsonl"), text, &mut out).map(|()| out)
     }
 
     fn csv(dataset: Dataset, text: &str) -> Result<Vec<Question>, DatasetError> {
         let mut out = Vec::new();
-        read_csv(dataset, Path::new("/d/test.csv"), text, 0, &mut out).map(|()| out)
+        read_csv(dataset, Path::new("/d/test.csv"), text, &mut out).map(|()| out)
     }
 
     fn error_text(result: Result<Vec<Question>, DatasetError>) -> String {
