@@ -484,6 +484,15 @@ mod tests {
         standard.limit_quality(3);
         assert_eq!(by_name(&standard, "mmlu").unwrap().limit, Some(3));
         assert_eq!(by_name(&standard, "throughput").unwrap().limit, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smoke.yaml");
+        let suite = "name: smoke\nversion: 1\ntests: [gsm8k, hellaswag]\n\
+                     test_overrides:\n  gsm8k:\n    limit: 5\n";
+        std::fs::write(&path, suite).unwrap();
+        let smoke = Suite::load(path.to_str().unwrap(), home).unwrap();
+        assert_eq!(by_name(&smoke, "gsm8k").unwrap().limit, Some(5), "a suite override");
+        assert_eq!(by_name(&smoke, "hellaswag").unwrap().limit, None);
     }
 
     #[test]
