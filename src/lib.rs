@@ -17,6 +17,7 @@ pub mod home;
 pub mod measure;
 pub mod notify;
 pub mod plan;
+pub mod quality;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -85,6 +85,7 @@ fn sample(id: &str, model: &str, started_at: &str) -> RunResult {
             failed_request(1_736_906_472_000_000_000),
             ok_request(1_736_906_473_000_000_000, 121, 128),
         ],
+        items: Vec::new(),
     };
     let latency = BenchmarkResult {
         name: "latency".to_owned(),
@@ -93,6 +94,7 @@ fn sample(id: &str, model: &str, started_at: &str) -> RunResult {
         metrics: BTreeMap::from([("error_rate".to_owned(), 1.0)]),
         warmup_ms: Vec::new(),
         requests: vec![failed_request(1_736_906_480_000_000_000)],
+        items: Vec::new(),
     };
 
     RunResult {

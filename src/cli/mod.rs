@@ -85,6 +85,11 @@ pub struct RunCmd {
     /// [default: the kitt home].
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+
+    /// Score only the first N items of each quality benchmark's dataset, for
+    /// smoke runs (overrides the benchmark's `limit`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
 }
 
 /// `kitt engines …`.

@@ -43,8 +43,11 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         )));
     }
     let config = engine_config(engine, &args.engine_config, home)?;
-    let suite =
+    let mut suite =
         Suite::load(&args.suite, home).map_err(|error| KittError::Usage(error.to_string()))?;
+    if let Some(limit) = args.limit {
+        suite.limit_quality(limit);
+    }
     let (root, _) = storage_root(None);
     let local = LocalIndex::new(root, hf_cache_dir());
     let model = resolve_model(&args.model, args.quant.as_deref(), engine, &local)
@@ -205,6 +208,9 @@ const KEY_METRICS: &[(&str, &str)] = &[
     ("e2e_ms_p50", "E2E p50 ms"),
     ("peak_memory_bytes", "peak memory MiB"),
     ("first_latency_ms", "first request ms"),
+    ("accuracy", "accuracy"),
+    ("accuracy_stderr", "± stderr"),
+    ("items", "items"),
     ("error_rate", "error rate"),
 ];
 

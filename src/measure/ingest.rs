@@ -91,6 +91,7 @@ impl<'r> StreamIngest<'r> {
             counters: Counters::default(),
             timings_event: Vec::new(),
             done: false,
+            text: None,
         };
         Self { parser: SseParser::new(), tally }
     }
@@ -120,20 +121,33 @@ impl<'r> StreamIngest<'r> {
         }
     }
 
+    /// Keeps the output text of the reply, for [`finish_with_text`](Self::finish_with_text).
+    /// Quality benchmarks need it; measuring never does, so it is off by default.
+    pub fn keep_text(&mut self) {
+        self.tally.text = Some(String::new());
+    }
+
     /// Marks the request failed; the first failure recorded is the one kept.
     pub fn fail(&mut self, failure: Failure) {
         self.tally.fail(failure);
     }
 
     /// Closes the measurement and produces the record.
-    pub fn finish(mut self, end: StreamEnd) -> RequestRecord {
+    pub fn finish(self, end: StreamEnd) -> RequestRecord {
+        self.finish_with_text(end).0
+    }
+
+    /// Closes the measurement and produces the record and the output text
+    /// kept since [`keep_text`](Self::keep_text) (empty when it was not called).
+    pub fn finish_with_text(mut self, end: StreamEnd) -> (RequestRecord, String) {
         if self.tally.record.failure.is_none() {
             let partial = self.parser.has_partial_event();
             if let Some(failure) = self.tally.end_failure(end, partial) {
                 self.tally.fail(failure);
             }
         }
-        self.tally.into_record()
+        let text = self.tally.text.take().unwrap_or_default();
+        (self.tally.into_record(), text)
     }
 }
 
@@ -155,6 +169,8 @@ struct Tally<'r> {
     /// is parsed into a JSON value once, when the record is produced.
     timings_event: Vec<u8>,
     done: bool,
+    /// The reply's output text, when the caller asked to keep it.
+    text: Option<String>,
 }
 
 impl Tally<'_> {
@@ -192,6 +208,11 @@ impl Tally<'_> {
 
         if chunk.choices.token {
             self.stamp(at, chunk.choices.output);
+        }
+        if chunk.choices.output
+            && let Some(text) = self.text.as_mut()
+        {
+            payload::append_output(data, text);
         }
         if let Some(reason) = chunk.choices.finish_reason.as_deref()
             && self.record.finish_reason.as_deref() != Some(reason)

@@ -237,6 +237,36 @@ pub(crate) fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, serde_json::Error> {
     serde_json::from_slice(data)
 }
 
+/// Appends the output text a chunk carries (chat `delta.content` or completion
+/// `text`, every choice) to `out`. Only callers that keep replies use it: it
+/// builds strings, unlike [`parse_chunk`].
+pub(crate) fn append_output(data: &[u8], out: &mut String) {
+    #[derive(Deserialize)]
+    struct Texts {
+        #[serde(default)]
+        choices: Option<Vec<TextChoice>>,
+    }
+    #[derive(Deserialize)]
+    struct TextChoice {
+        #[serde(default)]
+        delta: Option<TextDelta>,
+        #[serde(default)]
+        text: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct TextDelta {
+        #[serde(default)]
+        content: Option<String>,
+    }
+    let Ok(chunk) = serde_json::from_slice::<Texts>(data) else { return };
+    for choice in chunk.choices.unwrap_or_default() {
+        let content = choice.delta.and_then(|delta| delta.content);
+        for piece in [content, choice.text].into_iter().flatten() {
+            out.push_str(&piece);
+        }
+    }
+}
+
 /// Extracts the `timings` object of a chunk as sent, for storage.
 pub(crate) fn timings_value(data: &[u8]) -> Option<Value> {
     #[derive(Deserialize)]
@@ -309,6 +339,16 @@ mod tests {
         );
         assert_eq!(parsed.model.0.as_deref(), Some("models/tiny.gguf"));
         assert_eq!(parsed.choices.finish_reason.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn output_text_is_appended_from_content_and_text() {
+        let mut out = String::new();
+        append_output(br#"{"choices":[{"delta":{"content":"Answer: \"B\""}}]}"#, &mut out);
+        append_output(br#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#, &mut out);
+        append_output(br#"{"choices":[{"text":" ok","index":0}]}"#, &mut out);
+        append_output(br#"{"choices":null}"#, &mut out);
+        assert_eq!(out, "Answer: \"B\" ok");
     }
 
     #[test]

@@ -198,10 +198,26 @@ impl StreamClient {
         self.send_timed(request).await.0
     }
 
+    /// Like [`send`](Self::send), also returning the reply's output text
+    /// (content or completion text, without reasoning), for scoring answers.
+    pub async fn send_keeping_text(&self, request: &StreamRequest) -> (RequestRecord, String) {
+        let (record, text, _) = self.exchange(request, true).await;
+        (record, text)
+    }
+
     /// Like [`send`](Self::send), also returning the monotonic instant the
     /// request was sent, so a caller in the same process can line kitt's
     /// stamps up with its own (the client benchmark does).
     pub async fn send_timed(&self, request: &StreamRequest) -> (RequestRecord, Instant) {
+        let (record, _, sent) = self.exchange(request, false).await;
+        (record, sent)
+    }
+
+    async fn exchange(
+        &self,
+        request: &StreamRequest,
+        keep_text: bool,
+    ) -> (RequestRecord, String, Instant) {
         let url = format!("{}{}", self.base, request.path());
         let body = request.body().to_string();
         let builder = self
@@ -213,6 +229,9 @@ impl StreamClient {
 
         let expected = request.expected_model.as_deref();
         let mut ingest = StreamIngest::new(expected, request.max_tokens);
+        if keep_text {
+            ingest.keep_text();
+        }
         let origin = ingest.start();
         let deadline = tokio::time::Instant::from_std(origin.instant + request.timeout);
 
@@ -225,11 +244,11 @@ impl StreamClient {
             Ok(Ok(response)) => read_response(response, &mut ingest, deadline, request).await,
         };
 
-        let record = ingest.finish(end);
+        let (record, text) = ingest.finish_with_text(end);
         if let Some(failure) = &record.failure {
             debug!(class = %failure.class, "request failed: {}", failure.message);
         }
-        (record, origin.instant)
+        (record, text, origin.instant)
     }
 }
 

@@ -7,6 +7,9 @@
 //!   left out; the top-level `requests_omitted` and `requests_file` fields say so;
 //! - `requests.jsonl`: one request record per line, each with its `benchmark`,
 //!   `run_number` and 0-based `index` within that benchmark;
+//! - `quality_items.jsonl`, when a quality benchmark ran: one scored item per
+//!   line (expected and extracted answer, whether it is correct, the reply),
+//!   each with its `benchmark` and `run_number`;
 //! - `hardware.json`: the machine, fingerprint included;
 //! - `summary.md`: a human summary with the provenance of the numbers;
 //! - `engine.log`: a copy of the engine's log, when there is one.
@@ -26,10 +29,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::measure::record::RequestRecord;
-use crate::results::model::{BenchmarkResult, BenchmarkStatus, RunResult};
+use crate::results::model::{BenchmarkResult, BenchmarkStatus, QualityItem, RunResult};
 
 /// The folder under the root that holds run directories.
 pub const RESULTS_DIR: &str = "results";
+
+/// The run directory's file of scored quality items.
+pub const QUALITY_ITEMS_FILE: &str = "quality_items.jsonl";
 
 /// Longest sanitised path component, in characters; file systems allow 255 bytes.
 const MAX_COMPONENT_CHARS: usize = 96;
@@ -47,6 +53,9 @@ pub fn write_run_dir(
 
     write_atomic(&dir, "metrics.json", |out| write_metrics(out, result))?;
     write_atomic(&dir, "requests.jsonl", |out| write_requests(out, result))?;
+    if result.benchmarks.iter().any(|benchmark| !benchmark.items.is_empty()) {
+        write_atomic(&dir, QUALITY_ITEMS_FILE, |out| write_items(out, result))?;
+    }
     write_atomic(&dir, "hardware.json", |out| write_json(out, &result.hardware))?;
     write_atomic(&dir, "summary.md", |out| out.write_all(render_summary(result).as_bytes()))?;
     if let Some(log) = engine_log {
@@ -195,6 +204,27 @@ fn write_requests(out: &mut impl Write, result: &RunResult) -> io::Result<()> {
                 index,
                 record,
             };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// One line of `quality_items.jsonl`.
+#[derive(Serialize)]
+struct ItemLine<'a> {
+    benchmark: &'a str,
+    run_number: u32,
+    #[serde(flatten)]
+    item: &'a QualityItem,
+}
+
+fn write_items(out: &mut impl Write, result: &RunResult) -> io::Result<()> {
+    for benchmark in &result.benchmarks {
+        for item in &benchmark.items {
+            let line =
+                ItemLine { benchmark: &benchmark.name, run_number: benchmark.run_number, item };
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")?;
         }

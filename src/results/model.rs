@@ -38,8 +38,8 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// A copy with every benchmark's `requests` left empty (and thus out of its JSON),
-    /// for the places that keep per-request records separately.
+    /// A copy with every benchmark's `requests` and `items` left empty (and thus
+    /// out of its JSON), for the places that keep those records separately.
     pub fn without_requests(&self) -> RunResult {
         let benchmarks = self
             .benchmarks
@@ -51,6 +51,7 @@ impl RunResult {
                 metrics: benchmark.metrics.clone(),
                 warmup_ms: benchmark.warmup_ms.clone(),
                 requests: Vec::new(),
+                items: Vec::new(),
             })
             .collect();
         RunResult {
@@ -164,4 +165,23 @@ pub struct BenchmarkResult {
     /// requests (`metrics.json`, the store's result row) still reads back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<RequestRecord>,
+    /// A quality benchmark's scored items, in dataset order (empty for other
+    /// benchmarks); left out of the JSON when empty, like `requests`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<QualityItem>,
+}
+
+/// One scored item of a quality benchmark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityItem {
+    /// 0-based position of the item in the dataset as read.
+    pub index: usize,
+    /// The right answer (an option letter, or a normalised number).
+    pub expected: String,
+    /// The answer read out of the reply; `None` when none could be read or the request failed.
+    pub extracted: Option<String>,
+    /// Whether `extracted` is `expected`.
+    pub correct: bool,
+    /// The reply's text, cut to a few thousand characters (empty when the request failed).
+    pub response: String,
 }

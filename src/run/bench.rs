@@ -1,7 +1,8 @@
 //! The benchmarks of a suite, each a composition of request phases over one
 //! [`Target`]: throughput over concurrency levels, latency, memory by prompt
-//! and output length, and warm-up behaviour. Statistics come only from
-//! successful requests; failures are counted in the error rate.
+//! and output length, and warm-up behaviour; quality benchmarks are handed to
+//! [`super::quality`]. Statistics come only from successful requests;
+//! failures are counted in the error rate.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,11 +93,7 @@ pub async fn run(target: &Target, test: &TestPlan, run_number: u32) -> Benchmark
         TestKind::Latency => latency(target, test).await,
         TestKind::MemoryUsage => memory_usage(target, test).await,
         TestKind::WarmupAnalysis => warmup_analysis(target, test).await,
-        TestKind::Quality => {
-            let reason =
-                "quality benchmarks are not implemented in this version of kitt".to_owned();
-            return not_run(test, run_number, reason);
-        }
+        TestKind::Quality => return super::quality::run(target, test, run_number).await,
     };
     let status = status_of(&requests);
     BenchmarkResult {
@@ -106,22 +103,12 @@ pub async fn run(target: &Target, test: &TestPlan, run_number: u32) -> Benchmark
         metrics,
         warmup_ms: Vec::new(),
         requests,
-    }
-}
-
-fn not_run(test: &TestPlan, run_number: u32, reason: String) -> BenchmarkResult {
-    BenchmarkResult {
-        name: test.name.clone(),
-        run_number,
-        status: BenchmarkStatus::NotRun(reason),
-        metrics: BTreeMap::new(),
-        warmup_ms: Vec::new(),
-        requests: Vec::new(),
+        items: Vec::new(),
     }
 }
 
 /// Passed when at least one request succeeded; failed with the first reason otherwise.
-fn status_of(requests: &[RequestRecord]) -> BenchmarkStatus {
+pub(super) fn status_of(requests: &[RequestRecord]) -> BenchmarkStatus {
     if requests.iter().any(RequestRecord::is_success) {
         return BenchmarkStatus::Passed;
     }
@@ -295,7 +282,7 @@ fn successes(records: &[RequestRecord]) -> impl Iterator<Item = &RequestRecord> 
     records.iter().filter(|record| record.is_success())
 }
 
-fn error_rate(records: &[RequestRecord]) -> f64 {
+pub(super) fn error_rate(records: &[RequestRecord]) -> f64 {
     if records.is_empty() {
         return 0.0;
     }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod memory;
 pub mod model;
+pub mod quality;
 pub mod signals;
 
 use std::collections::BTreeMap;

@@ -3,9 +3,10 @@
 //! A result is stored in one transaction: its row in `results` (the full
 //! [`RunResult`] as JSON without per-request arrays, plus queryable columns),
 //! its machine in `hardware` (once per fingerprint), one row per benchmark,
-//! every metric, and every request record. Results are append-only: storing
-//! an id twice is refused and leaves the store as it was. Reading a result
-//! back puts the request records where they came from.
+//! every metric, every request record and every scored quality item. Results
+//! are append-only: storing an id twice is refused and leaves the store as it
+//! was. Reading a result back puts the request records and items where they
+//! came from.
 
 use std::path::Path;
 
@@ -15,8 +16,7 @@ use serde::Serialize;
 use super::connection::Store;
 use super::error::{Context, StoreError};
 use crate::hardware;
-use crate::measure::record::RequestRecord;
-use crate::results::model::{BenchmarkResult, BenchmarkStatus, RunResult};
+use crate::results::model::{BenchmarkResult, BenchmarkStatus, QualityItem, RunResult};
 
 /// Which results to list; `None` fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -125,7 +125,8 @@ impl Store {
             )));
         }
         for (benchmark, row_id) in result.benchmarks.iter_mut().zip(benchmarks) {
-            benchmark.requests = self.requests(id, row_id)?;
+            benchmark.requests = self.records(id, row_id, REQUESTS)?;
+            benchmark.items = self.records(id, row_id, ITEMS)?;
         }
         Ok(Some(result))
     }
@@ -170,27 +171,49 @@ impl Store {
             .doing(&self.path, "read benchmarks")
     }
 
-    /// A benchmark's request records, in order.
-    fn requests(&self, id: &str, benchmark: i64) -> Result<Vec<RequestRecord>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT record FROM requests WHERE benchmark_id = ?1 ORDER BY position")
-            .doing(&self.path, "read requests")?;
+    /// A benchmark's request records or quality items, in order.
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        benchmark: i64,
+        table: &RecordTable,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut statement =
+            self.conn.prepare_cached(table.select).doing(&self.path, table.reading)?;
         let texts: Vec<String> = statement
             .query_map([benchmark], |row| row.get(0))
             .and_then(|rows| rows.collect())
-            .doing(&self.path, "read requests")?;
+            .doing(&self.path, table.reading)?;
         texts
             .iter()
             .map(|text| {
                 serde_json::from_str(text).map_err(|error| StoreError::Corrupt {
                     id: id.to_owned(),
-                    reason: format!("a request record: {error}"),
+                    reason: format!("{}: {error}", table.what),
                 })
             })
             .collect()
     }
 }
+
+/// Where a benchmark's per-record rows live.
+struct RecordTable {
+    select: &'static str,
+    reading: &'static str,
+    what: &'static str,
+}
+
+const REQUESTS: &RecordTable = &RecordTable {
+    select: "SELECT record FROM requests WHERE benchmark_id = ?1 ORDER BY position",
+    reading: "read requests",
+    what: "a request record",
+};
+
+const ITEMS: &RecordTable = &RecordTable {
+    select: "SELECT record FROM quality_items WHERE benchmark_id = ?1 ORDER BY position",
+    reading: "read quality items",
+    what: "a quality item",
+};
 
 /// A result prepared for its `results` and `hardware` rows.
 struct ResultRow<'a> {
@@ -357,6 +380,37 @@ fn insert_benchmark(
                 to_json(result_id, record)?,
             ))
             .doing(path, "store a request")?;
+    }
+    insert_items(tx, path, result_id, benchmark_id, &benchmark.items)
+}
+
+/// Stores a benchmark's scored quality items.
+fn insert_items(
+    tx: &Transaction<'_>,
+    path: &Path,
+    result_id: &str,
+    benchmark_id: i64,
+    items: &[QualityItem],
+) -> Result<(), StoreError> {
+    let mut insert_item = tx
+        .prepare_cached(
+            "INSERT INTO quality_items (benchmark_id, position, item_index, correct, answered,
+                 record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .doing(path, "store a quality item")?;
+    for (position, item) in items.iter().enumerate() {
+        let index = to_i64(result_id, "items.index", item.index as u64)?;
+        insert_item
+            .execute((
+                benchmark_id,
+                position as i64,
+                index,
+                item.correct,
+                item.extracted.is_some(),
+                to_json(result_id, item)?,
+            ))
+            .doing(path, "store a quality item")?;
     }
     Ok(())
 }

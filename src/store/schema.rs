@@ -29,6 +29,11 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "results", sql: include_str!("migrations/0001_results.sql") },
     Migration { version: 2, name: "campaigns", sql: include_str!("migrations/0002_campaigns.sql") },
+    Migration {
+        version: 3,
+        name: "quality items",
+        sql: include_str!("migrations/0003_quality_items.sql"),
+    },
 ];
 
 /// The first schema version with campaign state.

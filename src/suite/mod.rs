@@ -7,11 +7,17 @@
 //! and a path to a YAML file names a suite directly. Settings resolve, most
 //! specific first: the suite's `test_overrides`, then the suite's `sampling`,
 //! then the benchmark's own file.
+//!
+//! A quality benchmark reads its dataset from `dataset_path` (a file or
+//! folder; `~` expands) or else `<kitt home>/datasets/<name>/`, in the layout
+//! of the public dataset its `dataset` setting names (default: its own name).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::quality::Dataset;
 
 const SHIPPED_SUITES: &[(&str, &str)] = &[
     ("quick", include_str!("../../configs/suites/quick.yaml")),
@@ -128,6 +134,7 @@ struct RawOverride {
     max_tokens: Option<u32>,
     concurrency: Option<Vec<u32>>,
     warmup: Option<bool>,
+    limit: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +159,10 @@ struct RawTest {
     sample_interval_ms: Option<u64>,
     #[serde(default)]
     dataset_path: Option<String>,
+    #[serde(default)]
+    dataset: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -208,9 +219,16 @@ pub struct TestPlan {
     pub output_lengths: Vec<u32>,
     /// Memory sampling interval in milliseconds.
     pub sample_interval_ms: u64,
-    /// Dataset file of a quality benchmark.
-    pub dataset_path: Option<String>,
+    /// The public dataset layout a quality benchmark reads.
+    pub dataset: Option<Dataset>,
+    /// Where a quality benchmark's dataset is: a file, or a folder to search.
+    pub dataset_path: Option<PathBuf>,
+    /// Score only the first this many items of the dataset (smoke runs).
+    pub limit: Option<u32>,
 }
+
+/// Prompt tokens allowed for each quality item when sizing the context.
+pub const QUALITY_PROMPT_TOKENS: u32 = 2048;
 
 impl Suite {
     /// Loads a suite by name (home override, else shipped) or from a YAML path.
@@ -243,7 +261,20 @@ impl Suite {
                 name: test.clone(),
                 message,
             })?;
-            tests.push(resolve(&raw, def, overrides));
+            let dataset = dataset_of(&def).map_err(|message| SuiteError::Invalid {
+                what: "benchmark",
+                name: test.clone(),
+                message,
+            })?;
+            let mut plan = resolve(&raw, def, overrides);
+            if let Some(dataset) = dataset {
+                plan.dataset_path = Some(match plan.dataset_path.take() {
+                    Some(path) => path,
+                    None => home.join("datasets").join(&plan.name),
+                });
+                plan.dataset = Some(dataset);
+            }
+            tests.push(plan);
         }
         Ok(Suite {
             name: raw.name,
@@ -275,7 +306,30 @@ impl Suite {
             .max()
             .unwrap_or(0)
             .max(self.warmup_max_tokens);
+        let quality = self.tests.iter().any(|t| t.kind == TestKind::Quality);
+        let prompt = if quality { prompt.max(QUALITY_PROMPT_TOKENS) } else { prompt };
         prompt.saturating_add(output).saturating_add(128)
+    }
+
+    /// Limits every quality benchmark to its first `limit` items.
+    pub fn limit_quality(&mut self, limit: u32) {
+        for test in self.tests.iter_mut().filter(|test| test.kind == TestKind::Quality) {
+            test.limit = Some(limit);
+        }
+    }
+}
+
+/// The dataset layout of a quality benchmark; an error for an unknown one.
+fn dataset_of(def: &RawTest) -> Result<Option<Dataset>, String> {
+    if def.kind != TestKind::Quality {
+        return Ok(None);
+    }
+    let name = def.dataset.as_deref().unwrap_or(&def.name);
+    match Dataset::from_name(name) {
+        Some(dataset) => Ok(Some(dataset)),
+        None => {
+            Err(format!("`dataset` must be one of {}, got `{name}`", Dataset::NAMES.join(", ")))
+        }
     }
 }
 
@@ -288,6 +342,7 @@ fn check_limits(suite: &RawSuite, def: &RawTest, over: Option<&RawOverride>) -> 
             over.and_then(|o| o.max_tokens).or(suite.sampling.max_tokens).or(def.max_tokens),
         ),
         ("runs", over.and_then(|o| o.runs)),
+        ("limit", over.and_then(|o| o.limit).or(def.limit)),
     ];
     for (key, value) in positive {
         if value == Some(0) {
@@ -329,7 +384,9 @@ fn resolve(suite: &RawSuite, def: RawTest, over: Option<&RawOverride>) -> TestPl
         prompts: def.prompts,
         output_lengths: def.output_lengths,
         sample_interval_ms: def.sample_interval_ms.unwrap_or(100),
-        dataset_path: def.dataset_path,
+        dataset_path: def.dataset_path.as_deref().map(crate::config::expand_home),
+        dataset: None,
+        limit: over(|o| o.limit).or(def.limit),
     }
 }
 
@@ -411,6 +468,58 @@ mod tests {
         let standard = shipped("standard");
         let mmlu = standard.tests.iter().find(|t| t.name == "mmlu").unwrap();
         assert_eq!((mmlu.kind, mmlu.runs), (TestKind::Quality, 1));
+    }
+
+    #[test]
+    fn quality_benchmarks_find_their_datasets_and_limits() {
+        let home = Path::new("/kitt-home");
+        let mut standard = Suite::load("standard", home).unwrap();
+        let by_name = |suite: &Suite, n: &str| suite.tests.iter().find(|t| t.name == n).cloned();
+        let gsm8k = by_name(&standard, "gsm8k").unwrap();
+        assert_eq!(gsm8k.dataset, Some(Dataset::Gsm8k));
+        assert_eq!(gsm8k.dataset_path.as_deref(), Some(home.join("datasets/gsm8k").as_path()));
+        assert_eq!(gsm8k.limit, None);
+        assert!(standard.context_per_slot() > QUALITY_PROMPT_TOKENS);
+
+        standard.limit_quality(3);
+        assert_eq!(by_name(&standard, "mmlu").unwrap().limit, Some(3));
+        assert_eq!(by_name(&standard, "throughput").unwrap().limit, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smoke.yaml");
+        let suite = "name: smoke\nversion: 1\ntests: [gsm8k, hellaswag]\n\
+                     test_overrides:\n  gsm8k:\n    limit: 5\n";
+        std::fs::write(&path, suite).unwrap();
+        let smoke = Suite::load(path.to_str().unwrap(), home).unwrap();
+        assert_eq!(by_name(&smoke, "gsm8k").unwrap().limit, Some(5), "a suite override");
+        assert_eq!(by_name(&smoke, "hellaswag").unwrap().limit, None);
+    }
+
+    #[test]
+    fn a_quality_benchmark_names_its_dataset_path_and_layout() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("tests")).unwrap();
+        let test = "name: mmlu_mini\nkind: quality\nversion: 1\ndataset: mmlu\n\
+                    dataset_path: /data/mmlu.csv\nlimit: 10\n";
+        std::fs::write(home.path().join("tests/mmlu_mini.yaml"), test).unwrap();
+        std::fs::create_dir_all(home.path().join("suites")).unwrap();
+        let suite = "name: s\nversion: 1\ntests: [mmlu_mini]\n";
+        std::fs::write(home.path().join("suites/s.yaml"), suite).unwrap();
+
+        let loaded = Suite::load("s", home.path()).unwrap();
+        let plan = &loaded.tests[0];
+        assert_eq!(plan.dataset, Some(Dataset::Mmlu));
+        assert_eq!(plan.dataset_path.as_deref(), Some(Path::new("/data/mmlu.csv")));
+        assert_eq!(plan.limit, Some(10));
+
+        let unknown = test.replace("dataset: mmlu", "dataset: arc");
+        std::fs::write(home.path().join("tests/mmlu_mini.yaml"), unknown).unwrap();
+        let error = Suite::load("s", home.path()).unwrap_err().to_string();
+        assert!(error.contains("`dataset` must be one of mmlu, gsm8k"), "{error}");
+        let zero = test.replace("limit: 10", "limit: 0");
+        std::fs::write(home.path().join("tests/mmlu_mini.yaml"), zero).unwrap();
+        let error = Suite::load("s", home.path()).unwrap_err().to_string();
+        assert!(error.contains("`limit` must be at least 1"), "{error}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 pub mod engine;
 pub mod hub;
 pub mod ollama;
+pub mod parquet;
 mod server;
 pub mod smtp;
 pub mod stream;

@@ -3,8 +3,9 @@
 //! A test writes a [`Script`]: the status, the headers, and the raw body as a
 //! list of pieces, each sent after its own delay, optionally ending with the
 //! connection cut mid-stream. Every `POST /v1/chat/completions` or
-//! `/v1/completions` is answered with the current script, and the JSON bodies
-//! received are kept for inspection. The chunk builders in [`llama`] produce
+//! `/v1/completions` is answered with the current script (or with the script a
+//! responder builds from the request body), and the JSON bodies received are
+//! kept for inspection. The chunk builders in [`llama`] produce
 //! the shapes a real llama-server streams (engine-notes §5).
 //!
 //! Unlike the other fakes (see `server.rs`), this one sets `TCP_NODELAY` on
@@ -47,7 +48,12 @@ struct StreamState {
     stamps: Vec<Instant>,
     /// Model ids `GET /v1/models` lists.
     models: Vec<String>,
+    /// Chooses each answer from the request body, instead of `script`.
+    responder: Option<Responder>,
 }
+
+/// Picks the script for one request from its JSON body.
+type Responder = Arc<dyn Fn(&Value) -> Script + Send + Sync>;
 
 /// One scripted response.
 #[derive(Clone, Debug)]
@@ -73,6 +79,7 @@ impl ScriptedStream {
             requests: Vec::new(),
             stamps: Vec::new(),
             models: Vec::new(),
+            responder: None,
         }));
         let router = Router::new()
             .route("/v1/chat/completions", post(respond))
@@ -106,6 +113,12 @@ impl ScriptedStream {
     /// Replaces the script for the requests that follow.
     pub fn set_script(&self, script: Script) {
         lock(&self.state).script = Arc::new(script);
+    }
+
+    /// Answers each request with the script `responder` builds from its JSON
+    /// body (a server that answers some questions right and others wrong).
+    pub fn respond_with(&self, responder: impl Fn(&Value) -> Script + Send + Sync + 'static) {
+        lock(&self.state).responder = Some(Arc::new(responder));
     }
 
     /// The JSON bodies received so far (`null` for a body that was not JSON).
@@ -271,8 +284,12 @@ async fn respond(
     let script = {
         let mut shared = lock(&state);
         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let script = match &shared.responder {
+            Some(responder) => Arc::new(responder(&body)),
+            None => Arc::clone(&shared.script),
+        };
         shared.requests.push((uri.path().to_owned(), body));
-        Arc::clone(&shared.script)
+        script
     };
 
     let (status, headers) = (script.status, script.headers.clone());
