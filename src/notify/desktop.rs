@@ -48,7 +48,18 @@ impl Desktop {
         command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         // A caller that stops waiting must not leave the notifier running.
         command.kill_on_drop(true);
-        let child = command.spawn().map_err(|error| spawn_failure(&program, &error))?;
+        // "Text file busy": the program was just written and another thread's
+        // fork still holds it open for an instant; try again briefly.
+        let mut attempts = 0;
+        let child = loop {
+            match command.spawn() {
+                Err(error) if error.raw_os_error() == Some(TEXT_FILE_BUSY) && attempts < 20 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                spawned => break spawned.map_err(|error| spawn_failure(&program, &error))?,
+            }
+        };
         self.wait(child, &program).await
     }
 
@@ -124,6 +135,9 @@ fn argument(text: &str) -> String {
 }
 
 /// Why the notifier could not be started.
+/// `ETXTBSY` on Linux and macOS.
+const TEXT_FILE_BUSY: i32 = 26;
+
 fn spawn_failure(program: &str, error: &std::io::Error) -> String {
     let hint = if error.kind() == std::io::ErrorKind::NotFound {
         "; install it (`notify-send` comes with libnotify) or set `notifications.desktop: false`"
