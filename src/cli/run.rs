@@ -211,6 +211,7 @@ const KEY_METRICS: &[(&str, &str)] = &[
     ("accuracy", "accuracy"),
     ("accuracy_stderr", "± stderr"),
     ("items", "items"),
+    ("correct", "correct"),
     ("error_rate", "error rate"),
 ];
 
@@ -232,7 +233,13 @@ fn write_table(out: &mut impl Write, result: &RunResult, run_dir: &Path) -> std:
             .filter_map(|(key, label)| {
                 let value = benchmark.metrics.get(*key)?;
                 let value = if key.ends_with("_bytes") { value / 1048576.0 } else { *value };
-                Some(format!("{label} {value:.2}"))
+                // Counts read as counts; measurements keep two decimals.
+                let whole = matches!(*key, "items" | "correct") && value.fract() == 0.0;
+                Some(if whole {
+                    format!("{label} {value:.0}")
+                } else {
+                    format!("{label} {value:.2}")
+                })
             })
             .collect();
         table.add_row([
