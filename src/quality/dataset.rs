@@ -55,6 +55,19 @@ impl Dataset {
         }
     }
 
+    /// The config folder to read when a whole repository was downloaded:
+    /// the Hub publishes other configs beside it (MMLU's per-subject folders
+    /// repeat `all`; GSM8K's `socratic` repeats `main`; TruthfulQA's
+    /// `generation` has another layout).
+    fn config_folder(self) -> Option<&'static str> {
+        match self {
+            Dataset::Mmlu => Some("all"),
+            Dataset::Gsm8k => Some("main"),
+            Dataset::TruthfulQa => Some("multiple_choice"),
+            Dataset::HellaSwag => None,
+        }
+    }
+
     /// Splits in order of preference.
     fn splits(self) -> &'static [Split] {
         match self {
@@ -184,9 +197,16 @@ fn choose_files(dataset: Dataset, location: &Path) -> Result<Vec<PathBuf>, Datas
         return Err(missing());
     }
 
+    // A repository downloaded whole holds several configs; read only the
+    // one whose layout this benchmark reads.
+    let root = match dataset.config_folder().map(|folder| location.join(folder)) {
+        Some(config) if config.is_dir() => config,
+        _ => location.to_owned(),
+    };
     let mut found = Vec::new();
-    collect(location, 0, &mut found);
+    collect(&root, 0, &mut found);
     found.sort();
+    found.dedup();
     let of_split = |split: Split| -> Vec<PathBuf> {
         found.iter().filter(|file| split_of(file) == split).cloned().collect()
     };
@@ -212,8 +232,13 @@ fn collect(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
         if hidden {
             continue;
         }
-        if path.is_dir() && depth + 1 < MAX_DEPTH {
-            collect(&path, depth + 1, found);
+        // Linked folders are not followed (a link back up would read files
+        // twice), and folders naming an excluded split are skipped.
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            if depth + 1 < MAX_DEPTH && split_of(&path) != Split::Excluded {
+                collect(&path, depth + 1, found);
+            }
         } else if path.is_file() && (is_csv(&path) || is_jsonl(&path) || is_parquet(&path)) {
             found.push(path);
         }
@@ -221,7 +246,13 @@ fn collect(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
 }
 
 fn split_of(file: &Path) -> Split {
-    let stem = file.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
+    // A folder's whole name counts (`train/`); a file's name without its extension.
+    let stem = if file.extension().is_some_and(|_| !file.is_dir()) {
+        file.file_stem()
+    } else {
+        file.file_name()
+    };
+    let stem = stem.map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
     let words: Vec<&str> = stem.split(|c: char| !c.is_ascii_alphanumeric()).collect();
     let has = |names: &[&str]| words.iter().any(|word| names.contains(word));
     if has(&["train", "dev", "auxiliary"]) {
@@ -291,6 +322,34 @@ mod tests {
         assert_eq!(loaded.files.len(), 2);
         let contexts: Vec<String> = loaded.questions.iter().map(|q| q.text().to_owned()).collect();
         assert_eq!(contexts, ["first", "second"]);
+    }
+
+    #[test]
+    fn a_whole_repository_reads_only_the_config_of_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let row =
+            r#"{"question": "q", "subject": "s", "choices": ["a", "b", "c", "d"], "answer": 1}"#;
+        write(dir.path(), "all/test-00000-of-00001.jsonl", &format!("{row}\n{row}\n"));
+        write(dir.path(), "anatomy/test-00000-of-00001.jsonl", &format!("{row}\n"));
+        let loaded = load(Dataset::Mmlu, dir.path()).unwrap();
+        assert_eq!(loaded.questions.len(), 2, "{:?}", loaded.files);
+        let truthful = tempfile::tempdir().unwrap();
+        write(truthful.path(), "generation/validation.jsonl", "{\"best_answer\": \"x\"}\n");
+        let mc = r#"{"question": "q", "mc1_targets": {"choices": ["a", "b"], "labels": [1, 0]}}"#;
+        write(truthful.path(), "multiple_choice/validation.jsonl", &format!("{mc}\n"));
+        assert_eq!(load(Dataset::TruthfulQa, truthful.path()).unwrap().questions.len(), 1);
+    }
+
+    #[test]
+    fn linked_folders_and_train_folders_are_not_read_and_a_bom_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let row =
+            r#"{"question": "q", "subject": "s", "choices": ["a", "b", "c", "d"], "answer": 1}"#;
+        write(dir.path(), "test.jsonl", &format!("\u{feff}{row}\n"));
+        write(dir.path(), "train/part0.jsonl", "garbage\n");
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+        let loaded = load(Dataset::Mmlu, dir.path()).unwrap();
+        assert_eq!(loaded.questions.len(), 1, "{:?}", loaded.files);
     }
 
     #[test]

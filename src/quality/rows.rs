@@ -36,6 +36,8 @@ pub(super) fn read_jsonl(
     text: &str,
     out: &mut Vec<Question>,
 ) -> Result<(), DatasetError> {
+    // A byte-order mark some editors write is not part of the first row.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (number, line) in text.lines().enumerate() {
         let line_number = number as u64 + 1;
         let error = |message: String| DatasetError::Row {
