@@ -78,24 +78,13 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
 
 /// `kitt campaign status [ID]`.
 pub fn status(args: &StatusArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
-    let Some(store) = open_existing(home)? else {
-        return match &args.id {
-            Some(id) => Err(unknown_campaign(id)),
-            None => write_out(|out| {
-                if json { writeln!(out, "null") } else { writeln!(out, "No campaigns yet.") }
-            }),
-        };
+    let view = match open_existing(home)? {
+        Some(store) => report::campaign::status_view(&store, home, args.id.as_deref(), json)
+            .map_err(|error| KittError::Environment(with_causes(&error)))?,
+        None => None,
     };
-    let view = report::campaign::status_view(&store, home, args.id.as_deref(), json)
-        .map_err(|error| KittError::Environment(with_causes(&error)))?;
-    match view {
-        None => match &args.id {
-            Some(id) => Err(unknown_campaign(id)),
-            None => write_out(|out| {
-                if json { writeln!(out, "null") } else { writeln!(out, "No campaigns yet.") }
-            }),
-        },
-        Some(view) => write_out(|out| {
+    match (view, &args.id) {
+        (Some(view), _) => write_out(|out| {
             if json {
                 serde_json::to_writer_pretty(&mut *out, &view)?;
                 writeln!(out)
@@ -103,6 +92,14 @@ pub fn status(args: &StatusArgs, home: &Path, json: bool) -> Result<Exit, KittEr
                 report::campaign::write_status(out, &view, home)
             }
         }),
+        (None, Some(id)) => Err(unknown_campaign(id)),
+        (None, None) => {
+            write_out(
+                |out| {
+                    if json { writeln!(out, "null") } else { writeln!(out, "No campaigns yet.") }
+                },
+            )
+        }
     }
 }
 

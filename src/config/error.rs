@@ -164,12 +164,7 @@ impl SecretLines {
 
     fn value(&mut self, value: &str) {
         // An anchor (`&name value`) names the value; the secret follows it.
-        let value = value.trim();
-        let value = match value.strip_prefix('&') {
-            Some(anchored) => anchored.split_once(char::is_whitespace).map_or("", |(_, rest)| rest),
-            None => value,
-        };
-        let value = value.trim().trim_matches(['"', '\'']).trim();
+        let value = without_anchor(value).trim_matches(['"', '\'']).trim();
         let indicator = value.starts_with(['|', '>', '*']) && value.len() <= 3;
         if value.chars().count() >= 3 && !indicator {
             self.values.push(value.to_owned());
@@ -177,12 +172,20 @@ impl SecretLines {
     }
 }
 
+/// A scalar without a leading anchor (`&name value` → `value`), trimmed.
+fn without_anchor(value: &str) -> &str {
+    let value = value.trim();
+    match value.strip_prefix('&') {
+        Some(anchored) => {
+            anchored.split_once(char::is_whitespace).map_or("", |(_, rest)| rest.trim())
+        }
+        None => value,
+    }
+}
+
 /// The quote a scalar opens without closing on its line, if any.
 fn unclosed_quote(value: &str) -> Option<char> {
-    let value = match value.trim().strip_prefix('&') {
-        Some(anchored) => anchored.split_once(char::is_whitespace).map_or("", |(_, rest)| rest),
-        None => value.trim(),
-    };
+    let value = without_anchor(value);
     let quote = value.chars().next().filter(|c| matches!(c, '"' | '\''))?;
     (!value[1..].contains(quote)).then_some(quote)
 }

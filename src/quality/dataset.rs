@@ -327,8 +327,7 @@ mod tests {
     #[test]
     fn a_whole_repository_reads_only_the_config_of_the_layout() {
         let dir = tempfile::tempdir().unwrap();
-        let row =
-            r#"{"question": "q", "subject": "s", "choices": ["a", "b", "c", "d"], "answer": 1}"#;
+        let row = MMLU_ROW;
         write(dir.path(), "all/test-00000-of-00001.jsonl", &format!("{row}\n{row}\n"));
         write(dir.path(), "anatomy/test-00000-of-00001.jsonl", &format!("{row}\n"));
         let loaded = load(Dataset::Mmlu, dir.path()).unwrap();
@@ -343,8 +342,7 @@ mod tests {
     #[test]
     fn linked_folders_and_train_folders_are_not_read_and_a_bom_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let row =
-            r#"{"question": "q", "subject": "s", "choices": ["a", "b", "c", "d"], "answer": 1}"#;
+        let row = MMLU_ROW;
         write(dir.path(), "test.jsonl", &format!("\u{feff}{row}\n"));
         write(dir.path(), "train/part0.jsonl", "garbage\n");
         std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
