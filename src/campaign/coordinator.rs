@@ -178,6 +178,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
     let mut notes = Vec::new();
     let context = RunContext {
         campaign,
+        campaign_id: &id,
         home,
         storage_root: &options.plan.storage_root,
         local: LocalIndex::new(options.plan.storage_root.clone(), hf_cache_dir()),
@@ -328,6 +329,7 @@ fn unique_runs(plan: &Plan) -> Vec<&PlannedRun> {
 
 struct RunContext<'a> {
     campaign: &'a Campaign,
+    campaign_id: &'a str,
     home: &'a Path,
     storage_root: &'a PathBuf,
     local: LocalIndex,
@@ -361,7 +363,7 @@ async fn run_one(
     if let Some(reason) = disk_shortfall(context, planned) {
         return skipped(store, reason);
     }
-    let model = match local_model(planned, &context.local, context.storage_root) {
+    let model = match local_model(context, planned) {
         Ok(model) => Ok(model),
         Err(Unavailable::Skip(reason)) => return skipped(store, reason),
         Err(Unavailable::Fail(error)) => Err(error),
@@ -387,6 +389,7 @@ async fn run_one(
     let run_id_text = crate::run::new_id();
     let request = RunRequest {
         id: run_id_text.clone(),
+        campaign: Some(context.campaign_id.to_owned()),
         model: &model,
         engine: planned.engine,
         config: &engine.config,
@@ -522,26 +525,20 @@ enum Unavailable {
 }
 
 /// The model of a run, when it is on this machine.
-fn local_model(
-    planned: &PlannedRun,
-    local: &LocalIndex,
-    root: &Path,
-) -> Result<ModelFile, Unavailable> {
+fn local_model(context: &RunContext<'_>, planned: &PlannedRun) -> Result<ModelFile, Unavailable> {
     let fail = |error: crate::run::ModelError| Unavailable::Fail(error.to_string());
-    match planned.engine {
-        EngineKind::Openai => {
+    let (local, root) = (&context.local, context.storage_root);
+    let (kind, repo) = planned.source.split_once(':').unwrap_or(("", planned.source.as_str()));
+    match (planned.engine, kind) {
+        (EngineKind::Openai, _) => {
             let id = planned.files.first().map_or(planned.model.as_str(), String::as_str);
             return resolve_model(id, Some(&planned.quant), EngineKind::Openai, local)
                 .map_err(fail);
         }
-        EngineKind::LlamaCpp => {}
-        other => {
-            return Err(Unavailable::Skip(format!(
-                "engine `{other}` cannot be started by this version of kitt yet"
-            )));
-        }
+        // The engine pulls a library tag itself.
+        (EngineKind::Ollama, "ollama") => return Ok(ollama_tag_model(planned, repo)),
+        _ => {}
     }
-    let (kind, repo) = planned.source.split_once(':').unwrap_or(("", planned.source.as_str()));
     if !matches!(kind, "local" | "hf-cache") {
         return Err(Unavailable::Skip(format!(
             "the model is not on this machine and this version of kitt does not download \
@@ -559,7 +556,54 @@ fn local_model(
     if !path.is_file() {
         return Err(Unavailable::Fail(format!("{} is no longer there", path.display())));
     }
-    resolve_model(&path.display().to_string(), None, EngineKind::LlamaCpp, local).map_err(fail)
+    if !first.to_ascii_lowercase().ends_with(".gguf") {
+        return Ok(safetensors_model(planned, &found.dir));
+    }
+    let mut model = resolve_model(&path.display().to_string(), None, EngineKind::LlamaCpp, local)
+        .map_err(fail)?;
+    if planned.engine == EngineKind::Vllm {
+        model.tokenizer = tokenizer_for(context, planned);
+    }
+    Ok(model)
+}
+
+/// An Ollama library tag, pulled by the engine when it is missing.
+fn ollama_tag_model(planned: &PlannedRun, tag: &str) -> ModelFile {
+    ModelFile {
+        path: PathBuf::from(tag),
+        name: tag.to_owned(),
+        quant: planned.quant.clone(),
+        size_bytes: planned.size_bytes.unwrap_or(0),
+        architecture: None,
+        parameters: None,
+        format: Some(crate::engine::Format::Ollama),
+        tokenizer: None,
+    }
+}
+
+/// A safetensors checkpoint: the repository's directory.
+fn safetensors_model(planned: &PlannedRun, dir: &Path) -> ModelFile {
+    ModelFile {
+        path: dir.to_owned(),
+        name: planned.model.clone(),
+        quant: planned.quant.clone(),
+        size_bytes: planned.size_bytes.unwrap_or(0),
+        architecture: None,
+        parameters: None,
+        format: Some(crate::engine::Format::Safetensors),
+        tokenizer: None,
+    }
+}
+
+/// The tokenizer for a GGUF served by vLLM: the local copy of the model's
+/// `safetensors_repo` when there is one, else the repository id.
+fn tokenizer_for(context: &RunContext<'_>, planned: &PlannedRun) -> Option<String> {
+    let spec = context.campaign.models.iter().find(|model| model.name == planned.model)?;
+    let repo = spec.safetensors_repo.as_deref()?;
+    Some(match context.local.find(repo) {
+        Some(found) => found.dir.display().to_string(),
+        None => repo.to_owned(),
+    })
 }
 
 /// Output tokens per second (the suite's best), TTFT p50 (first benchmark

@@ -56,6 +56,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
 
     let request = RunRequest {
         id: crate::run::new_id(),
+        campaign: None,
         model: &model,
         engine,
         config: &config,

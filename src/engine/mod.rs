@@ -149,8 +149,17 @@ pub struct Launch<'a> {
     pub kind: EngineKind,
     /// Its parameters from the campaign or `--engine-config`.
     pub config: &'a EngineConfig,
-    /// The model file to load (first shard of a split model).
+    /// The model to load: a GGUF file (first shard of a split model), a
+    /// safetensors directory, or an Ollama tag, as `format` says.
     pub model_path: Option<&'a Path>,
+    /// What `model_path` is (`None` for an `openai` server's own model).
+    pub format: Option<Format>,
+    /// Tokenizer directory or repository id for a GGUF served by vLLM.
+    pub tokenizer: Option<&'a str>,
+    /// The run's id; with `campaign` it names containers `kitt-<campaign>-<run>`.
+    pub run_id: &'a str,
+    /// The campaign the run belongs to, if any.
+    pub campaign: Option<&'a str>,
     /// The id the server must report for the model.
     pub model_name: &'a str,
     /// Total size of the model files, which sets the start-up deadline.

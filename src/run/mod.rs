@@ -63,6 +63,8 @@ impl Cancel {
 pub struct RunRequest<'a> {
     /// The run's id (see [`new_id`]): names its result and its engine log.
     pub id: String,
+    /// The campaign the run belongs to (names its containers).
+    pub campaign: Option<String>,
     /// The model to serve.
     pub model: &'a ModelFile,
     /// The engine.
@@ -154,6 +156,10 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         kind: request.engine,
         config: request.config,
         model_path: Some(&request.model.path),
+        format: request.model.format,
+        tokenizer: request.model.tokenizer.as_deref(),
+        run_id: &request.id,
+        campaign: request.campaign.as_deref(),
         model_name: &request.model.name,
         model_bytes: request.model.size_bytes,
         context_size,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::acquire::local::{LocalIndex, list_files};
-use crate::engine::EngineKind;
+use crate::engine::{EngineKind, Format};
 use crate::plan::quant::{quant_from_file_name, shard_index};
 use crate::plan::variants::{GgufVariant, SizedFile, gguf_variants};
 
@@ -24,6 +24,12 @@ pub struct ModelFile {
     pub architecture: Option<String>,
     /// Parameter count, when the header says.
     pub parameters: Option<u64>,
+    /// What `path` is: a GGUF file, a safetensors directory or an Ollama tag
+    /// (`None` for a model an external server already serves).
+    pub format: Option<Format>,
+    /// The tokenizer to serve a GGUF with (vLLM): a local directory or a
+    /// repository id, from the model's `safetensors_repo`.
+    pub tokenizer: Option<String>,
 }
 
 /// Why MODEL does not name a usable model.
@@ -97,6 +103,8 @@ pub fn resolve_model(
             size_bytes: 0,
             architecture: None,
             parameters: None,
+            format: None,
+            tokenizer: None,
         });
     }
     if model.trim().is_empty() {
@@ -141,6 +149,8 @@ pub fn resolve_model(
         path: first,
         architecture: header.as_ref().and_then(|info| info.architecture.clone()),
         parameters: Some(parameters).filter(|count| *count > 0),
+        format: Some(Format::Gguf),
+        tokenizer: None,
     })
 }
 
