@@ -68,6 +68,9 @@ fn quick_suite_on_a_generated_model_measures_stores_and_cleans_up() {
         "{}",
         result["engine"]
     );
+    // ignore_eos is honoured: the finish reasons confirm the pinned length.
+    let observed = result["engine"]["comparability"]["output_length_observed"].as_str().unwrap();
+    assert!(observed.starts_with("all ") && observed.ends_with(" requests ran to max_tokens"));
     let throughput = &result["benchmarks"][0];
     assert_eq!(throughput["name"], "throughput");
     let metrics = &throughput["metrics"];

@@ -182,6 +182,9 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     let stopped = running.stop().await;
     let benchmarks = measured?;
     stopped?;
+    if let Some(observed) = output_length_observed(&benchmarks) {
+        running.comparability.insert("output_length_observed".into(), observed);
+    }
 
     let result = RunResult {
         id,
@@ -263,6 +266,38 @@ async fn measure(
     Ok(benchmarks)
 }
 
+/// Whether the performance requests really ran to `max_tokens`, from the
+/// finish reasons the engine gave: an engine that ignores the pinning field
+/// shows up here even when it accepted the request. Quality benchmarks end
+/// where the answer ends and are left out.
+fn output_length_observed(benchmarks: &[BenchmarkResult]) -> Option<String> {
+    let finished: Vec<&crate::measure::RequestRecord> = benchmarks
+        .iter()
+        .filter(|benchmark| benchmark.items.is_empty())
+        .flat_map(|benchmark| benchmark.requests.iter())
+        .filter(|request| request.is_success())
+        .collect();
+    if finished.is_empty() {
+        return None;
+    }
+    let total = finished.len();
+    let reason = |wanted: &str| {
+        finished.iter().filter(|r| r.finish_reason.as_deref() == Some(wanted)).count()
+    };
+    let (at_limit, stopped) = (reason("length"), reason("stop"));
+    let unknown = total - at_limit - stopped;
+    Some(if at_limit == total {
+        format!("all {total} requests ran to max_tokens")
+    } else if stopped > 0 {
+        format!(
+            "{stopped} of {total} requests stopped before max_tokens (finish_reason `stop`): \
+             output lengths differ between requests"
+        )
+    } else {
+        format!("{unknown} of {total} requests gave no finish_reason; length not confirmed")
+    })
+}
+
 /// Creates `dir` if needed and checks that files can be created in it.
 fn writable_dir(dir: &Path) -> Result<(), RunError> {
     let output = |source| RunError::Output { path: dir.to_owned(), source };
@@ -326,4 +361,40 @@ pub fn new_id() -> String {
 
 fn now() -> String {
     jiff::Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::RequestRecord;
+
+    fn benchmark(reasons: &[Option<&str>]) -> BenchmarkResult {
+        let requests = reasons
+            .iter()
+            .map(|reason| RequestRecord {
+                finish_reason: reason.map(str::to_owned),
+                ..RequestRecord::new(0)
+            })
+            .collect();
+        BenchmarkResult {
+            name: "throughput".into(),
+            run_number: 1,
+            status: BenchmarkStatus::Passed,
+            metrics: BTreeMap::new(),
+            warmup_ms: Vec::new(),
+            requests,
+            items: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn output_length_is_confirmed_only_when_every_request_hit_the_limit() {
+        let all = output_length_observed(&[benchmark(&[Some("length"), Some("length")])]);
+        assert_eq!(all.as_deref(), Some("all 2 requests ran to max_tokens"));
+        let early = output_length_observed(&[benchmark(&[Some("length"), Some("stop")])]).unwrap();
+        assert!(early.starts_with("1 of 2 requests stopped before max_tokens"), "{early}");
+        let silent = output_length_observed(&[benchmark(&[None, Some("length")])]).unwrap();
+        assert!(silent.starts_with("1 of 2 requests gave no finish_reason"), "{silent}");
+        assert_eq!(output_length_observed(&[benchmark(&[])]), None);
+    }
 }
