@@ -1,7 +1,8 @@
 //! Model sources: local storage, the Hugging Face cache, the Hugging Face Hub
 //! and the Ollama library. Discovery lists a repository's files with their
-//! byte sizes; downloading comes in a later stage.
+//! byte sizes; `download` fetches files resumably and verifies them.
 
+pub mod download;
 pub mod http;
 pub mod hub;
 pub mod local;

@@ -20,6 +20,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod engine;
+pub mod files;
 pub mod hub;
 pub mod ollama;
 pub mod parquet;
