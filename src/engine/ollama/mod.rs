@@ -146,7 +146,7 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
 
 /// The result's parameters: request options, the server's environment
 /// (inherited `OLLAMA_*` variables included; `OLLAMA_HOST` is the port), the
-/// model store, and what `prepare` recorded.
+/// model store when `OLLAMA_MODELS` does not name it, and what `prepare` recorded.
 fn recorded(
     options: &serde_json::Map<String, Value>,
     keep_alive: &Value,
@@ -158,11 +158,10 @@ fn recorded(
     let inherited = std::env::vars().filter(|(name, _)| name.starts_with("OLLAMA_"));
     recorded.extend(inherited.filter(|(name, _)| name != "OLLAMA_HOST"));
     recorded.extend(env.iter().cloned());
-    let store = match recorded.get("OLLAMA_MODELS") {
-        Some(dir) => dir.clone(),
-        None => crate::acquire::local::ollama_models_dir().display().to_string(),
-    };
-    recorded.insert("models_dir".into(), store);
+    if !recorded.contains_key("OLLAMA_MODELS") {
+        let store = crate::acquire::local::ollama_models_dir();
+        recorded.insert("models_dir".into(), store.display().to_string());
+    }
     recorded.insert("port".into(), port.to_string());
     recorded.extend(prepared.recorded.clone());
     recorded

@@ -135,6 +135,7 @@ async fn from_library(
         })
         .await;
     pulled.map_err(|error| unavailable(pull_failure(&error)))?;
+    reporter.step(format!("pulled {wanted}"));
 
     let local = api.tags().await.map_err(|error| unreachable(api, "/api/tags", error))?;
     let found = find(&local, &wanted)
@@ -244,6 +245,7 @@ async fn import(
         .await
         .map_err(|error| unavailable(format!("creating `{name}` failed: {error}")))?;
     let imported = Imported { api: api.clone(), name: name.clone() };
+    reporter.step(format!("created {name}"));
 
     let local = api.tags().await.map_err(|error| unreachable(api, "/api/tags", error))?;
     let Some(found) = find(&local, &name) else {
@@ -354,11 +356,11 @@ impl Reporter {
         self.last = Some(Instant::now());
     }
 
-    /// A status line of a pull or create stream, reported when it changes.
+    /// A status line of a pull or create stream, reported when it changes
+    /// (the final `success` is left to the caller's own step).
     pub fn status(&mut self, line: &ProgressLine) {
-        let Some(status) = line.status.as_deref().filter(|s| *s != self.last_status) else {
-            return;
-        };
+        let status = line.status.as_deref().filter(|s| *s != self.last_status && *s != "success");
+        let Some(status) = status else { return };
         self.last_status = status.to_owned();
         self.step(status.to_owned());
     }
