@@ -210,6 +210,12 @@ fn a_library_tag_is_pulled_once_and_measured_through_the_native_api() {
         "context_size=4096",
         "--engine-config",
         "keep_alive=30m",
+        "--engine-config",
+        "threads=2",
+        "--engine-config",
+        "gpu_layers=-1",
+        "--engine-config",
+        "extra_args=OLLAMA_FLASH_ATTENTION=1",
     ];
     let again = result_of(&setup.run("second.jsonl", &args, &[]));
     assert_eq!(again["passed"], true);
@@ -217,8 +223,12 @@ fn a_library_tag_is_pulled_once_and_measured_through_the_native_api() {
     assert!(to(&requests, "POST", "/api/pull").is_empty(), "the model is in the store already");
     assert_eq!(requests[0]["env"]["OLLAMA_NUM_PARALLEL"], "2");
     assert_eq!(requests[0]["env"]["OLLAMA_KEEP_ALIVE"], "30m");
+    assert_eq!(requests[0]["env"]["OLLAMA_FLASH_ATTENTION"], "1");
+    assert_eq!(again["engine"]["parameters"]["OLLAMA_FLASH_ATTENTION"], "1");
     for chat in to(&requests, "POST", "/api/chat") {
-        assert_eq!(chat["body"]["options"]["num_ctx"], 2048, "4096 over two slots: {chat}");
+        let options = &chat["body"]["options"];
+        assert_eq!(options["num_ctx"], 2048, "4096 over two slots: {chat}");
+        assert_eq!((&options["num_thread"], &options["num_gpu"]), (&json!(2), &json!(999)));
         assert_eq!(chat["body"]["keep_alive"], "30m");
     }
     assert!(run_file(&again, "engine.log").contains("kitt: llama3.2:1b is in the Ollama store"));

@@ -64,7 +64,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         suite: &suite,
         home,
         output_root,
-        phases: None,
+        phases: terminal_phases(),
         defer_store: false,
     };
     crate::campaign::coordinator::reap_orphan_engines();
@@ -93,6 +93,23 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         }
         Err(error) => Err(KittError::RunFailed(with_causes(&error))),
     }
+}
+
+/// On a terminal, the run's phases (engine start, a pull's or an import's
+/// progress, each benchmark) are shown on stderr as they happen; elsewhere
+/// nothing is added to the output.
+fn terminal_phases() -> Option<tokio::sync::mpsc::UnboundedSender<crate::run::Phase>> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let (phases, mut events) = tokio::sync::mpsc::unbounded_channel::<crate::run::Phase>();
+    // The thread ends when the run drops its sender.
+    std::thread::spawn(move || {
+        while let Some(phase) = events.blocking_recv() {
+            eprintln!("kitt: {}", phase.text);
+        }
+    });
+    Some(phases)
 }
 
 /// Refuses keys that mean nothing for `kind`: kitt never starts an `openai`
