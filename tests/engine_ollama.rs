@@ -139,6 +139,7 @@ fn a_library_tag_is_pulled_once_and_measured_through_the_native_api() {
     assert!(comparability["keep_alive"].as_str().unwrap().starts_with("-1"));
     assert_eq!(comparability["prompt_cache"], "defeated with a unique prefix per request");
     assert_eq!(result["engine"]["parameters"]["num_ctx"], "4096");
+    assert_eq!(result["engine"]["parameters"]["model_bytes"], "131085", "the pulled layers");
     for record in records(&result) {
         let counters = &record["server_timings"];
         assert_eq!(record["output_tokens"], counters["eval_count"], "{record}");

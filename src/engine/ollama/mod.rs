@@ -146,7 +146,8 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
 
 /// The result's parameters: request options, the server's environment
 /// (inherited `OLLAMA_*` variables included; `OLLAMA_HOST` is the port), the
-/// model store when `OLLAMA_MODELS` does not name it, and what `prepare` recorded.
+/// model store when `OLLAMA_MODELS` does not name it, the model's size in the
+/// store, and what `prepare` recorded.
 fn recorded(
     options: &serde_json::Map<String, Value>,
     keep_alive: &Value,
@@ -155,7 +156,10 @@ fn recorded(
     prepared: &Prepared,
 ) -> BTreeMap<String, String> {
     let mut recorded = settings::recorded(options, keep_alive);
-    let inherited = std::env::vars().filter(|(name, _)| name.starts_with("OLLAMA_"));
+    let inherited = std::env::vars_os().filter_map(|(name, value)| {
+        let name = name.into_string().ok().filter(|name| name.starts_with("OLLAMA_"))?;
+        Some((name, value.to_string_lossy().into_owned()))
+    });
     recorded.extend(inherited.filter(|(name, _)| name != "OLLAMA_HOST"));
     recorded.extend(env.iter().cloned());
     if !recorded.contains_key("OLLAMA_MODELS") {
@@ -163,6 +167,7 @@ fn recorded(
         recorded.insert("models_dir".into(), store.display().to_string());
     }
     recorded.insert("port".into(), port.to_string());
+    recorded.insert("model_bytes".into(), prepared.size_bytes.to_string());
     recorded.extend(prepared.recorded.clone());
     recorded
 }
