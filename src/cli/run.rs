@@ -28,6 +28,7 @@ const STARTED_KEYS: &[&str] = &[
     "profile",
     "mode",
     "image",
+    "keep_alive",
 ];
 
 /// `--engine-config` keys for a server kitt connects to.
@@ -37,9 +38,9 @@ const EXTERNAL_KEYS: &[&str] = &["base_url", "model"];
 pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
     let engine = EngineKind::parse(&args.engine)
         .ok_or_else(|| unknown("engine", &args.engine, EngineKind::NAMES))?;
-    if !matches!(engine, EngineKind::LlamaCpp | EngineKind::Openai) {
+    if !matches!(engine, EngineKind::LlamaCpp | EngineKind::Ollama | EngineKind::Openai) {
         return Err(KittError::Usage(format!(
-            "engine `{engine}` cannot be started by this version of kitt yet (usable: llama_cpp, openai)"
+            "engine `{engine}` cannot be started by this version of kitt yet (usable: llama_cpp, ollama, openai)"
         )));
     }
     let config = engine_config(engine, &args.engine_config, home)?;
@@ -63,7 +64,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         suite: &suite,
         home,
         output_root,
-        phases: None,
+        phases: terminal_phases(),
         defer_store: false,
     };
     crate::campaign::coordinator::reap_orphan_engines();
@@ -92,6 +93,23 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         }
         Err(error) => Err(KittError::RunFailed(with_causes(&error))),
     }
+}
+
+/// On a terminal, the run's phases (engine start, a pull's or an import's
+/// progress, each benchmark) are shown on stderr as they happen; elsewhere
+/// nothing is added to the output.
+fn terminal_phases() -> Option<tokio::sync::mpsc::UnboundedSender<crate::run::Phase>> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let (phases, mut events) = tokio::sync::mpsc::unbounded_channel::<crate::run::Phase>();
+    // The thread ends when the run drops its sender.
+    std::thread::spawn(move || {
+        while let Some(phase) = events.blocking_recv() {
+            eprintln!("kitt: {}", phase.text);
+        }
+    });
+    Some(phases)
 }
 
 /// Refuses keys that mean nothing for `kind`: kitt never starts an `openai`
@@ -159,6 +177,17 @@ fn engine_config(
             "gpu_layers" => config.gpu_layers = Some(number(limits::GPU_LAYERS)? as i32),
             "parallel" => config.parallel = Some(number(limits::PARALLEL)? as u32),
             "threads" => config.threads = Some(number(limits::THREADS)? as u32),
+            "keep_alive" if kind == EngineKind::Ollama => {
+                crate::engine::ollama::settings::keep_alive(value).map_err(|reason| {
+                    KittError::Usage(format!("--engine-config `keep_alive` {reason}"))
+                })?;
+                config.keep_alive = Some(value.trim().to_owned());
+            }
+            "keep_alive" => {
+                return Err(KittError::Usage(format!(
+                    "--engine-config `keep_alive` does not apply to `{kind}`: only `ollama` has it"
+                )));
+            }
             "extra_args" => config.extra_args.extend(value.split_whitespace().map(str::to_owned)),
             "profile" => {
                 let loaded = crate::engine::profile::load(value, kind, Some(home))
@@ -175,6 +204,10 @@ fn engine_config(
         profile.apply(&mut config);
     }
     check_applicable(kind, pairs)?;
+    if kind == EngineKind::Ollama {
+        crate::engine::ollama::settings::extra_environment(&config.extra_args)
+            .map_err(|reason| KittError::Usage(format!("--engine-config `extra_args` {reason}")))?;
+    }
     if let Some(url) = &config.base_url {
         let normalised = crate::acquire::http::base_url(url).ok_or_else(|| {
             let shown = crate::acquire::http::redact_userinfo(url);
@@ -298,6 +331,14 @@ fn availability(kind: EngineKind) -> (EngineKind, bool, String) {
                 true,
                 format!("{} ({})", path.display(), crate::engine::llama_cpp::version(&path)),
             ),
+            Err(error) => (kind, false, error.to_string()),
+        },
+        EngineKind::Ollama => match crate::engine::ollama::find_binary(None) {
+            Ok(path) => {
+                let version = crate::engine::ollama::version(&path)
+                    .map_or_else(|| "version unknown".to_owned(), |v| format!("version {v}"));
+                (kind, true, format!("{} ({version})", path.display()))
+            }
             Err(error) => (kind, false, error.to_string()),
         },
         EngineKind::Openai => {

@@ -127,7 +127,10 @@ pub struct EngineConfig {
     pub parallel: Option<u32>,
     /// CPU threads.
     pub threads: Option<u32>,
-    /// Extra command-line arguments passed to the engine as given.
+    /// How long Ollama keeps the model loaded (`30m`, `-1` for never unloading; `ollama` only).
+    pub keep_alive: Option<String>,
+    /// Extra command-line arguments passed to the engine as given (for
+    /// `ollama`: `OLLAMA_NAME=value` entries of its environment).
     pub extra_args: Vec<String>,
 }
 

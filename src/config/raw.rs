@@ -99,6 +99,7 @@ pub struct RawEngineConfig {
     pub gpu_layers: Option<Spanned<i64>>,
     pub parallel: Option<Spanned<i64>>,
     pub threads: Option<Spanned<i64>>,
+    pub keep_alive: Option<Spanned<String>>,
     #[serde(default)]
     pub extra_args: Vec<String>,
     pub profile: Option<Spanned<String>>,
@@ -219,5 +220,6 @@ pub const KEYS_ELSEWHERE: &[(&str, &str)] = &[
     ("safetensors_repo", "models[].safetensors_repo"),
     ("context_size", "engines[].config.context_size"),
     ("threads", "engines[].config.threads"),
+    ("keep_alive", "engines[].config.keep_alive"),
     ("name", "campaign_name"),
 ];

@@ -388,6 +388,21 @@ impl Checker {
             self.bounded(raw.gpu_layers, &field, "gpu_layers", engine_limits::GPU_LAYERS);
         config.parallel = self.bounded(raw.parallel, &field, "parallel", engine_limits::PARALLEL);
         config.threads = self.bounded(raw.threads, &field, "threads", engine_limits::THREADS);
+        config.keep_alive = raw.keep_alive.and_then(|value| {
+            let key = format!("{field}.keep_alive");
+            if kind != EngineKind::Ollama {
+                let message = format!("engine `{kind}` has no `keep_alive`; only `ollama` does");
+                self.report(&value, &key, message);
+                return None;
+            }
+            match crate::engine::ollama::settings::keep_alive(&value.value) {
+                Ok(_) => Some(value.value.trim().to_owned()),
+                Err(message) => {
+                    self.report(&value, &key, message);
+                    None
+                }
+            }
+        });
         if let Some(name) = raw.profile {
             match crate::engine::profile::load(name.value.trim(), kind, None) {
                 Ok(profile) => profile.apply(&mut config),
@@ -395,6 +410,12 @@ impl Checker {
                     self.report(&name, &format!("{field}.profile"), error.to_string());
                 }
             }
+        }
+        if kind == EngineKind::Ollama
+            && let Err(message) =
+                crate::engine::ollama::settings::extra_environment(&config.extra_args)
+        {
+            self.report(name, &format!("{field}.extra_args"), message);
         }
         config
     }

@@ -41,14 +41,15 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
 }
 
 /// The path when it is an executable file.
-fn existing(path: &Path) -> Option<PathBuf> {
+pub(crate) fn existing(path: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = std::fs::metadata(path)
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0);
     executable.then(|| path.to_owned())
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+/// The first executable `name` in a `PATH` directory.
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
         .map(|dir| dir.join(name))
@@ -138,8 +139,10 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
         parameters: recorded,
         request_extras: extras,
         comparability,
+        protocol: crate::measure::Protocol::OpenAi,
         process: Some(process),
         port: Some(port),
+        cleanup: None,
     })
 }
 

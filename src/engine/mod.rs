@@ -2,10 +2,12 @@
 //! probing and stopping them.
 //!
 //! Measurement never sees an engine: it gets a [`Running`] with a base URL,
-//! the model id to ask for and the request fields that make numbers
-//! comparable. Adding an engine means a module here and an arm in [`start`].
+//! the protocol to speak, the model id to ask for and the request fields that
+//! make numbers comparable. Adding an engine means a module here and an arm in
+//! [`start`].
 
 pub mod llama_cpp;
+pub mod ollama;
 pub mod openai;
 pub mod port;
 pub mod process;
@@ -14,9 +16,11 @@ pub mod profile;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::EngineConfig;
+use crate::measure::Protocol;
 use process::{EngineProcess, STOP_GRACE};
 
 /// A model format, as named in an engine's `formats` list.
@@ -170,14 +174,47 @@ pub struct Launch<'a> {
     pub slots: u32,
     /// Where the engine's output goes.
     pub log_path: PathBuf,
+    /// Receives what the engine does while it starts (pulling, importing,
+    /// loading), for progress displays.
+    pub progress: StartProgress,
+}
+
+/// A sink for one-line progress texts sent while an engine starts, such as
+/// `pulling llama3.2:1b: 45% of 1.2 GiB`. Senders throttle themselves; the
+/// default sink discards everything.
+#[derive(Clone, Default)]
+pub struct StartProgress(Option<Arc<dyn Fn(String) + Send + Sync>>);
+
+impl StartProgress {
+    /// A sink that hands every text to `sink`.
+    pub fn new(sink: impl Fn(String) + Send + Sync + 'static) -> Self {
+        StartProgress(Some(Arc::new(sink)))
+    }
+
+    /// Reports `text`.
+    pub fn report(&self, text: String) {
+        if let Some(sink) = &self.0 {
+            sink(text);
+        }
+    }
+}
+
+impl fmt::Debug for StartProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "StartProgress(on)" } else { "StartProgress(off)" })
+    }
 }
 
 impl Launch<'_> {
     /// How long loading may take: 30 s plus 10 s per GiB of model.
     pub fn ready_deadline(&self) -> Duration {
-        let gib = self.model_bytes.div_ceil(1 << 30);
-        Duration::from_secs(30 + 10 * gib)
+        ready_deadline_for(self.model_bytes)
     }
+}
+
+/// How long loading a model of `bytes` may take: 30 s plus 10 s per GiB.
+pub fn ready_deadline_for(bytes: u64) -> Duration {
+    Duration::from_secs(30 + 10 * bytes.div_ceil(1 << 30))
 }
 
 /// A started (or connected) engine.
@@ -199,9 +236,20 @@ pub struct Running {
     pub request_extras: serde_json::Map<String, serde_json::Value>,
     /// What was done for comparability, and what was refused.
     pub comparability: BTreeMap<String, String>,
+    /// The streaming API measurement speaks to this engine.
+    pub protocol: Protocol,
     process: Option<EngineProcess>,
     /// The port kitt chose for an engine it started.
     port: Option<u16>,
+    /// What to undo on the engine before it is stopped.
+    cleanup: Option<Cleanup>,
+}
+
+/// Something kitt created on an engine for a run and removes before stopping it.
+#[derive(Debug)]
+enum Cleanup {
+    /// A model kitt imported into Ollama.
+    OllamaModel(ollama::Imported),
 }
 
 impl Running {
@@ -220,8 +268,13 @@ impl Running {
         self.process.as_ref().map(|process| process.log_tail(lines)).unwrap_or_default()
     }
 
-    /// Stops what kitt started and waits until it is gone; external servers are left alone.
+    /// Removes what kitt created on the engine, stops what kitt started and
+    /// waits until it is gone; external servers are left alone.
     pub async fn stop(&mut self) -> Result<(), EngineError> {
+        match self.cleanup.take() {
+            Some(Cleanup::OllamaModel(imported)) => imported.remove().await,
+            None => {}
+        }
         if let Some(process) = self.process.as_mut() {
             process.stop(STOP_GRACE).await.map_err(EngineError::Io)?;
         }
@@ -253,6 +306,22 @@ pub enum EngineError {
     NoModelFile {
         /// Engine name.
         engine: &'static str,
+    },
+    /// The engine could not get the model ready to serve (pull, import).
+    #[error("cannot make `{model}` available: {reason}")]
+    ModelUnavailable {
+        /// The model or tag.
+        model: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An engine setting cannot be used.
+    #[error("engine setting `{key}`: {reason}")]
+    InvalidSetting {
+        /// The key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
     },
     /// An `openai` engine without `base_url`.
     #[error("an `openai` engine needs `base_url` in its config")]
@@ -310,6 +379,7 @@ pub enum EngineError {
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
     match launch.kind {
         EngineKind::LlamaCpp => llama_cpp::start(launch).await,
+        EngineKind::Ollama => ollama::start(launch).await,
         EngineKind::Openai => openai::connect(launch).await,
         other => Err(EngineError::Unsupported(other)),
     }

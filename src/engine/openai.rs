@@ -28,7 +28,9 @@ pub async fn connect(launch: &Launch<'_>) -> Result<Running, EngineError> {
         parameters,
         request_extras: serde_json::Map::new(),
         comparability,
+        protocol: crate::measure::Protocol::OpenAi,
         process: None,
         port: None,
+        cleanup: None,
     })
 }

@@ -10,12 +10,39 @@
 //! All events completed by one piece of bytes share that piece's arrival
 //! instant: the client cannot know when the server produced them, only when it
 //! received them, so two token events delivered together are a gap of zero.
+//!
+//! Two wire protocols are read: OpenAI-compatible Server-Sent Events, and
+//! Ollama's native newline-delimited JSON (see [`Protocol`]); both become the
+//! same chunks, so the definitions are applied once.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::lines::LineParser;
+use super::ollama;
 use super::payload::{self, Chunk, Counters, Usage};
 use super::record::{Failure, FailureClass, RequestRecord, TokenSource};
-use super::sse::{SseEvent, SseParser};
+use super::sse::{SseError, SseEvent, SseParser};
+
+/// The streaming API a request speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// OpenAI-compatible `/v1/chat/completions` and `/v1/completions`, streamed as SSE.
+    #[default]
+    OpenAi,
+    /// Ollama's native `/api/chat` and `/api/generate`, streamed as JSON lines
+    /// ending with a `done: true` line that carries the server's counters.
+    Ollama,
+}
+
+impl Protocol {
+    /// What a complete stream ends with, for failure messages.
+    fn end_marker(self) -> &'static str {
+        match self {
+            Protocol::OpenAi => "`[DONE]` or a `finish_reason`",
+            Protocol::Ollama => "the `done: true` line",
+        }
+    }
+}
 
 /// Most gaps reserved up front; longer streams grow the vector as usual.
 const MAX_RESERVED_GAPS: usize = 4096;
@@ -67,21 +94,38 @@ pub enum StreamEnd {
 /// Turns one streamed response into a [`RequestRecord`].
 #[derive(Debug)]
 pub struct StreamIngest<'r> {
-    parser: SseParser,
+    framing: Framing,
     tally: Tally<'r>,
 }
 
+/// How the body is cut into chunks.
+#[derive(Debug)]
+enum Framing {
+    Sse(SseParser),
+    Lines(LineParser),
+}
+
 impl<'r> StreamIngest<'r> {
-    /// A fresh ingest expecting `expected_model` when given, sized for about
-    /// `max_tokens` token events. Its clock starts now; call
-    /// [`start`](Self::start) to restart it at the moment of sending.
+    /// A fresh ingest of an OpenAI-compatible stream; see [`for_protocol`](Self::for_protocol).
     pub fn new(expected_model: Option<&'r str>, max_tokens: u32) -> Self {
+        Self::for_protocol(Protocol::OpenAi, expected_model, max_tokens)
+    }
+
+    /// A fresh ingest of a `protocol` stream expecting `expected_model` when
+    /// given, sized for about `max_tokens` token events. Its clock starts now;
+    /// call [`start`](Self::start) to restart it at the moment of sending.
+    pub fn for_protocol(
+        protocol: Protocol,
+        expected_model: Option<&'r str>,
+        max_tokens: u32,
+    ) -> Self {
         let reserve = usize::try_from(max_tokens)
             .map_or(MAX_RESERVED_GAPS, |n| n.saturating_sub(1).min(MAX_RESERVED_GAPS));
         let origin = Origin::now();
         let mut record = RequestRecord::new(origin.unix_ns);
         record.itl_ns.reserve(reserve);
         let tally = Tally {
+            protocol,
             sent: origin.instant,
             expected_model,
             record,
@@ -93,7 +137,11 @@ impl<'r> StreamIngest<'r> {
             done: false,
             text: None,
         };
-        Self { parser: SseParser::new(), tally }
+        let framing = match protocol {
+            Protocol::OpenAi => Framing::Sse(SseParser::new()),
+            Protocol::Ollama => Framing::Lines(LineParser::default()),
+        };
+        Self { framing, tally }
     }
 
     /// Restarts the clock: the request is being sent now. Allocation happens
@@ -108,7 +156,11 @@ impl<'r> StreamIngest<'r> {
     /// Consumes body bytes received at `at`.
     pub fn on_bytes(&mut self, at: Instant, bytes: &[u8]) -> Flow {
         let tally = &mut self.tally;
-        if let Err(error) = self.parser.feed(bytes, |event| tally.on_event(at, event)) {
+        let fed: Result<(), SseError> = match &mut self.framing {
+            Framing::Sse(parser) => parser.feed(bytes, |event| tally.on_event(at, event)),
+            Framing::Lines(parser) => parser.feed(bytes, |line| tally.on_data(at, line)),
+        };
+        if let Err(error) = fed {
             tally.fail(Failure::new(FailureClass::BadPayload, error.to_string()));
         }
 
@@ -141,7 +193,10 @@ impl<'r> StreamIngest<'r> {
     /// kept since [`keep_text`](Self::keep_text) (empty when it was not called).
     pub fn finish_with_text(mut self, end: StreamEnd) -> (RequestRecord, String) {
         if self.tally.record.failure.is_none() {
-            let partial = self.parser.has_partial_event();
+            let partial = match &self.framing {
+                Framing::Sse(parser) => parser.has_partial_event(),
+                Framing::Lines(parser) => parser.has_partial_line(),
+            };
             if let Some(failure) = self.tally.end_failure(end, partial) {
                 self.tally.fail(failure);
             }
@@ -155,6 +210,7 @@ impl<'r> StreamIngest<'r> {
 /// borrowed at once while bytes are fed.
 #[derive(Debug)]
 struct Tally<'r> {
+    protocol: Protocol,
     sent: Instant,
     expected_model: Option<&'r str>,
     /// The record under construction; its `itl_ns` and `chunks` grow live.
@@ -163,9 +219,9 @@ struct Tally<'r> {
     last: Option<Instant>,
     /// Latest `usage` values (servers send cumulative counts).
     usage: Usage,
-    /// Latest llama.cpp counters.
+    /// Latest engine counters (llama.cpp `timings`, Ollama's final line).
     counters: Counters,
-    /// The last chunk that carried `timings`, copied into a reused buffer; it
+    /// The last chunk that carried counters, copied into a reused buffer; it
     /// is parsed into a JSON value once, when the record is produced.
     timings_event: Vec<u8>,
     done: bool,
@@ -178,15 +234,27 @@ impl Tally<'_> {
         if self.record.failure.is_some() || self.done {
             return;
         }
-        let data = match event {
-            SseEvent::Done => {
-                self.done = true;
-                return;
-            }
-            SseEvent::Data(data) => data,
+        match event {
+            SseEvent::Done => self.done = true,
+            SseEvent::Data(data) => self.on_data(at, data),
+        }
+    }
+
+    /// One chunk of JSON: an SSE event's data or an NDJSON line.
+    fn on_data(&mut self, at: Instant, data: &[u8]) {
+        if self.record.failure.is_some() || self.done {
+            return;
+        }
+        let parsed = match self.protocol {
+            Protocol::OpenAi => payload::parse_chunk(data),
+            Protocol::Ollama => ollama::parse_line(data),
         };
-        match payload::parse_chunk(data) {
-            Ok(chunk) => self.apply(at, chunk, data),
+        match parsed {
+            Ok(chunk) => {
+                let done = chunk.done;
+                self.apply(at, chunk, data);
+                self.done |= done;
+            }
             Err(error) => {
                 let message = format!("a chunk is not valid JSON ({error}): {}", excerpt(data));
                 self.fail(Failure::new(FailureClass::BadPayload, message));
@@ -212,7 +280,10 @@ impl Tally<'_> {
         if chunk.choices.output
             && let Some(text) = self.text.as_mut()
         {
-            payload::append_output(data, text);
+            match self.protocol {
+                Protocol::OpenAi => payload::append_output(data, text),
+                Protocol::Ollama => ollama::append_output(data, text),
+            }
         }
         if let Some(reason) = chunk.choices.finish_reason.as_deref()
             && self.record.finish_reason.as_deref() != Some(reason)
@@ -290,8 +361,8 @@ impl Tally<'_> {
                 _ if partial => "the server closed the stream mid-event".to_owned(),
                 _ => "the server closed the stream".to_owned(),
             };
-            let message =
-                format!("{how} before `[DONE]` or a `finish_reason`, after {events} token events");
+            let marker = self.protocol.end_marker();
+            let message = format!("{how} before {marker}, after {events} token events");
             return Some(Failure::new(FailureClass::Truncated, message));
         }
         if events == 0 {
@@ -324,7 +395,10 @@ impl Tally<'_> {
             }
         }
         if !self.timings_event.is_empty() {
-            self.record.server_timings = payload::timings_value(&self.timings_event);
+            self.record.server_timings = match self.protocol {
+                Protocol::OpenAi => payload::timings_value(&self.timings_event),
+                Protocol::Ollama => ollama::counters_value(&self.timings_event),
+            };
         }
         self.record
     }
@@ -337,9 +411,10 @@ fn nanos(duration: Duration) -> u64 {
 
 /// The message of an in-stream `error` object, or the object itself, shortened.
 fn server_error_message(error: &serde_json::Value) -> String {
+    // OpenAI-style servers send an object with a `message`, Ollama a plain string.
     let text = match error.get("message").and_then(|message| message.as_str()) {
         Some(message) => message.to_owned(),
-        None => error.to_string(),
+        None => error.as_str().map_or_else(|| error.to_string(), str::to_owned),
     };
     format!("the server reported an error in the stream: {}", excerpt(text.as_bytes()))
 }

@@ -1,8 +1,11 @@
-//! Measurement: one streaming OpenAI-compatible client that records raw
-//! per-request timestamps, and the statistics computed from them.
+//! Measurement: one streaming client (OpenAI-compatible SSE, or Ollama's
+//! native JSON lines) that records raw per-request timestamps, and the
+//! statistics computed from them.
 //!
 //! - `sse`: incremental Server-Sent-Events parsing of the response body.
+//! - `lines`: incremental newline-delimited JSON framing (Ollama's native API).
 //! - `payload` (private): reading one JSON chunk without building a tree.
+//! - `ollama` (private): reading one line of Ollama's native stream as a chunk.
 //! - `ingest`: the metric definitions (DESIGN §6) applied to arriving bytes.
 //! - `stream`: the HTTP client that sends a request and feeds `ingest`.
 //! - `record`: the per-request record that is stored.
@@ -12,13 +15,15 @@
 //! not pace requests, aggregate runs or write anything.
 
 pub mod ingest;
+pub mod lines;
+mod ollama;
 mod payload;
 pub mod record;
 pub mod sse;
 pub mod stats;
 pub mod stream;
 
-pub use ingest::{Flow, Origin, StreamEnd, StreamIngest};
+pub use ingest::{Flow, Origin, Protocol, StreamEnd, StreamIngest};
 pub use record::{Failure, FailureClass, METRICS_VERSION, RequestRecord, TokenSource};
 pub use stats::{Summary, percentile};
 pub use stream::{ChatMessage, ClientError, Input, StreamClient, StreamRequest};

@@ -35,6 +35,9 @@ pub(crate) struct Chunk<'a> {
     /// An error the server reports inside the stream.
     #[serde(default)]
     pub error: Option<Value>,
+    /// The chunk ends the stream (Ollama's `done: true`; OpenAI streams end with `[DONE]`).
+    #[serde(skip)]
+    pub done: bool,
 }
 
 /// The `usage` object.

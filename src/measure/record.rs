@@ -47,7 +47,9 @@ pub struct RequestRecord {
     pub output_tokens_source: Option<TokenSource>,
     /// Prompt tokens, from usage or else the engine's counters.
     pub prompt_tokens: Option<u64>,
-    /// The engine's own timings object (llama.cpp `timings`) as last sent.
+    /// The engine's own counters as last sent: llama.cpp's `timings` object,
+    /// or the counters of Ollama's final line (`prompt_eval_count`,
+    /// `eval_count`, and `*_duration` in nanoseconds).
     pub server_timings: Option<serde_json::Value>,
     /// The `model` the server named in its chunks.
     pub served_model: Option<String>,
@@ -90,7 +92,7 @@ impl RequestRecord {
 pub enum TokenSource {
     /// The server's `usage.completion_tokens`.
     Usage,
-    /// The engine's own counters (llama.cpp `timings.predicted_n`).
+    /// The engine's own counters (llama.cpp `timings.predicted_n`, Ollama `eval_count`).
     Engine,
     /// The number of token events, a lower bound when chunks carry several tokens.
     Chunks,

@@ -3,7 +3,9 @@
 //!
 //! [`StreamClient`] sends `POST {base}/v1/chat/completions` or
 //! `/v1/completions` with `stream: true` and `stream_options.include_usage:
-//! true`, reads the body piece by piece, and stamps each piece on the
+//! true` (or, for [`Protocol::Ollama`], Ollama's native `/api/chat` or
+//! `/api/generate` with `stream: true` and the length in `options.num_predict`),
+//! reads the body piece by piece, and stamps each piece on the
 //! monotonic clock the moment it is handed over by the HTTP stack, before any
 //! parsing. The measurement rules themselves live in [`super::ingest`].
 //! "Request sent" is read just before the request is handed to reqwest, so
@@ -30,7 +32,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
-use super::ingest::{Flow, StreamEnd, StreamIngest, excerpt};
+use super::ingest::{Flow, Protocol, StreamEnd, StreamIngest, excerpt};
 use super::record::{Failure, FailureClass, RequestRecord};
 use crate::acquire::http::{base_url, user_agent};
 
@@ -101,6 +103,8 @@ pub struct StreamRequest {
     pub expected_model: Option<String>,
     /// Deadline for the whole request, from sending to the end of the stream.
     pub timeout: Duration,
+    /// The API spoken: OpenAI-compatible (the default) or Ollama's native one.
+    pub protocol: Protocol,
 }
 
 impl StreamRequest {
@@ -127,19 +131,37 @@ impl StreamRequest {
             extra: Map::new(),
             expected_model: None,
             timeout: DEFAULT_TIMEOUT,
+            protocol: Protocol::OpenAi,
         }
     }
 
     /// The path of the endpoint, below the base URL.
     pub fn path(&self) -> &'static str {
-        match self.input {
-            Input::Chat(_) => "/v1/chat/completions",
-            Input::Completion(_) => "/v1/completions",
+        match (self.protocol, &self.input) {
+            (Protocol::OpenAi, Input::Chat(_)) => "/v1/chat/completions",
+            (Protocol::OpenAi, Input::Completion(_)) => "/v1/completions",
+            (Protocol::Ollama, Input::Chat(_)) => "/api/chat",
+            (Protocol::Ollama, Input::Completion(_)) => "/api/generate",
         }
     }
 
     /// The JSON body sent.
     pub fn body(&self) -> Value {
+        match self.protocol {
+            Protocol::OpenAi => self.openai_body(),
+            Protocol::Ollama => self.ollama_body(),
+        }
+    }
+
+    /// The content type the stream must have, and the `Accept` header asking for it.
+    fn stream_type(&self) -> &'static str {
+        match self.protocol {
+            Protocol::OpenAi => "text/event-stream",
+            Protocol::Ollama => "application/x-ndjson",
+        }
+    }
+
+    fn openai_body(&self) -> Value {
         let mut body = Map::new();
         body.insert("model".to_owned(), Value::from(self.model.as_str()));
         match &self.input {
@@ -160,6 +182,34 @@ impl StreamRequest {
         if let Some(options) = options.as_object_mut() {
             options.insert("include_usage".to_owned(), Value::Bool(true));
         }
+        Value::Object(body)
+    }
+
+    /// Ollama's native body: sampling settings live in `options`. An `options`
+    /// object among the extra fields is merged into kitt's own (its keys win),
+    /// every other extra field is set at the top level.
+    fn ollama_body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("model".to_owned(), Value::from(self.model.as_str()));
+        match &self.input {
+            Input::Chat(messages) => body.insert("messages".to_owned(), json!(messages)),
+            Input::Completion(prompt) => body.insert("prompt".to_owned(), json!(prompt)),
+        };
+        let mut options = Map::new();
+        options.insert("num_predict".to_owned(), Value::from(self.max_tokens));
+        if let Some(temperature) = self.temperature {
+            options.insert("temperature".to_owned(), Value::from(temperature));
+        }
+        for (key, value) in &self.extra {
+            match (key.as_str(), value.as_object()) {
+                ("options", Some(extra)) => options.extend(extra.clone()),
+                _ => {
+                    body.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        body.insert("options".to_owned(), Value::Object(options));
+        body.insert("stream".to_owned(), Value::Bool(true));
         Value::Object(body)
     }
 }
@@ -224,11 +274,11 @@ impl StreamClient {
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "text/event-stream")
+            .header(ACCEPT, request.stream_type())
             .body(body);
 
         let expected = request.expected_model.as_deref();
-        let mut ingest = StreamIngest::new(expected, request.max_tokens);
+        let mut ingest = StreamIngest::for_protocol(request.protocol, expected, request.max_tokens);
         if keep_text {
             ingest.keep_text();
         }
@@ -267,8 +317,9 @@ async fn read_response(
     }
     if let Some(kind) = response.headers().get(CONTENT_TYPE) {
         let kind = String::from_utf8_lossy(kind.as_bytes());
-        if !kind.trim_start().starts_with("text/event-stream") {
-            let message = format!("expected an event stream, the server sent `{kind}`");
+        let expected = request.stream_type();
+        if !kind.trim_start().starts_with(expected) {
+            let message = format!("expected `{expected}`, the server sent `{kind}`");
             ingest.fail(Failure::new(FailureClass::BadPayload, message));
             return StreamEnd::Eof;
         }
@@ -375,6 +426,31 @@ mod tests {
         assert_eq!((body["prompt"].clone(), body.get("messages")), (json!("Once"), None));
         assert_eq!(body.get("temperature"), None);
         assert_eq!(request.path(), "/v1/completions");
+    }
+
+    #[test]
+    fn ollama_body_puts_sampling_in_options_and_merges_extra_options() {
+        let mut request = StreamRequest::chat("llama3.2:1b", vec![ChatMessage::user("Hi")], 16);
+        request.protocol = Protocol::Ollama;
+        request.temperature = Some(0.0);
+        request.extra.insert("options".into(), json!({ "num_ctx": 4096, "num_thread": 2 }));
+        request.extra.insert("keep_alive".into(), json!(-1));
+        request.extra.insert("stream".into(), json!(false));
+
+        assert_eq!(
+            request.body(),
+            json!({
+                "model": "llama3.2:1b",
+                "messages": [{ "role": "user", "content": "Hi" }],
+                "options": { "num_predict": 16, "temperature": 0.0, "num_ctx": 4096, "num_thread": 2 },
+                "keep_alive": -1,
+                "stream": true,
+            })
+        );
+        assert_eq!(request.path(), "/api/chat");
+        assert_eq!(request.stream_type(), "application/x-ndjson");
+        request.input = Input::Completion("Once".into());
+        assert_eq!((request.path(), &request.body()["prompt"]), ("/api/generate", &json!("Once")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use crate::measure::{ChatMessage, RequestRecord, StreamClient, StreamRequest, Summary};
+use crate::measure::{ChatMessage, Protocol, RequestRecord, StreamClient, StreamRequest, Summary};
 use crate::results::model::{BenchmarkResult, BenchmarkStatus};
 use crate::suite::{Suite, TestKind, TestPlan};
 
@@ -25,6 +25,8 @@ pub struct Target {
     pub model: String,
     /// Engine-specific request fields (cache defeat, output pinning).
     pub extras: serde_json::Map<String, serde_json::Value>,
+    /// The streaming API the engine speaks.
+    pub protocol: Protocol,
     /// Prefix requests with a unique marker, for engines whose prompt cache kitt cannot switch off.
     pub unique_prefix: bool,
     /// What to sample memory from.
@@ -46,6 +48,7 @@ impl Target {
             client,
             model,
             extras: serde_json::Map::new(),
+            protocol: Protocol::OpenAi,
             unique_prefix: false,
             memory,
             temperature,
@@ -64,6 +67,7 @@ impl Target {
             StreamRequest::chat(&self.model, vec![ChatMessage::user(text)], max_tokens);
         request.temperature = Some(self.temperature);
         request.extra = self.extras.clone();
+        request.protocol = self.protocol;
         request.expected_model = Some(self.model.clone());
         request
     }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::config::EngineConfig;
-use crate::engine::{self, EngineError, EngineKind, Launch, Running};
+use crate::engine::{self, EngineError, EngineKind, Launch, Running, StartProgress};
 use crate::measure::{METRICS_VERSION, StreamClient};
 use crate::results::model::{
     BenchmarkResult, BenchmarkStatus, EngineIdentity, ModelIdentity, RunResult,
@@ -100,6 +100,16 @@ impl RunRequest<'_> {
             let _ = phases.send(Phase { at: std::time::Instant::now(), text: phase() });
         }
     }
+
+    /// What the engine reports while it starts (a pull, an import) becomes phases too.
+    fn start_progress(&self) -> StartProgress {
+        match self.phases.clone() {
+            Some(phases) => StartProgress::new(move |text| {
+                let _ = phases.send(Phase { at: std::time::Instant::now(), text });
+            }),
+            None => StartProgress::default(),
+        }
+    }
 }
 
 /// A finished run.
@@ -165,6 +175,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         context_size,
         slots,
         log_path: log_path.clone(),
+        progress: request.start_progress(),
     };
     request.phase(|| format!("starting {}", request.engine));
     let mut running = tokio::select! {
@@ -233,6 +244,7 @@ async fn measure(
     running.comparability.insert("memory".into(), sampler.describe());
     let mut target = Target::new(client, running.served_model.clone(), sampler, suite.temperature);
     target.extras = running.request_extras.clone();
+    target.protocol = running.protocol;
     target.unique_prefix = !target.extras.contains_key("cache_prompt");
     if target.unique_prefix {
         running

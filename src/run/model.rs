@@ -1,6 +1,7 @@
 //! Which model file `kitt run -m MODEL` means: a GGUF file, a directory of
 //! GGUF variants, or a repository id already in local storage, with
-//! `--quant` picking a variant when there are several.
+//! `--quant` picking a variant when there are several. For Ollama, anything
+//! else is a library tag (`llama3.2:1b`) that the engine pulls if needed.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,20 @@ pub enum ModelError {
     /// MODEL is empty.
     #[error("the model is empty; give a GGUF file, a directory or a repository id")]
     Empty,
+    /// MODEL is neither local nor a valid Ollama tag.
+    #[error("`{model}` is not a local GGUF file, directory or repository, and {reason}")]
+    BadTag {
+        /// MODEL as given.
+        model: String,
+        /// Why it is no tag.
+        reason: String,
+    },
+    /// `--quant` with an Ollama tag, which names its quantization itself.
+    #[error(
+        "--quant does not apply to the Ollama tag `{0}`: a tag names its quantization; \
+         give the full tag, e.g. `qwen2.5:7b-instruct-q4_K_M`"
+    )]
+    QuantWithTag(String),
     /// `--quant` names no variant of MODEL.
     #[error("`{model}` has no variant `{quant}`; it has: {variants}")]
     NoSuchQuant {
@@ -119,6 +134,8 @@ pub fn resolve_model(
         (path.to_owned(), sized(&list_files(path)))
     } else if let Some(repo) = local.find(model) {
         (repo.dir, sized(&repo.files))
+    } else if engine == EngineKind::Ollama {
+        return ollama_tag(model, quant);
     } else {
         return Err(ModelError::NotFound(model.to_owned()));
     };
@@ -150,6 +167,30 @@ pub fn resolve_model(
         architecture: header.as_ref().and_then(|info| info.architecture.clone()),
         parameters: Some(parameters).filter(|count| *count > 0),
         format: Some(Format::Gguf),
+        tokenizer: None,
+    })
+}
+
+/// An Ollama library tag: the engine finds it in its store or pulls it.
+fn ollama_tag(model: &str, quant: Option<&str>) -> Result<ModelFile, ModelError> {
+    let tag = model.trim();
+    if tag.to_ascii_lowercase().ends_with(".gguf") {
+        return Err(ModelError::NotFound(model.to_owned()));
+    }
+    crate::engine::ollama::check_tag(tag)
+        .map_err(|reason| ModelError::BadTag { model: model.to_owned(), reason })?;
+    if quant.is_some() {
+        return Err(ModelError::QuantWithTag(tag.to_owned()));
+    }
+    let name = crate::engine::ollama::normalise_tag(tag);
+    Ok(ModelFile {
+        path: PathBuf::from(tag),
+        quant: crate::plan::discover::tag_label(&name).label,
+        name,
+        size_bytes: 0,
+        architecture: None,
+        parameters: None,
+        format: Some(Format::Ollama),
         tokenizer: None,
     })
 }

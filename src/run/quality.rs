@@ -82,6 +82,7 @@ async fn ask(target: &Target, question: &Question, max_tokens: u32) -> (RequestR
     let mut request = StreamRequest::chat(&target.model, messages, max_tokens);
     request.temperature = Some(0.0);
     request.extra = target.extras.clone();
+    request.protocol = target.protocol;
     for key in PINNING {
         request.extra.remove(*key);
     }
