@@ -41,14 +41,15 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
 }
 
 /// The path when it is an executable file.
-fn existing(path: &Path) -> Option<PathBuf> {
+pub(super) fn existing(path: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = std::fs::metadata(path)
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0);
     executable.then(|| path.to_owned())
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+/// The first executable called `name` in a `PATH` directory.
+pub(super) fn on_path(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
         .map(|dir| dir.join(name))
@@ -202,7 +203,8 @@ async fn wait_until_ready(
     }
 }
 
-fn check_port_owner(process: &EngineProcess, port: u16) -> Result<(), EngineError> {
+/// Refuses a port that some process outside the engine's group listens on.
+pub(super) fn check_port_owner(process: &EngineProcess, port: u16) -> Result<(), EngineError> {
     let members = super::process::group_members(process.pid());
     match port::port_owned_by(port, &members) {
         Some(false) => Err(EngineError::PortNotOwned { port }),
