@@ -481,6 +481,26 @@ fn engines_list_shows_every_engine_with_its_version_or_why_not() {
     }
 }
 
+/// Two models on the fake vLLM; `Huge` runs out of memory when `FAKE_FAIL` says so.
+const CAMPAIGN: &str = "campaign_name: servers
+models:
+  - name: Small
+    params: \"1B\"
+    safetensors_repo: org/Small-Instruct
+  - name: Huge
+    params: \"70B\"
+    safetensors_repo: org/Huge-Instruct
+engines:
+  - name: vllm
+    suite: quick
+    config:
+      binary: BINARY
+      gpu_memory_utilization: SHARE
+disk:
+  reserve_gb: 0
+  cleanup_after_run: false
+";
+
 #[test]
 fn a_campaign_stores_comparability_and_does_not_retry_out_of_memory_with_the_same_config() {
     let fake = Fake::new();
@@ -488,10 +508,9 @@ fn a_campaign_stores_comparability_and_does_not_retry_out_of_memory_with_the_sam
         checkpoint(&fake.scratch.models().join("huggingface").join(repo));
     }
     let config = |share: &str| {
-        format!(
-            "campaign_name: servers\nmodels:\n  - name: Small\n    params: \"1B\"\n    safetensors_repo: org/Small-Instruct\n  - name: Huge\n    params: \"70B\"\n    safetensors_repo: org/Huge-Instruct\nengines:\n  - name: vllm\n    suite: quick\n    config:\n      binary: {}\n      gpu_memory_utilization: {share}\ndisk:\n  reserve_gb: 0\n  cleanup_after_run: false\n",
-            fake.program("vllm").display()
-        )
+        CAMPAIGN
+            .replace("BINARY", &fake.program("vllm").display().to_string())
+            .replace("SHARE", share)
     };
     let file = fake.scratch.write("servers.yaml", &config("0.9"));
     let oom = [("FAKE_FAIL", "oom"), ("FAKE_FAIL_MATCH", "Huge-Instruct")];

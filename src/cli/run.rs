@@ -183,7 +183,8 @@ fn engine_config(
                     .filter(|share| limits::gpu_memory_utilization(*share));
                 config.gpu_memory_utilization = Some(share.ok_or_else(|| {
                     KittError::Usage(format!(
-                        "--engine-config `gpu_memory_utilization` must be a number above 0 and at most 1, got `{value}`"
+                        "--engine-config `gpu_memory_utilization` must be a number above 0 \
+                         and at most 1, got `{value}`"
                     ))
                 })?);
             }

@@ -193,7 +193,8 @@ impl ServerPlan {
     }
 
     /// The parameters recorded with the result: flags without their dashes
-    /// (a switch as `true`), and `extra_args` as one string.
+    /// (a switch as `true`), `extra_args` as one string, and the program with
+    /// the arguments before the flags as `command`.
     pub fn parameters(&self) -> BTreeMap<String, String> {
         let mut recorded: BTreeMap<String, String> = self
             .flags
@@ -205,6 +206,10 @@ impl ServerPlan {
             .collect();
         if !self.extra_args.is_empty() {
             recorded.insert("extra_args".into(), self.extra_args.join(" "));
+        }
+        if !self.leading.is_empty() {
+            let command = format!("{} {}", self.program.display(), self.leading.join(" "));
+            recorded.insert("command".into(), command);
         }
         recorded
     }
@@ -478,9 +483,18 @@ pub fn model_refusal(
         (EngineKind::Vllm, Some(Format::Gguf)) => {
             let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
             if crate::plan::quant::shard_index(&name).is_some() {
-                Some("vLLM loads only single-file GGUF models; merge the shards or use the safetensors checkpoint".into())
+                Some(
+                    "vLLM loads only single-file GGUF models; merge the shards or use the \
+                     safetensors checkpoint"
+                        .into(),
+                )
             } else if tokenizer.is_none() {
-                Some("vLLM serves a GGUF only with the tokenizer of the original model; give it with `--engine-config tokenizer=DIR_OR_REPO` (a campaign takes it from the model's `safetensors_repo`)".into())
+                Some(
+                    "vLLM serves a GGUF only with the tokenizer of the original model; give it \
+                     with `--engine-config tokenizer=DIR_OR_REPO` (a campaign takes it from the \
+                     model's `safetensors_repo`)"
+                        .into(),
+                )
             } else {
                 None
             }
@@ -519,7 +533,9 @@ mod tests {
 
     #[test]
     fn the_last_matching_line_decides_and_ends_the_tail() {
-        let log = "loading\nCUDA out of memory\nmore\nValueError: max seq len larger than KV cache\nRuntimeError: Engine core initialization failed\n";
+        let log = "loading\nCUDA out of memory\nmore\n\
+                   ValueError: max seq len larger than KV cache\n\
+                   RuntimeError: Engine core initialization failed\n";
         let Some(EngineError::OutOfMemory { cause, hint, log_tail }) =
             out_of_memory(SIGNS, "max-model-len 4096", log)
         else {
@@ -546,6 +562,7 @@ mod tests {
         let recorded = plan.parameters();
         assert_eq!(recorded["no-enable-prefix-caching"], "true");
         assert_eq!(recorded["extra_args"], "--seed 1");
+        assert_eq!(recorded["command"], "vllm serve /m");
     }
 
     #[test]

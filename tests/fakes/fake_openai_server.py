@@ -237,8 +237,9 @@ class Handler(BaseHTTPRequestHandler):
                 and body["min_tokens"] > body.get("max_tokens", 16)):
             event["status"] = 400
             record(event)
+            message = "min_tokens must be less than or equal to max_tokens"
             return self.reply(400, {"object": "error", "type": "BadRequestError", "code": 400,
-                                    "message": "min_tokens must be less than or equal to max_tokens"})
+                                    "message": message})
         event["status"] = 200
         record(event)
         count = token_count(state, body)
