@@ -63,7 +63,12 @@ impl Fake {
 
     /// `kitt --json run -m CHECKPOINT -e ENGINE` with the fake as `binary`.
     fn run(&self, engine: &str, extra: &[&str], env: &[(&str, &str)]) -> Outcome {
-        let binary = format!("binary={}", self.program(engine).display());
+        self.run_as(engine, &self.program(engine).display().to_string(), extra, env)
+    }
+
+    /// [`Self::run`] with `binary` as given.
+    fn run_as(&self, engine: &str, binary: &str, extra: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let binary = format!("binary={binary}");
         let mut command = self.kitt(env);
         command
             .args(["--json", "run", "-m", CHECKPOINT, "-e", engine, "--engine-config", &binary])
@@ -360,7 +365,8 @@ fn an_engine_that_exits_while_loading_is_reported_with_its_log_and_its_workers_s
 fn tabby_loads_the_checkpoint_by_name_from_its_parent_directory() {
     let fake = Fake::new();
 
-    let outcome = fake.run("exllamav2", &[], &[]);
+    // The checkout, relative to where kitt runs: TabbyAPI runs in it.
+    let outcome = fake.run_as("exllamav2", "tabby", &[], &[]);
 
     let result = result(&outcome);
     let (context, slots) = quick_needs();
@@ -387,6 +393,7 @@ fn tabby_loads_the_checkpoint_by_name_from_its_parent_directory() {
         &slots,
     ]);
     assert_eq!(argv, expected);
+    assert_eq!(start["program"], fake.path("tabby/main.py").display().to_string());
     assert_eq!(start["cwd"], fake.path("tabby").display().to_string(), "runs in its checkout");
     assert!(fake.requests().iter().any(|r| r["path"] == "/v1/model"), "the loaded model");
     let bodies = measured_bodies(&fake, "Tiny-Instruct");

@@ -41,8 +41,10 @@ const MEMORY_SIGNS: &[MemorySign] = &[
 const CACHE_PAGE: u32 = 256;
 
 /// What a configured path stands for: `main.py` (in the directory given, or
-/// the file itself), or an executable wrapper.
+/// the file itself), or an executable wrapper; absolute, since TabbyAPI runs
+/// in its checkout.
 fn entry_point(path: &Path) -> Option<PathBuf> {
+    let path = &std::path::absolute(path).ok()?;
     if path.is_dir() {
         let main = path.join("main.py");
         return main.is_file().then_some(main);
@@ -92,6 +94,8 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
 /// The command line, checks and request fields for one launch.
 pub fn plan(launch: &Launch<'_>, entry: &Path, port: u16) -> Result<ServerPlan, EngineError> {
     let model = served::check_model(launch, None)?;
+    // TabbyAPI runs in its checkout: a relative model path would point elsewhere.
+    let model = std::path::absolute(model).map_err(EngineError::Io)?;
     let (Some(model_dir), Some(name)) = (model.parent(), model.file_name()) else {
         return Err(EngineError::Model {
             engine: "exllamav2",

@@ -19,7 +19,8 @@ chunks, finish chunk, a usage-only chunk when `stream_options.include_usage`,
 worker process, as the real ones do.
 
 Environment:
-  FAKE_SERVER_LOG          JSON-lines file: the start (argv, cwd) and every request
+  FAKE_SERVER_LOG          JSON-lines file: the start (program, argv, cwd) and every
+                           request
   FAKE_LOAD_SECONDS        loading time (default 0.3)
   FAKE_NATURAL_TOKENS      tokens before the model's end of sequence (default 3)
   FAKE_FAIL                oom | oom_kv | exit: fail while loading, as the real server
@@ -334,7 +335,8 @@ def start_worker():
 
 def serve(persona, args):
     args_text = " ".join(sys.argv)
-    record({"event": "start", "persona": persona, "argv": sys.argv[1:], "cwd": os.getcwd()})
+    record({"event": "start", "persona": persona, "program": sys.argv[0], "argv": sys.argv[1:],
+            "cwd": os.getcwd()})
     say("INFO %s: starting with %s" % (persona, args_text))
     state = Server(persona, args)
     Handler.server_state = state
