@@ -143,6 +143,25 @@ engines:
 }
 
 #[test]
+fn engine_keys_the_engine_does_not_take_or_out_of_range_are_rejected() {
+    let yaml = "campaign_name: c
+models:
+  - name: M
+    safetensors_repo: org/M
+engines:
+  - name: vllm
+    config:
+      gpu_layers: 10
+      gpu_memory_utilization: 1.5
+  - name: mlx
+    config:
+      context_size: 4096
+      tokenizer: org/M
+";
+    insta::assert_snapshot!(rejected(yaml));
+}
+
+#[test]
 fn regression_events_need_auto_compare() {
     let yaml = format!(
         "campaign_name: c\nnotifications:\n  notify_on: [failure, regression]\n{VALID_TAIL}"

@@ -119,3 +119,26 @@ fn unknown_engines_and_engine_keys_suggest_the_near_one() {
         outcome.stderr
     );
 }
+
+#[test]
+fn a_safetensors_checkpoint_is_a_model_only_for_engines_that_load_one() {
+    let scratch = Scratch::new();
+    let dir = scratch.path().join("org/Tiny-AWQ");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), "{}").unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"weights").unwrap();
+
+    let outcome = run(&scratch, &["-m", "org/Tiny-AWQ"]);
+    assert_eq!(outcome.code, 2);
+    assert!(outcome.stderr.contains("holds no GGUF model files"), "{}", outcome.stderr);
+
+    let mut command = scratch.kitt();
+    command.args(["run", "-m", "org/Tiny-AWQ", "-e", "sglang", "--quant", "BF16"]);
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome.stderr.contains("has no variant `BF16`; it has: AWQ"),
+        "the label comes from the checkpoint's name: {}",
+        outcome.stderr
+    );
+}

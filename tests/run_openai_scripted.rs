@@ -129,12 +129,13 @@ fn engine_parameters_that_do_not_apply_are_refused() {
 }
 
 #[test]
-fn engines_this_version_cannot_start_are_refused_before_anything_is_written() {
+fn a_model_that_is_not_there_is_refused_before_anything_is_written() {
     let scratch = Scratch::new();
     let mut command = scratch.kitt();
     command.args(["run", "-m", "m", "-e", "vllm"]);
     let outcome = scratch.run(&mut command);
     assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("`m` is neither a GGUF file"), "{}", outcome.stderr);
     assert!(!scratch.home().exists(), "nothing may be created for a refused run");
 }
 

@@ -139,6 +139,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         runs.iter().map(|run| (run.key.as_str(), *run)).collect();
 
     let mut todo = Vec::new();
+    let mut kept_failed = Vec::new();
     let mut total = 0u64;
     for row in stored.iter().filter(|row| row.in_config) {
         total += 1;
@@ -154,6 +155,10 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         if planned.status == RunPlan::Skipped {
             let reason = planned.reason.as_deref().unwrap_or("skipped by the plan");
             store.run_skipped(row.id, reason).map_err(environment)?;
+            continue;
+        }
+        if out_of_memory_again(&store, row, &hash)? {
+            kept_failed.push(row.key.clone());
             continue;
         }
         todo.push((row.id, *planned));
@@ -173,6 +178,12 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         todo.len(),
         total - todo.len() as u64
     ));
+    for key in &kept_failed {
+        progress.note(&format!(
+            "{key}: not retried: it ran out of memory at start-up with this same config; \
+             change its engine settings as its reason says, then resume"
+        ));
+    }
 
     let notifier = Arc::new(Notifier::new(&campaign.notifications));
     let mut notes = Vec::new();
@@ -253,6 +264,22 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         let _ = note.await;
     }
     Ok(outcome)
+}
+
+/// Whether a failed run ran out of memory at start-up under the config it
+/// would run with now: the same settings fail the same way, so it is kept
+/// failed instead of being started again.
+fn out_of_memory_again(store: &Store, row: &RunRow, hash: &str) -> Result<bool, KittError> {
+    let out_of_memory = row.status == RunStatus::Failed
+        && row
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.starts_with(crate::engine::OUT_OF_MEMORY));
+    if !out_of_memory {
+        return Ok(false);
+    }
+    let tried_with = store.last_attempt_config_hash(row.id).map_err(environment)?;
+    Ok(tried_with.as_deref() == Some(hash))
 }
 
 /// Stops engines a kitt that died left running, and says so.

@@ -17,6 +17,9 @@
 //! - The reserve (`disk.reserve_gb`) holds for local models too: a run is
 //!   skipped when free space under the storage root is below the reserve plus
 //!   what the run downloads.
+//! - `--resume` redoes failed runs, except one whose engine ran out of memory
+//!   at start-up under the same config file (same hash): it would fail the
+//!   same way, so it stays failed, with a note, until the config changes.
 
 pub mod coordinator;
 pub mod lock;

@@ -59,12 +59,13 @@ pub enum Command {
 /// Arguments of `kitt run`.
 #[derive(Debug, Args)]
 pub struct RunCmd {
-    /// A GGUF file, a directory of GGUF variants, or a repository id in local
+    /// A GGUF file, a directory of GGUF variants, a safetensors checkpoint
+    /// directory (vllm, sglang, exllamav2, mlx), or a repository id in local
     /// storage (for `openai`: the served model id).
     #[arg(short, long, value_name = "MODEL")]
     pub model: String,
 
-    /// The engine: llama_cpp or openai.
+    /// The engine: llama_cpp, vllm, sglang, exllamav2, mlx or openai.
     #[arg(short, long, value_name = "ENGINE")]
     pub engine: String,
 
@@ -77,7 +78,9 @@ pub struct RunCmd {
     pub quant: Option<String>,
 
     /// Engine parameter (binary, context_size, gpu_layers, parallel, threads,
-    /// extra_args, base_url, model); repeatable.
+    /// gpu_memory_utilization, tensor_parallel_size, tokenizer, extra_args,
+    /// profile, base_url, model); repeatable. A key the engine does not take
+    /// is an error. vLLM serves a GGUF file with tokenizer=DIR_OR_REPO.
     #[arg(long = "engine-config", value_name = "KEY=VALUE")]
     pub engine_config: Vec<String>,
 

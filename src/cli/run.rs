@@ -24,6 +24,9 @@ const STARTED_KEYS: &[&str] = &[
     "gpu_layers",
     "parallel",
     "threads",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "tokenizer",
     "extra_args",
     "profile",
     "mode",
@@ -38,11 +41,6 @@ const EXTERNAL_KEYS: &[&str] = &["base_url", "model"];
 pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
     let engine = EngineKind::parse(&args.engine)
         .ok_or_else(|| unknown("engine", &args.engine, EngineKind::NAMES))?;
-    if !matches!(engine, EngineKind::LlamaCpp | EngineKind::Ollama | EngineKind::Openai) {
-        return Err(KittError::Usage(format!(
-            "engine `{engine}` cannot be started by this version of kitt yet (usable: llama_cpp, ollama, openai)"
-        )));
-    }
     let config = engine_config(engine, &args.engine_config, home)?;
     let mut suite =
         Suite::load(&args.suite, home).map_err(|error| KittError::Usage(error.to_string()))?;
@@ -53,6 +51,15 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
     let local = LocalIndex::new(root, hf_cache_dir());
     let model = resolve_model(&args.model, args.quant.as_deref(), engine, &local)
         .map_err(|error| KittError::Usage(error.to_string()))?;
+    let tokenizer = config.tokenizer.as_deref().or(model.tokenizer.as_deref());
+    if let Some(reason) =
+        crate::engine::served::model_refusal(engine, model.format, &model.path, tokenizer)
+    {
+        return Err(KittError::Usage(format!(
+            "engine `{engine}` cannot load `{}`: {reason}",
+            model.path.display()
+        )));
+    }
     let output_root = args.output.clone().unwrap_or_else(|| home.to_owned());
 
     let request = RunRequest {
@@ -118,8 +125,10 @@ fn check_applicable(kind: EngineKind, pairs: &[String]) -> Result<(), KittError>
     for key in pairs.iter().filter_map(|pair| pair.split_once('=').map(|(key, _)| key)) {
         let refused = if kind == EngineKind::Openai {
             STARTED_KEYS.contains(&key).then_some("kitt does not start an `openai` server")
+        } else if EXTERNAL_KEYS.contains(&key) {
+            Some("kitt starts this engine itself")
         } else {
-            EXTERNAL_KEYS.contains(&key).then_some("kitt starts this engine itself")
+            crate::engine::keys::refusal(kind, key)
         };
         if let Some(why) = refused {
             return Err(KittError::Usage(format!(
@@ -187,6 +196,30 @@ fn engine_config(
                 return Err(KittError::Usage(format!(
                     "--engine-config `keep_alive` does not apply to `{kind}`: only `ollama` has it"
                 )));
+            }
+            "tensor_parallel_size" => {
+                config.tensor_parallel_size = Some(number(limits::TENSOR_PARALLEL_SIZE)? as u32);
+            }
+            "gpu_memory_utilization" => {
+                let share = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|share| limits::gpu_memory_utilization(*share));
+                config.gpu_memory_utilization = Some(share.ok_or_else(|| {
+                    KittError::Usage(format!(
+                        "--engine-config `gpu_memory_utilization` must be a number above 0 \
+                         and at most 1, got `{value}`"
+                    ))
+                })?);
+            }
+            "tokenizer" if !value.trim().is_empty() => {
+                config.tokenizer = Some(value.trim().to_owned());
+            }
+            "tokenizer" => {
+                return Err(KittError::Usage(
+                    "--engine-config `tokenizer` is empty; give a directory or a repository id"
+                        .into(),
+                ));
             }
             "extra_args" => config.extra_args.extend(value.split_whitespace().map(str::to_owned)),
             "profile" => {
@@ -341,9 +374,19 @@ fn availability(kind: EngineKind) -> (EngineKind, bool, String) {
             }
             Err(error) => (kind, false, error.to_string()),
         },
+        EngineKind::Vllm => served_row(kind, crate::engine::vllm::availability()),
+        EngineKind::Sglang => served_row(kind, crate::engine::sglang::availability()),
+        EngineKind::Exllamav2 => served_row(kind, crate::engine::tabby::availability()),
+        EngineKind::Mlx => served_row(kind, crate::engine::mlx::availability()),
         EngineKind::Openai => {
             (kind, true, "connects to a running server: --engine-config base_url=URL".into())
         }
-        other => (other, false, "not supported by this version of kitt yet".into()),
+    }
+}
+
+fn served_row(kind: EngineKind, found: Result<String, String>) -> (EngineKind, bool, String) {
+    match found {
+        Ok(detail) => (kind, true, detail),
+        Err(why) => (kind, false, why),
     }
 }

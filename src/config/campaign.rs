@@ -104,6 +104,13 @@ pub mod engine_limits {
     pub const PARALLEL: (i64, i64) = (1, 1024);
     /// `threads`.
     pub const THREADS: (i64, i64) = (1, 4096);
+    /// `tensor_parallel_size` (GPUs).
+    pub const TENSOR_PARALLEL_SIZE: (i64, i64) = (1, 1024);
+
+    /// Whether `value` is an allowed `gpu_memory_utilization`: above 0, at most 1.
+    pub fn gpu_memory_utilization(value: f64) -> bool {
+        value > 0.0 && value <= 1.0
+    }
 }
 
 /// An engine's `config` map, typed.
@@ -129,6 +136,13 @@ pub struct EngineConfig {
     pub threads: Option<u32>,
     /// How long Ollama keeps the model loaded (`30m`, `-1` for never unloading; `ollama` only).
     pub keep_alive: Option<String>,
+    /// Fraction of GPU memory the engine may take (vLLM `--gpu-memory-utilization`,
+    /// SGLang `--mem-fraction-static`); above 0, at most 1.
+    pub gpu_memory_utilization: Option<f64>,
+    /// GPUs the model is split over (vLLM and SGLang tensor parallelism).
+    pub tensor_parallel_size: Option<u32>,
+    /// The tokenizer vLLM serves a GGUF with: a local directory or a repository id.
+    pub tokenizer: Option<String>,
     /// Extra command-line arguments passed to the engine as given (for
     /// `ollama`: `OLLAMA_NAME=value` entries of its environment).
     pub extra_args: Vec<String>,

@@ -208,6 +208,10 @@ const SECRET_KEYS: &[&str] = &["hf_token", "smtp_password", "devon_api_key"];
 /// one), or is a misspelling of one.
 pub fn is_secret_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
+    // A tokenizer is a directory or a repository id, not a token.
+    if lower == "tokenizer" {
+        return false;
+    }
     let looks_secret = ["tok", "pass", "pasw", "pwd", "secret", "key", "cred", "auth", "webhook"]
         .iter()
         .any(|part| lower.contains(part));
@@ -378,5 +382,15 @@ fn join(section: &str, key: &str) -> String {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: `{}`: {}", self.line, self.column, self.field, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tokenizer_is_not_a_secret_but_tokens_are() {
+        assert!(!super::is_secret_key("tokenizer"));
+        assert!(super::is_secret_key("hf_token"));
+        assert!(super::is_secret_key("tokenizer_token"));
     }
 }

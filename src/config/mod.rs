@@ -15,6 +15,7 @@ mod raw;
 mod secret;
 mod suggest;
 mod validate;
+mod validate_engine;
 mod validate_settings;
 
 use std::path::Path;

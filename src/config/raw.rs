@@ -100,6 +100,9 @@ pub struct RawEngineConfig {
     pub parallel: Option<Spanned<i64>>,
     pub threads: Option<Spanned<i64>>,
     pub keep_alive: Option<Spanned<String>>,
+    pub gpu_memory_utilization: Option<Spanned<f64>>,
+    pub tensor_parallel_size: Option<Spanned<i64>>,
+    pub tokenizer: Option<Spanned<String>>,
     #[serde(default)]
     pub extra_args: Vec<String>,
     pub profile: Option<Spanned<String>>,

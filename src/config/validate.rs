@@ -342,12 +342,14 @@ impl Checker {
     fn engine_config(
         &mut self,
         kind: EngineKind,
-        raw: RawEngineConfig,
+        mut raw: RawEngineConfig,
         field: &str,
         name: &Spanned<String>,
     ) -> EngineConfig {
         let field = format!("{field}.config");
-        let mut config = EngineConfig { extra_args: raw.extra_args, ..EngineConfig::default() };
+        let mut config = EngineConfig::default();
+        self.server_keys(kind, &mut raw, &field, &mut config);
+        config.extra_args = raw.extra_args;
         if let Some(mode) = raw.mode {
             config.mode = match mode.value.trim() {
                 "native" => EngineMode::Native,

@@ -205,7 +205,8 @@ async fn wait_until_ready(
     }
 }
 
-fn check_port_owner(process: &EngineProcess, port: u16) -> Result<(), EngineError> {
+/// Refuses a port that some process outside the engine's group listens on.
+pub(super) fn check_port_owner(process: &EngineProcess, port: u16) -> Result<(), EngineError> {
     let members = super::process::group_members(process.pid());
     match port::port_owned_by(port, &members) {
         Some(false) => Err(EngineError::PortNotOwned { port }),

@@ -6,12 +6,19 @@
 //! make numbers comparable. Adding an engine means a module here and an arm in
 //! [`start`].
 
+pub mod keys;
 pub mod llama_cpp;
+pub mod mlx;
 pub mod ollama;
 pub mod openai;
 pub mod port;
 pub mod process;
 pub mod profile;
+pub mod python;
+pub mod served;
+pub mod sglang;
+pub mod tabby;
+pub mod vllm;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -210,6 +217,14 @@ impl Launch<'_> {
     pub fn ready_deadline(&self) -> Duration {
         ready_deadline_for(self.model_bytes)
     }
+
+    /// The longest sequence one request may need: the configured
+    /// `context_size`, else the suite's per-request need (`context_size` is
+    /// that times the slots when nothing is configured). Engines that size
+    /// their context per sequence (vLLM, SGLang, TabbyAPI) take this.
+    pub fn context_per_request(&self) -> u32 {
+        self.config.context_size.unwrap_or(self.context_size / self.slots.max(1))
+    }
 }
 
 /// How long loading a model of `bytes` may take: 30 s plus 10 s per GiB.
@@ -232,7 +247,8 @@ pub struct Running {
     pub binary: Option<PathBuf>,
     /// Parameters passed to the engine, as text.
     pub parameters: BTreeMap<String, String>,
-    /// Fields added to every request (cache defeat, output pinning).
+    /// Fields added to every request (cache defeat, output pinning); a
+    /// `min_tokens` field is set to each request's own `max_tokens`.
     pub request_extras: serde_json::Map<String, serde_json::Value>,
     /// What was done for comparability, and what was refused.
     pub comparability: BTreeMap<String, String>,
@@ -340,6 +356,27 @@ pub enum EngineError {
         /// The end of its log.
         log_tail: String,
     },
+    /// The engine ran out of memory while starting: the same settings fail
+    /// the same way, so the run is not retried until they change.
+    #[error("{OUT_OF_MEMORY}: {cause}; {hint}; last log lines:\n{log_tail}")]
+    OutOfMemory {
+        /// What ran out, in the engine's terms.
+        cause: String,
+        /// What to change, with the values used.
+        hint: String,
+        /// The end of its log, ending with the line that says so.
+        log_tail: String,
+    },
+    /// The engine cannot load this model as given.
+    #[error("engine `{engine}` cannot load `{model}`: {reason}")]
+    Model {
+        /// Engine name.
+        engine: &'static str,
+        /// The model path.
+        model: String,
+        /// Why, and what to give instead.
+        reason: String,
+    },
     /// The engine did not become ready in time.
     #[error("the engine was not ready after {waited:?}; last log lines:\n{log_tail}")]
     NotReady {
@@ -375,13 +412,20 @@ pub enum EngineError {
     Io(#[source] std::io::Error),
 }
 
+/// How every out-of-memory start-up failure begins, in messages and in the
+/// campaign store (where resume looks for it).
+pub const OUT_OF_MEMORY: &str = "out of memory at start-up";
+
 /// Starts (or connects to) the engine of `launch`.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
     match launch.kind {
         EngineKind::LlamaCpp => llama_cpp::start(launch).await,
         EngineKind::Ollama => ollama::start(launch).await,
+        EngineKind::Vllm => vllm::start(launch).await,
+        EngineKind::Sglang => sglang::start(launch).await,
+        EngineKind::Exllamav2 => tabby::start(launch).await,
+        EngineKind::Mlx => mlx::start(launch).await,
         EngineKind::Openai => openai::connect(launch).await,
-        other => Err(EngineError::Unsupported(other)),
     }
 }
 

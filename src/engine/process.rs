@@ -68,9 +68,23 @@ impl EngineProcess {
         env: &[(String, String)],
         log_path: &Path,
     ) -> io::Result<Self> {
+        Self::spawn_in(program, args, env, None, log_path)
+    }
+
+    /// [`Self::spawn`] in the working directory `dir` (kitt's own when `None`).
+    pub fn spawn_in(
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        dir: Option<&Path>,
+        log_path: &Path,
+    ) -> io::Result<Self> {
         let log = OpenOptions::new().create(true).append(true).open(log_path)?;
         let tag = format!("{}:{}", owner_tag(), NEXT_ENGINE.fetch_add(1, Ordering::Relaxed));
         let mut command = Command::new(program);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

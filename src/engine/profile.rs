@@ -76,6 +76,8 @@ pub struct ProfileConfig {
     gpu_layers: Option<i32>,
     parallel: Option<u32>,
     threads: Option<u32>,
+    gpu_memory_utilization: Option<f64>,
+    tensor_parallel_size: Option<u32>,
     #[serde(default)]
     extra_args: Vec<String>,
 }
@@ -103,6 +105,9 @@ impl Profile {
         config.gpu_layers = config.gpu_layers.or(own.gpu_layers);
         config.parallel = config.parallel.or(own.parallel);
         config.threads = config.threads.or(own.threads);
+        config.gpu_memory_utilization =
+            config.gpu_memory_utilization.or(own.gpu_memory_utilization);
+        config.tensor_parallel_size = config.tensor_parallel_size.or(own.tensor_parallel_size);
         let mut args = own.extra_args.clone();
         args.append(&mut config.extra_args);
         config.extra_args = args;
@@ -128,6 +133,13 @@ pub fn load(name: &str, engine: EngineKind, home: Option<&Path>) -> Result<Profi
         name: name.to_owned(),
         message: error.without_snippet().to_string(),
     })?;
+    let share = raw.config.gpu_memory_utilization;
+    if share.is_some_and(|share| !crate::config::engine_limits::gpu_memory_utilization(share)) {
+        return Err(ProfileError::Invalid {
+            name: name.to_owned(),
+            message: "`gpu_memory_utilization` must be above 0 and at most 1".to_owned(),
+        });
+    }
     let kind = EngineKind::parse(&raw.engine).ok_or_else(|| ProfileError::Invalid {
         name: name.to_owned(),
         message: format!("unknown engine `{}`", raw.engine),

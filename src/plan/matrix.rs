@@ -210,7 +210,7 @@ fn safetensors_candidate(info: &RepoInfo) -> Candidate {
 
 /// The quantization a safetensors repository's name announces, else `BF16`,
 /// the precision most published checkpoints are stored in.
-fn safetensors_label(repo: &str) -> QuantLabel {
+pub(crate) fn safetensors_label(repo: &str) -> QuantLabel {
     let upper = repo.to_ascii_uppercase();
     let token = upper
         .split(|c: char| !c.is_ascii_alphanumeric())

@@ -68,6 +68,10 @@ impl Target {
         request.temperature = Some(self.temperature);
         request.extra = self.extras.clone();
         request.protocol = self.protocol;
+        // The engine asked for `min_tokens`: it pins output to this request's own length.
+        if let Some(min_tokens) = request.extra.get_mut("min_tokens") {
+            *min_tokens = max_tokens.into();
+        }
         request.expected_model = Some(self.model.clone());
         request
     }

@@ -245,7 +245,9 @@ async fn measure(
     let mut target = Target::new(client, running.served_model.clone(), sampler, suite.temperature);
     target.extras = running.request_extras.clone();
     target.protocol = running.protocol;
-    target.unique_prefix = !target.extras.contains_key("cache_prompt");
+    // Engines that switch their prompt cache off record how; the others get a unique prefix.
+    target.unique_prefix = !target.extras.contains_key("cache_prompt")
+        && !running.comparability.contains_key("prompt_cache");
     if target.unique_prefix {
         running
             .comparability

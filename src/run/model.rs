@@ -1,14 +1,17 @@
-//! Which model file `kitt run -m MODEL` means: a GGUF file, a directory of
-//! GGUF variants, or a repository id already in local storage, with
-//! `--quant` picking a variant when there are several. For Ollama, anything
-//! else is a library tag (`llama3.2:1b`) that the engine pulls if needed.
+//! Which model `kitt run -m MODEL` means: a GGUF file, a directory of GGUF
+//! variants, or a repository id already in local storage, with `--quant`
+//! picking a variant when there are several; for engines that load
+//! safetensors, a checkpoint directory (`config.json` and `*.safetensors`),
+//! whose quant label comes from its name as in campaign plans. For Ollama,
+//! anything else is a library tag (`llama3.2:1b`) that the engine pulls if
+//! needed.
 
 use std::path::{Path, PathBuf};
 
 use crate::acquire::local::{LocalIndex, list_files};
 use crate::engine::{EngineKind, Format};
 use crate::plan::quant::{quant_from_file_name, shard_index};
-use crate::plan::variants::{GgufVariant, SizedFile, gguf_variants};
+use crate::plan::variants::{GgufVariant, SizedFile, gguf_variants, safetensors_files};
 
 /// A model ready to serve.
 #[derive(Debug, Clone)]
@@ -37,9 +40,7 @@ pub struct ModelFile {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// Nothing by that name.
-    #[error(
-        "`{0}` is neither a GGUF file, a directory of GGUF files, nor a repository in local storage"
-    )]
+    #[error("`{0}` is neither a GGUF file, a model directory, nor a repository in local storage")]
     NotFound(String),
     /// The directory or repository holds no GGUF model.
     #[error("`{0}` holds no GGUF model files")]
@@ -139,6 +140,9 @@ pub fn resolve_model(
     } else {
         return Err(ModelError::NotFound(model.to_owned()));
     };
+    if engine.formats().contains(&Format::Safetensors) && is_checkpoint(&dir, &files) {
+        return checkpoint(model, quant, &dir, &files);
+    }
     let variants = gguf_variants(&files);
     let variant = choose(model, quant, variants)?;
     let first = dir.join(&variant.files[0]);
@@ -191,6 +195,55 @@ fn ollama_tag(model: &str, quant: Option<&str>) -> Result<ModelFile, ModelError>
         architecture: None,
         parameters: None,
         format: Some(Format::Ollama),
+        tokenizer: None,
+    })
+}
+
+/// Whether `dir` is a safetensors checkpoint: `config.json` and weights at its top.
+fn is_checkpoint(dir: &Path, files: &[SizedFile]) -> bool {
+    let weights = files.iter().any(|file| {
+        !file.path.contains('/') && file.path.to_ascii_lowercase().ends_with(".safetensors")
+    });
+    weights && dir.join("config.json").is_file()
+}
+
+/// A safetensors checkpoint, named after its directory; `--quant` may only
+/// repeat the label its name announces.
+fn checkpoint(
+    model: &str,
+    quant: Option<&str>,
+    dir: &Path,
+    files: &[SizedFile],
+) -> Result<ModelFile, ModelError> {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let label = crate::plan::matrix::safetensors_label(&name).label;
+    if let Some(wanted) = quant.filter(|wanted| !wanted.eq_ignore_ascii_case(&label)) {
+        return Err(ModelError::NoSuchQuant {
+            model: model.to_owned(),
+            quant: wanted.to_owned(),
+            variants: label,
+        });
+    }
+    let (_, size_bytes) = safetensors_files(files);
+    let config = std::fs::read_to_string(dir.join("config.json")).ok();
+    let config: Option<serde_json::Value> =
+        config.and_then(|text| serde_json::from_str(&text).ok());
+    let architecture = config.as_ref().and_then(|config| {
+        let named = config["architectures"][0].as_str().or(config["model_type"].as_str());
+        named.map(str::to_owned)
+    });
+    // A name that announces its quantization (`…-AWQ`) is not given the label twice.
+    let announced = name.to_ascii_uppercase().contains(&label.to_ascii_uppercase());
+    let name = if announced { name } else { format!("{name}-{label}") };
+    Ok(ModelFile {
+        name,
+        quant: label,
+        size_bytes,
+        path: dir,
+        architecture,
+        parameters: None,
+        format: Some(Format::Safetensors),
         tokenizer: None,
     })
 }

@@ -481,6 +481,20 @@ impl Store {
             .doing(&self.path, "read a run")
     }
 
+    /// The config hash of the session that made a run's latest attempt.
+    pub fn last_attempt_config_hash(&self, run_id: i64) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT s.config_hash FROM campaign_attempts a \
+                 JOIN campaign_sessions s ON s.id = a.session_id \
+                 WHERE a.run_id = ?1 ORDER BY a.attempt DESC LIMIT 1",
+                [run_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .doing(&self.path, "read a run's last attempt")
+    }
+
     /// Starts a session: the campaign becomes `running`, owned by this
     /// process, with the config it now uses; runs left `running` by a dead
     /// owner go back to `pending` (their attempt `interrupted`); the runs are
