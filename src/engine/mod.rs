@@ -3,8 +3,11 @@
 //!
 //! Measurement never sees an engine: it gets a [`Running`] with a base URL,
 //! the model id to ask for and the request fields that make numbers
-//! comparable. Adding an engine means a module here and an arm in [`start`].
+//! comparable. Adding an engine means a module here and an arm in [`start`];
+//! its Docker mode uses [`docker`] (see that module's documentation).
 
+pub mod docker;
+pub mod handle;
 pub mod llama_cpp;
 pub mod openai;
 pub mod port;
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::EngineConfig;
-use process::{EngineProcess, STOP_GRACE};
+pub use handle::EngineHandle;
 
 /// A model format, as named in an engine's `formats` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -170,6 +173,9 @@ pub struct Launch<'a> {
     pub slots: u32,
     /// Where the engine's output goes.
     pub log_path: PathBuf,
+    /// Receives progress lines while the engine starts (an image pull), for
+    /// the run's phases.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Launch<'_> {
@@ -199,31 +205,35 @@ pub struct Running {
     pub request_extras: serde_json::Map<String, serde_json::Value>,
     /// What was done for comparability, and what was refused.
     pub comparability: BTreeMap<String, String>,
-    process: Option<EngineProcess>,
+    /// The process or container kitt started (`None` for external servers).
+    handle: Option<EngineHandle>,
     /// The port kitt chose for an engine it started.
     port: Option<u16>,
 }
 
 impl Running {
-    /// The engine's process group, when kitt started it.
+    /// The engine's process group, when kitt started it and can see it.
     pub fn process_group(&self) -> Option<u32> {
-        self.process.as_ref().map(EngineProcess::pid)
+        self.handle.as_ref().and_then(EngineHandle::process_group)
     }
 
-    /// Whether the engine process has exited (never for external servers).
-    pub fn has_exited(&mut self) -> bool {
-        self.process.as_mut().is_some_and(|process| process.exited().is_some())
+    /// Whether the engine has exited (never for external servers).
+    pub async fn has_exited(&mut self) -> bool {
+        match self.handle.as_mut() {
+            Some(handle) => handle.exited().await.is_some(),
+            None => false,
+        }
     }
 
     /// The tail of the engine's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        self.process.as_ref().map(|process| process.log_tail(lines)).unwrap_or_default()
+        self.handle.as_ref().map(|handle| handle.log_tail(lines)).unwrap_or_default()
     }
 
     /// Stops what kitt started and waits until it is gone; external servers are left alone.
     pub async fn stop(&mut self) -> Result<(), EngineError> {
-        if let Some(process) = self.process.as_mut() {
-            process.stop(STOP_GRACE).await.map_err(EngineError::Io)?;
+        if let Some(handle) = self.handle.as_mut() {
+            handle.stop().await?;
         }
         if let Some(port) = self.port.take() {
             wait_for_port_release(port).await;
@@ -304,6 +314,18 @@ pub enum EngineError {
     /// Starting or stopping failed at the OS level.
     #[error("engine process error")]
     Io(#[source] std::io::Error),
+    /// A Docker command failed.
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
+    /// The model cannot be mounted into a container.
+    #[error(transparent)]
+    Mount(#[from] docker::MountError),
+    /// Docker mode for an engine without an official image, and no `image`.
+    #[error("engine `{engine}` has no official image; set `image` in its config")]
+    NoImage {
+        /// Engine name.
+        engine: &'static str,
+    },
 }
 
 /// Starts (or connects to) the engine of `launch`.

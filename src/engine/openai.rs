@@ -28,7 +28,7 @@ pub async fn connect(launch: &Launch<'_>) -> Result<Running, EngineError> {
         parameters,
         request_extras: serde_json::Map::new(),
         comparability,
-        process: None,
+        handle: None,
         port: None,
     })
 }

@@ -165,15 +165,10 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         context_size,
         slots,
         log_path: log_path.clone(),
+        progress: None,
     };
     request.phase(|| format!("starting {}", request.engine));
-    let mut running = tokio::select! {
-        started = engine::start(&launch) => started?,
-        () = cancel.cancelled() => {
-            engine::process::kill_all_engines();
-            return Err(RunError::Interrupted);
-        }
-    };
+    let mut running = start_engine(launch, request, cancel).await?;
     let measured = tokio::select! {
         measured = measure(&mut running, request, cancel) => measured,
         () = cancel.cancelled() => Err(RunError::Interrupted),
@@ -254,13 +249,41 @@ async fn measure(
             result.warmup_ms = warmup;
             tracing::info!(test = %test.name, run_number, status = ?result.status, "benchmark finished");
             benchmarks.push(result);
-            if running.has_exited() {
+            if running.has_exited().await {
                 let tail = running.log_tail(20);
                 return Err(EngineError::Crashed { log_tail: tail }.into());
             }
         }
     }
     Ok(benchmarks)
+}
+
+/// Starts the engine, passing its start-up progress (an image pull) on as
+/// phases; an interruption kills whatever it started.
+async fn start_engine(
+    mut launch: Launch<'_>,
+    request: &RunRequest<'_>,
+    cancel: &Cancel,
+) -> Result<Running, RunError> {
+    let (progress, mut progress_lines) = tokio::sync::mpsc::unbounded_channel();
+    launch.progress = Some(progress);
+    let started = engine::start(&launch);
+    tokio::pin!(started);
+    loop {
+        tokio::select! {
+            started = &mut started => {
+                while let Ok(line) = progress_lines.try_recv() {
+                    request.phase(|| line);
+                }
+                return Ok(started?);
+            }
+            Some(line) = progress_lines.recv() => request.phase(|| line),
+            () = cancel.cancelled() => {
+                engine::process::kill_all_engines();
+                return Err(RunError::Interrupted);
+            }
+        }
+    }
 }
 
 /// Creates `dir` if needed and checks that files can be created in it.
