@@ -323,8 +323,14 @@ fn gpus_need_docker_mode_on_the_command_line_and_in_campaign_files() {
     let native = scratch.run(&mut command);
     assert_eq!(native.code, 2, "{}", native.stderr);
     assert!(native.stderr.contains("gpus applies to Docker mode only"), "{}", native.stderr);
+    let mut command = scratch.kitt();
+    let args = ["run", "-m", model.to_str().unwrap(), "-e", "llama_cpp"];
+    command.args(args).args(["--engine-config", "image=my/llama:b1"]);
+    let image = scratch.run(&mut command);
+    assert_eq!(image.code, 2, "{}", image.stderr);
+    assert!(image.stderr.contains("image applies to Docker mode only"), "{}", image.stderr);
 
-    let config = "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: o/m\nengines:\n  - name: llama_cpp\n    config:\n      mode: docker\n      gpus: [0, x_y]\n  - name: llama_cpp\n    config:\n      gpus: 2\n";
+    let config = "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: o/m\nengines:\n  - name: llama_cpp\n    config:\n      mode: docker\n      gpus: [0, x_y]\n  - name: ollama\n    config:\n      gpus: 2\n";
     scratch.write("c.yaml", config);
     let checked = scratch.dry_run("c.yaml", &[]);
     assert_eq!(checked.code, 2, "{}", checked.stderr);

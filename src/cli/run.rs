@@ -203,11 +203,12 @@ fn engine_config(
         profile.apply(&mut config);
     }
     check_applicable(kind, pairs)?;
-    if config.gpus.is_some() && config.mode != EngineMode::Docker {
-        return Err(KittError::Usage(
-            "--engine-config gpus applies to Docker mode only; add --engine-config mode=docker"
-                .into(),
-        ));
+    let docker_only = [("gpus", config.gpus.is_some()), ("image", config.image.is_some())];
+    let misplaced = docker_only.iter().find(|(_, set)| *set).map(|(key, _)| key);
+    if let Some(key) = misplaced.filter(|_| config.mode != EngineMode::Docker) {
+        return Err(KittError::Usage(format!(
+            "--engine-config {key} applies to Docker mode only; add --engine-config mode=docker"
+        )));
     }
     if let Some(url) = &config.base_url {
         let normalised = crate::acquire::http::base_url(url).ok_or_else(|| {

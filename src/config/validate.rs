@@ -375,7 +375,14 @@ impl Checker {
         });
         config.image = raw.image.map(|image| {
             let text = image.value.trim().to_owned();
-            if text.is_empty() || text.contains(char::is_whitespace) {
+            if config.mode != EngineMode::Docker {
+                self.report(
+                    &image,
+                    &format!("{field}.image"),
+                    "`image` applies to Docker mode only".into(),
+                )
+                .hint("set `mode: docker`");
+            } else if text.is_empty() || text.contains(char::is_whitespace) {
                 let message = format!("`{text}` is not a container image reference");
                 self.report(&image, &format!("{field}.image"), message).hint(
                     "write it as `repository[:tag]`, e.g. `ghcr.io/ggml-org/llama.cpp:server`",

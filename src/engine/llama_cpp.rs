@@ -171,8 +171,10 @@ fn arguments(launch: &Launch<'_>, parameters: &[(String, String)]) -> Vec<String
         .collect()
 }
 
-/// Waits until the server is ready, owns its port (native only) and serves
-/// the model; a server that fails any of these is stopped.
+/// Waits until the server is ready, owns its port and serves the model; a
+/// server that fails any of these is stopped. A container's port is held by
+/// Docker's proxy, not by a process kitt could name, so there only the served
+/// model is checked.
 async fn ready(
     mut handle: EngineHandle,
     base_url: &str,
