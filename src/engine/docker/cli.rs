@@ -24,8 +24,11 @@ use crate::engine::process::EngineProcess;
 /// A pending Docker call.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, DockerError>> + Send + 'a>>;
 
-/// How long quick calls (inspect, ps, rm, version) may take.
+/// How long quick calls (inspect, rm) may take.
 const QUICK: Duration = Duration::from_secs(30);
+/// How long the calls made before any run (version, listing orphans) may
+/// take: a daemon that hangs must not hold up a native run for long.
+const PROBE: Duration = Duration::from_secs(10);
 /// How long `docker run -d` may take to create and start a container.
 const CREATE: Duration = Duration::from_secs(120);
 /// How long an image pull may take: engine images run to several GB.
@@ -290,7 +293,7 @@ impl DockerCli for DockerProgram {
     fn version(&self) -> Result<String, DockerError> {
         let args = strings(&["version", "--format", "{{.Server.Version}}"]);
         let command = self.command_line(&args);
-        let version = self.output_blocking(args, QUICK)?.trim().to_owned();
+        let version = self.output_blocking(args, PROBE)?.trim().to_owned();
         if version.is_empty() {
             return Err(DockerError::Unreadable { command, output: version });
         }
@@ -390,7 +393,7 @@ impl DockerCli for DockerProgram {
         let filter = format!("label={key}");
         let format = format!("{{{{.Names}}}}\t{{{{.Label \"{key}\"}}}}");
         let args = strings(&["ps", "--all", "--filter", &filter, "--format", &format]);
-        let text = self.output_blocking(args, QUICK)?;
+        let text = self.output_blocking(args, PROBE)?;
         Ok(text
             .lines()
             .filter_map(|line| {
@@ -480,6 +483,34 @@ mod tests {
         assert_eq!(state.exit_code, 137);
         assert!(!parse_state("running 0 4242").unwrap().has_ended());
         assert_eq!(parse_state("running"), None);
+    }
+
+    #[test]
+    fn slow_commands_time_out_and_failures_keep_their_stderr() {
+        let shell = DockerProgram { program: PathBuf::from("/bin/sh") };
+        let slow = shell.output_blocking(strings(&["-c", "sleep 5"]), Duration::from_millis(100));
+        assert!(matches!(slow, Err(DockerError::TimedOut { .. })), "{slow:?}");
+
+        let failing = strings(&["-c", "echo out; echo 'Error: no luck' >&2; exit 3"]);
+        let error = shell.output_blocking(failing, QUICK).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`docker -c echo out; echo 'Error: no luck' >&2; exit 3` failed (exit status: 3): Error: no luck"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_an_async_call_kills_the_command() {
+        let shell = DockerProgram { program: PathBuf::from("/bin/sh") };
+        let marker = tempfile::tempdir().unwrap();
+        let pid_file = marker.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+        let call = shell.output(strings(&["-c", &script]), QUICK);
+        let _ = tokio::time::timeout(Duration::from_secs(1), call).await;
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "still running: {stat}");
     }
 
     #[test]
