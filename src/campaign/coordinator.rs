@@ -282,13 +282,22 @@ fn out_of_memory_again(store: &Store, row: &RunRow, hash: &str) -> Result<bool, 
     Ok(tried_with.as_deref() == Some(hash))
 }
 
-/// Stops engines a kitt that died left running, and says so.
+/// Stops engines (processes and containers) a kitt that died left running,
+/// and says so.
 pub fn reap_orphan_engines() {
     let orphans = crate::engine::process::reap_orphans();
     if !orphans.is_empty() {
         eprintln!(
             "warning: stopped {} engine process(es) left running by a kitt that died: {orphans:?}",
             orphans.len()
+        );
+    }
+    let containers = crate::engine::docker::reap_orphan_containers();
+    if !containers.is_empty() {
+        eprintln!(
+            "warning: removed {} container(s) left running by a kitt that died: {}",
+            containers.len(),
+            containers.join(", ")
         );
     }
 }

@@ -43,10 +43,12 @@ pub enum Command {
 
     /// Run one suite against one model on one engine and store the result.
     ///
-    /// kitt starts the engine on a free loopback port (llama_cpp), or connects
-    /// to a running OpenAI-compatible server (openai), waits until it serves
-    /// the model, runs the suite's benchmarks over streaming HTTP, stops the
-    /// engine, and writes the result to the store and to a run directory.
+    /// kitt starts the engine on a free loopback port (llama_cpp, natively or
+    /// with --engine-config mode=docker in its official container image), or
+    /// connects to a running OpenAI-compatible server (openai), waits until it
+    /// serves the model, runs the suite's benchmarks over streaming HTTP, stops
+    /// the engine, and writes the result to the store and to a run directory.
+    /// Phases are printed on stderr as the run goes.
     ///
     /// Example: kitt run -m ~/models/tiny.gguf -e llama_cpp -s quick
     Run(RunCmd),
@@ -79,8 +81,9 @@ pub struct RunCmd {
 
     /// Engine parameter (binary, context_size, gpu_layers, parallel, threads,
     /// gpu_memory_utilization, tensor_parallel_size, tokenizer, extra_args,
-    /// profile, base_url, model); repeatable. A key the engine does not take
-    /// is an error. vLLM serves a GGUF file with tokenizer=DIR_OR_REPO.
+    /// profile, mode=native|docker, image, gpus, base_url, model); repeatable.
+    /// A key the engine does not take is an error. vLLM serves a GGUF file
+    /// with tokenizer=DIR_OR_REPO.
     #[arg(long = "engine-config", value_name = "KEY=VALUE")]
     pub engine_config: Vec<String>,
 

@@ -8,8 +8,10 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 
 use super::{EngineArgs, RunCmd};
 use crate::acquire::local::{LocalIndex, hf_cache_dir, storage_root};
-use crate::config::{EngineConfig, EngineMode, did_you_mean, engine_limits as limits, expand_home};
-use crate::engine::{EngineError, EngineKind};
+use crate::config::{
+    EngineConfig, EngineMode, Gpus, did_you_mean, engine_limits as limits, expand_home,
+};
+use crate::engine::{EngineError, EngineKind, docker};
 use crate::error::with_causes;
 use crate::error::{Exit, KittError};
 use crate::results::model::{BenchmarkStatus, RunResult};
@@ -32,6 +34,7 @@ const STARTED_KEYS: &[&str] = &[
     "mode",
     "image",
     "keep_alive",
+    "gpus",
 ];
 
 /// `--engine-config` keys for a server kitt connects to.
@@ -62,6 +65,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
     }
     let output_root = args.output.clone().unwrap_or_else(|| home.to_owned());
 
+    let (phases, mut phase_lines) = tokio::sync::mpsc::unbounded_channel();
     let request = RunRequest {
         id: crate::run::new_id(),
         campaign: None,
@@ -71,11 +75,23 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         suite: &suite,
         home,
         output_root,
-        phases: terminal_phases(),
+        phases: Some(phases),
         defer_store: false,
     };
     crate::campaign::coordinator::reap_orphan_engines();
-    let outcome = block_on_interruptible(|cancel| async move { execute(&request, &cancel).await })?;
+    let outcome = block_on_interruptible(|cancel| async move {
+        // Phases (engine start, image pull, each benchmark) as plain lines on
+        // stderr; stdout carries only the result.
+        let printer = tokio::spawn(async move {
+            while let Some(phase) = phase_lines.recv().await {
+                eprintln!("{}", phase.text);
+            }
+        });
+        let outcome = execute(&request, &cancel).await;
+        drop(request);
+        let _ = printer.await;
+        outcome
+    })?;
 
     match outcome {
         Ok(outcome) => {
@@ -92,31 +108,14 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         Err(RunError::Engine(error @ EngineError::BinaryMissing { .. })) => {
             Err(KittError::Environment(error.to_string()))
         }
-        Err(RunError::Engine(error @ EngineError::Io(_))) => {
-            Err(KittError::Environment(with_causes(&error)))
-        }
+        Err(RunError::Engine(
+            error @ (EngineError::Io(_) | EngineError::Docker(_) | EngineError::NoImage { .. }),
+        )) => Err(KittError::Environment(with_causes(&error))),
         Err(error @ (RunError::Store(_) | RunError::Output { .. })) => {
             Err(KittError::Environment(with_causes(&error)))
         }
         Err(error) => Err(KittError::RunFailed(with_causes(&error))),
     }
-}
-
-/// On a terminal, the run's phases (engine start, a pull's or an import's
-/// progress, each benchmark) are shown on stderr as they happen; elsewhere
-/// nothing is added to the output.
-fn terminal_phases() -> Option<tokio::sync::mpsc::UnboundedSender<crate::run::Phase>> {
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return None;
-    }
-    let (phases, mut events) = tokio::sync::mpsc::unbounded_channel::<crate::run::Phase>();
-    // The thread ends when the run drops its sender.
-    std::thread::spawn(move || {
-        while let Some(phase) = events.blocking_recv() {
-            eprintln!("kitt: {}", phase.text);
-        }
-    });
-    Some(phases)
 }
 
 /// Refuses keys that mean nothing for `kind`: kitt never starts an `openai`
@@ -174,12 +173,24 @@ fn engine_config(
         match key {
             "binary" => config.binary = Some(expand_home(value)),
             "mode" if value == "native" => config.mode = EngineMode::Native,
+            "mode" if value == "docker" => config.mode = EngineMode::Docker,
             "mode" => {
                 return Err(KittError::Usage(format!(
-                    "--engine-config mode `{value}`: only `native` is available"
+                    "--engine-config mode `{value}` is unknown: use `native` or `docker`"
+                )));
+            }
+            "image" if value.trim().is_empty() || value.contains(char::is_whitespace) => {
+                return Err(KittError::Usage(format!(
+                    "--engine-config image `{value}` is not a container image reference"
                 )));
             }
             "image" => config.image = Some(value.to_owned()),
+            "gpus" => {
+                let gpus = Gpus::parse(value).map_err(|message| {
+                    KittError::Usage(format!("--engine-config gpus `{value}`: {message}"))
+                })?;
+                config.gpus = Some(gpus);
+            }
             "base_url" => config.base_url = Some(value.to_owned()),
             "model" => config.model = Some(value.to_owned()),
             "context_size" => config.context_size = Some(number(limits::CONTEXT_SIZE)? as u32),
@@ -240,6 +251,13 @@ fn engine_config(
     if kind == EngineKind::Ollama {
         crate::engine::ollama::settings::extra_environment(&config.extra_args)
             .map_err(|reason| KittError::Usage(format!("--engine-config `extra_args` {reason}")))?;
+    }
+    let docker_only = [("gpus", config.gpus.is_some()), ("image", config.image.is_some())];
+    let misplaced = docker_only.iter().find(|(_, set)| *set).map(|(key, _)| key);
+    if let Some(key) = misplaced.filter(|_| config.mode != EngineMode::Docker) {
+        return Err(KittError::Usage(format!(
+            "--engine-config {key} applies to Docker mode only; add --engine-config mode=docker"
+        )));
     }
     if let Some(url) = &config.base_url {
         let normalised = crate::acquire::http::base_url(url).ok_or_else(|| {
@@ -321,72 +339,140 @@ fn write_table(out: &mut impl Write, result: &RunResult, run_dir: &Path) -> std:
     writeln!(out, "Results: {}", run_dir.display())
 }
 
+/// One row of `kitt engines list`.
+struct Availability {
+    kind: EngineKind,
+    usable: bool,
+    detail: String,
+    docker: DockerColumn,
+}
+
+/// Whether an engine runs in Docker mode here.
+enum DockerColumn {
+    /// The engine has no Docker mode.
+    None,
+    /// kitt cannot start it in a container yet; its image.
+    NotWired(&'static str),
+    /// Its image, and whether Docker answers.
+    Image { image: &'static str, usable: bool },
+}
+
 /// `kitt engines list`.
 pub fn engines_list(_args: &EngineArgs, json: bool) -> Result<Exit, KittError> {
-    let rows: Vec<(EngineKind, bool, String)> =
-        EngineKind::ALL.iter().map(|kind| availability(*kind)).collect();
+    let docker = docker::availability();
+    let docker_usable = docker.is_ok();
+    let rows: Vec<Availability> =
+        EngineKind::ALL.iter().map(|kind| availability(*kind, docker_usable)).collect();
+    let docker_detail = match &docker {
+        Ok((program, version)) => format!("server {version} through {}", program.path().display()),
+        Err(error) => format!("not usable: {error}"),
+    };
     let mut out = std::io::stdout().lock();
     let written = if json {
-        let list: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(kind, usable, why)| {
-                let formats: Vec<&str> = kind.formats().iter().map(|f| f.name()).collect();
-                serde_json::json!({"engine": kind.name(), "formats": formats, "usable": usable, "detail": why})
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut out, &list)
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(out))
+        write_engines_json(&mut out, &rows, &docker_detail)
     } else {
-        let mut table = Table::new();
-        table.load_style(UTF8_FULL_CONDENSED);
-        table.set_header(["engine", "formats", "usable here", "detail"]);
-        for (kind, usable, why) in &rows {
-            let formats: Vec<&str> = kind.formats().iter().map(|f| f.name()).collect();
-            let formats = if formats.is_empty() {
-                "whatever its server serves".to_owned()
-            } else {
-                formats.join(", ")
-            };
-            table.add_row([kind.name(), &formats, if *usable { "yes" } else { "no" }, why]);
-        }
-        writeln!(out, "{table}")
+        write_engines_table(&mut out, &rows, &docker_detail)
     };
     written.map_err(KittError::Output)?;
     Ok(Exit::Success)
 }
 
-fn availability(kind: EngineKind) -> (EngineKind, bool, String) {
-    match kind {
+fn write_engines_json(
+    out: &mut impl Write,
+    rows: &[Availability],
+    docker_detail: &str,
+) -> std::io::Result<()> {
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let formats: Vec<&str> = row.kind.formats().iter().map(|f| f.name()).collect();
+            let docker = match &row.docker {
+                DockerColumn::None => serde_json::Value::Null,
+                DockerColumn::NotWired(image) => serde_json::json!({
+                    "usable": false,
+                    "image": image,
+                    "detail": "not supported by this version of kitt yet",
+                }),
+                DockerColumn::Image { image, usable } => serde_json::json!({
+                    "usable": usable, "image": image, "detail": docker_detail
+                }),
+            };
+            serde_json::json!({
+                "engine": row.kind.name(),
+                "formats": formats,
+                "usable": row.usable,
+                "detail": row.detail,
+                "docker": docker,
+            })
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &list).map_err(std::io::Error::other)?;
+    writeln!(out)
+}
+
+fn write_engines_table(
+    out: &mut impl Write,
+    rows: &[Availability],
+    docker_detail: &str,
+) -> std::io::Result<()> {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    table.set_header(["engine", "formats", "native", "docker", "detail"]);
+    for row in rows {
+        let formats: Vec<&str> = row.kind.formats().iter().map(|f| f.name()).collect();
+        let formats = if formats.is_empty() {
+            "whatever its server serves".to_owned()
+        } else {
+            formats.join(", ")
+        };
+        let docker = match &row.docker {
+            DockerColumn::None => "-".to_owned(),
+            DockerColumn::NotWired(_) => "not yet".to_owned(),
+            DockerColumn::Image { image, usable: true } => format!("yes: {image}"),
+            DockerColumn::Image { image, usable: false } => format!("no ({image})"),
+        };
+        let native = if row.usable { "yes" } else { "no" };
+        table.add_row([row.kind.name(), &formats, native, &docker, &row.detail]);
+    }
+    writeln!(out, "{table}")?;
+    writeln!(out, "Docker: {docker_detail}")
+}
+
+fn availability(kind: EngineKind, docker_usable: bool) -> Availability {
+    let docker = match docker::default_image(kind, &Gpus::None) {
+        None => DockerColumn::None,
+        Some(image) if !docker::is_wired(kind) => DockerColumn::NotWired(image),
+        Some(image) => DockerColumn::Image { image, usable: docker_usable },
+    };
+    let (usable, detail) = match kind {
         EngineKind::LlamaCpp => match crate::engine::llama_cpp::find_binary(None) {
-            Ok(path) => (
-                kind,
-                true,
-                format!("{} ({})", path.display(), crate::engine::llama_cpp::version(&path)),
-            ),
-            Err(error) => (kind, false, error.to_string()),
+            Ok(path) => {
+                (true, format!("{} ({})", path.display(), crate::engine::llama_cpp::version(&path)))
+            }
+            Err(error) => (false, error.to_string()),
         },
         EngineKind::Ollama => match crate::engine::ollama::find_binary(None) {
             Ok(path) => {
                 let version = crate::engine::ollama::version(&path)
                     .map_or_else(|| "version unknown".to_owned(), |v| format!("version {v}"));
-                (kind, true, format!("{} ({version})", path.display()))
+                (true, format!("{} ({version})", path.display()))
             }
-            Err(error) => (kind, false, error.to_string()),
+            Err(error) => (false, error.to_string()),
         },
-        EngineKind::Vllm => served_row(kind, crate::engine::vllm::availability()),
-        EngineKind::Sglang => served_row(kind, crate::engine::sglang::availability()),
-        EngineKind::Exllamav2 => served_row(kind, crate::engine::tabby::availability()),
-        EngineKind::Mlx => served_row(kind, crate::engine::mlx::availability()),
+        EngineKind::Vllm => served_row(crate::engine::vllm::availability()),
+        EngineKind::Sglang => served_row(crate::engine::sglang::availability()),
+        EngineKind::Exllamav2 => served_row(crate::engine::tabby::availability()),
+        EngineKind::Mlx => served_row(crate::engine::mlx::availability()),
         EngineKind::Openai => {
-            (kind, true, "connects to a running server: --engine-config base_url=URL".into())
+            (true, "connects to a running server: --engine-config base_url=URL".into())
         }
-    }
+    };
+    Availability { kind, usable, detail, docker }
 }
 
-fn served_row(kind: EngineKind, found: Result<String, String>) -> (EngineKind, bool, String) {
+fn served_row(found: Result<String, String>) -> (bool, String) {
     match found {
-        Ok(detail) => (kind, true, detail),
-        Err(why) => (kind, false, why),
+        Ok(detail) => (true, detail),
+        Err(why) => (false, why),
     }
 }

@@ -93,6 +93,71 @@ pub enum EngineMode {
     Docker,
 }
 
+/// The GPUs a container gets (`gpus` in an engine's config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gpus {
+    /// No GPU (`none`).
+    None,
+    /// Every GPU (`all`).
+    All,
+    /// Any this many GPUs.
+    Count(u32),
+    /// These devices, by index or UUID.
+    Devices(Vec<String>),
+}
+
+impl Gpus {
+    /// Parses `all`, `none`, a count, or a comma-separated list of devices
+    /// (`0,1`, or UUIDs such as `GPU-3a1f…`); a lone number is a count.
+    pub fn parse(text: &str) -> Result<Gpus, String> {
+        let text = text.trim();
+        match text {
+            "all" => return Ok(Gpus::All),
+            "none" => return Ok(Gpus::None),
+            _ => {}
+        }
+        if let Ok(count) = text.parse::<i64>() {
+            return Gpus::count(count);
+        }
+        Gpus::devices(text.split(',').map(str::trim))
+    }
+
+    /// A count of 1 or more.
+    pub fn count(count: i64) -> Result<Gpus, String> {
+        match u32::try_from(count) {
+            Ok(count) if count > 0 => Ok(Gpus::Count(count)),
+            _ => Err(format!("a GPU count must be 1 or more, got {count} (`none` for no GPU)")),
+        }
+    }
+
+    /// A device list: indexes or UUIDs (letters, digits and `-`).
+    pub fn devices<'a>(devices: impl IntoIterator<Item = &'a str>) -> Result<Gpus, String> {
+        let devices: Vec<String> = devices.into_iter().map(str::to_owned).collect();
+        let valid = |device: &String| {
+            !device.is_empty() && device.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        match devices.iter().find(|device| !valid(device)) {
+            _ if devices.is_empty() => Err("the GPU device list is empty".to_owned()),
+            Some(bad) => Err(format!(
+                "`{bad}` is not a GPU index or UUID; write `all`, `none`, a count, or devices \
+                 such as `0,1`"
+            )),
+            None => Ok(Gpus::Devices(devices)),
+        }
+    }
+}
+
+impl std::fmt::Display for Gpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gpus::None => f.write_str("none"),
+            Gpus::All => f.write_str("all"),
+            Gpus::Count(count) => write!(f, "{count}"),
+            Gpus::Devices(devices) => f.write_str(&devices.join(",")),
+        }
+    }
+}
+
 /// Allowed ranges of the numeric engine parameters, shared by campaign files
 /// and `kitt run --engine-config`.
 pub mod engine_limits {
@@ -122,6 +187,9 @@ pub struct EngineConfig {
     pub mode: EngineMode,
     /// Container image overriding the engine's default.
     pub image: Option<String>,
+    /// GPUs handed to the engine's container (Docker mode; default: every
+    /// GPU when `nvidia-smi` finds one, else none).
+    pub gpus: Option<Gpus>,
     /// Base URL of an already-running OpenAI-compatible server (`openai` only).
     pub base_url: Option<String>,
     /// The model id to ask the server for (`openai` only; default: the model's name).

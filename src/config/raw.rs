@@ -93,6 +93,7 @@ pub struct RawEngineConfig {
     pub binary: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
     pub image: Option<Spanned<String>>,
+    pub gpus: Option<Spanned<RawGpus>>,
     pub base_url: Option<Spanned<String>>,
     pub model: Option<Spanned<String>>,
     pub context_size: Option<Spanned<i64>>,
@@ -201,6 +202,82 @@ impl<'de> Visitor<'de> for EngineQuantFilterVisitor {
             }
         }
         Ok(filter)
+    }
+}
+
+/// An engine's `gpus`: a count, a word (`all`, `none`) or device list as
+/// text, or a list of device indexes or UUIDs.
+#[derive(Debug)]
+pub enum RawGpus {
+    Count(i64),
+    Text(String),
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawGpus {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(GpusVisitor)
+    }
+}
+
+struct GpusVisitor;
+
+impl<'de> Visitor<'de> for GpusVisitor {
+    type Value = RawGpus;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("`all`, `none`, a number of GPUs, or a list of GPU indexes or UUIDs")
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(RawGpus::Count(value))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(RawGpus::Count(i64::try_from(value).unwrap_or(i64::MAX)))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(RawGpus::Text(value.to_owned()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut devices = Vec::new();
+        while let Some(device) = seq.next_element::<DeviceId>()? {
+            devices.push(device.0);
+        }
+        Ok(RawGpus::List(devices))
+    }
+}
+
+/// One entry of a `gpus` list: an index (a YAML number) or a UUID.
+struct DeviceId(String);
+
+impl<'de> Deserialize<'de> for DeviceId {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DeviceIdVisitor)
+    }
+}
+
+struct DeviceIdVisitor;
+
+impl<'de> Visitor<'de> for DeviceIdVisitor {
+    type Value = DeviceId;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a GPU index or UUID")
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(DeviceId(value.to_string()))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(DeviceId(value.to_string()))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(DeviceId(value.to_owned()))
     }
 }
 

@@ -375,7 +375,24 @@ impl Checker {
             }
             expand_home(binary.value.trim())
         });
-        config.image = raw.image.map(|image| image.value.trim().to_owned());
+        config.image = raw.image.map(|image| {
+            let text = image.value.trim().to_owned();
+            if config.mode != EngineMode::Docker {
+                self.report(
+                    &image,
+                    &format!("{field}.image"),
+                    "`image` applies to Docker mode only".into(),
+                )
+                .hint("set `mode: docker`");
+            } else if text.is_empty() || text.contains(char::is_whitespace) {
+                let message = format!("`{text}` is not a container image reference");
+                self.report(&image, &format!("{field}.image"), message).hint(
+                    "write it as `repository[:tag]`, e.g. `ghcr.io/ggml-org/llama.cpp:server`",
+                );
+            }
+            text
+        });
+        config.gpus = raw.gpus.and_then(|gpus| self.gpus(&gpus, config.mode, &field));
         config.base_url = self.base_url(kind, raw.base_url, &field, name);
         config.model = raw.model.map(|model| {
             if kind.is_managed() {
@@ -420,6 +437,28 @@ impl Checker {
             self.report(name, &format!("{field}.extra_args"), message);
         }
         config
+    }
+
+    /// `gpus`: only for containers, since a native engine sees every GPU anyway.
+    fn gpus(&mut self, raw: &Spanned<RawGpus>, mode: EngineMode, field: &str) -> Option<Gpus> {
+        let field = format!("{field}.gpus");
+        if mode != EngineMode::Docker {
+            self.report(raw, &field, "`gpus` applies to Docker mode only".into()).hint(
+                "set `mode: docker`, or choose GPUs of a native engine with `gpu_layers` and \
+                 CUDA_VISIBLE_DEVICES",
+            );
+            return None;
+        }
+        let parsed = match &raw.value {
+            RawGpus::Count(count) => Gpus::count(*count),
+            RawGpus::Text(text) => Gpus::parse(text),
+            RawGpus::List(devices) => Gpus::devices(devices.iter().map(|d| d.trim())),
+        };
+        parsed
+            .map_err(|message| {
+                self.report(raw, &field, message);
+            })
+            .ok()
     }
 
     fn base_url(

@@ -21,7 +21,7 @@ const LOOKUP: Lookup = Lookup {
     on_path: Some("mlx_lm.server"),
     hint: "install mlx-lm (`pip install mlx-lm`, Apple silicon only), or set KITT_MLX or the \
            engine config's `binary` to `mlx_lm.server`",
-    accept: super::llama_cpp::existing,
+    accept: super::llama_cpp::executable,
 };
 
 /// The model id `mlx_lm.server` serves its `--model` under.

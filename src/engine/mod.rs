@@ -4,8 +4,10 @@
 //! Measurement never sees an engine: it gets a [`Running`] with a base URL,
 //! the protocol to speak, the model id to ask for and the request fields that
 //! make numbers comparable. Adding an engine means a module here and an arm in
-//! [`start`].
+//! [`start`]; its Docker mode uses [`docker`] (see that module's documentation).
 
+pub mod docker;
+pub mod handle;
 pub mod keys;
 pub mod llama_cpp;
 pub mod mlx;
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use crate::config::EngineConfig;
 use crate::measure::Protocol;
-use process::{EngineProcess, STOP_GRACE};
+pub use handle::EngineHandle;
 
 /// A model format, as named in an engine's `formats` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -254,7 +256,8 @@ pub struct Running {
     pub comparability: BTreeMap<String, String>,
     /// The streaming API measurement speaks to this engine.
     pub protocol: Protocol,
-    process: Option<EngineProcess>,
+    /// The process or container kitt started (`None` for external servers).
+    handle: Option<EngineHandle>,
     /// The port kitt chose for an engine it started.
     port: Option<u16>,
     /// What to undo on the engine before it is stopped.
@@ -269,19 +272,22 @@ enum Cleanup {
 }
 
 impl Running {
-    /// The engine's process group, when kitt started it.
+    /// The engine's process group, when kitt started it and can see it.
     pub fn process_group(&self) -> Option<u32> {
-        self.process.as_ref().map(EngineProcess::pid)
+        self.handle.as_ref().and_then(EngineHandle::process_group)
     }
 
-    /// Whether the engine process has exited (never for external servers).
-    pub fn has_exited(&mut self) -> bool {
-        self.process.as_mut().is_some_and(|process| process.exited().is_some())
+    /// Whether the engine has exited (never for external servers).
+    pub async fn has_exited(&mut self) -> bool {
+        match self.handle.as_mut() {
+            Some(handle) => handle.exited().await.is_some(),
+            None => false,
+        }
     }
 
     /// The tail of the engine's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        self.process.as_ref().map(|process| process.log_tail(lines)).unwrap_or_default()
+        self.handle.as_ref().map(|handle| handle.log_tail(lines)).unwrap_or_default()
     }
 
     /// Removes what kitt created on the engine, stops what kitt started and
@@ -291,8 +297,8 @@ impl Running {
             Some(Cleanup::OllamaModel(imported)) => imported.remove().await,
             None => {}
         }
-        if let Some(process) = self.process.as_mut() {
-            process.stop(STOP_GRACE).await.map_err(EngineError::Io)?;
+        if let Some(handle) = self.handle.as_mut() {
+            handle.stop().await?;
         }
         if let Some(port) = self.port.take() {
             wait_for_port_release(port).await;
@@ -410,6 +416,18 @@ pub enum EngineError {
     /// Starting or stopping failed at the OS level.
     #[error("engine process error")]
     Io(#[source] std::io::Error),
+    /// A Docker command failed.
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
+    /// The model cannot be mounted into a container.
+    #[error(transparent)]
+    Mount(#[from] docker::MountError),
+    /// Docker mode for an engine without an official image, and no `image`.
+    #[error("engine `{engine}` has no official image; set `image` in its config")]
+    NoImage {
+        /// Engine name.
+        engine: &'static str,
+    },
 }
 
 /// How every out-of-memory start-up failure begins, in messages and in the

@@ -29,7 +29,7 @@ pub async fn connect(launch: &Launch<'_>) -> Result<Running, EngineError> {
         request_extras: serde_json::Map::new(),
         comparability,
         protocol: crate::measure::Protocol::OpenAi,
-        process: None,
+        handle: None,
         port: None,
         cleanup: None,
     })

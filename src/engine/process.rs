@@ -20,7 +20,8 @@ use tokio::process::{Child, Command};
 /// (a second Ctrl-C) can still kill them.
 static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
-/// Kills every engine process group still registered; for immediate exits.
+/// Kills every engine process group still registered and removes this
+/// process's containers; for immediate exits.
 pub fn kill_all_engines() {
     let groups = LIVE_GROUPS.lock().map(|groups| groups.clone()).unwrap_or_default();
     for pgid in groups {
@@ -30,6 +31,7 @@ pub fn kill_all_engines() {
     }
     let mine = format!("{}:", owner_tag());
     kill_tagged(|tag| tag.starts_with(&mine));
+    super::docker::remove_own_containers();
 }
 
 /// Numbers the engines this process starts, for their tags.
@@ -243,8 +245,8 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
 /// found and stopped later.
 pub const OWNER_ENV: &str = "KITT_ENGINE_OWNER";
 
-/// This process's owner tag.
-fn owner_tag() -> String {
+/// This process's owner tag, `<pid>:<start time>`.
+pub fn owner_tag() -> String {
     let pid = std::process::id();
     format!("{pid}:{}", start_time(pid).unwrap_or(0))
 }
@@ -262,15 +264,19 @@ fn start_time(pid: u32) -> Option<u64> {
 /// running are touched; their whole process group is killed. Returns the
 /// process ids found.
 pub fn reap_orphans() -> Vec<u32> {
-    kill_tagged(|tag| {
-        let mut parts = tag.split(':');
-        let owner = parts.next().and_then(|pid| pid.parse::<u32>().ok());
-        let started = parts.next().and_then(|ticks| ticks.parse::<u64>().ok());
-        match (owner, started) {
-            (Some(owner), Some(started)) => start_time(owner) != Some(started),
-            _ => false,
-        }
-    })
+    kill_tagged(|tag| !owner_is_alive(tag))
+}
+
+/// Whether the kitt named by an owner tag (`<pid>:<start time>[:…]`) still
+/// runs. A tag kitt cannot read counts as alive, so it is never acted on.
+pub fn owner_is_alive(tag: &str) -> bool {
+    let mut parts = tag.split(':');
+    let owner = parts.next().and_then(|pid| pid.parse::<u32>().ok());
+    let started = parts.next().and_then(|ticks| ticks.parse::<u64>().ok());
+    match (owner, started) {
+        (Some(owner), Some(started)) => start_time(owner) == Some(started),
+        _ => true,
+    }
 }
 
 /// SIGKILLs the process group of every process (other than this one) whose

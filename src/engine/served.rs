@@ -245,7 +245,7 @@ impl Started {
             request_extras: plan.request_extras,
             comparability: plan.comparability,
             protocol: crate::measure::Protocol::OpenAi,
-            process: Some(self.process),
+            handle: Some(self.process.into()),
             port: Some(plan.port),
             cleanup: None,
         }

@@ -19,7 +19,7 @@ const LOOKUP: Lookup = Lookup {
     on_path: Some("python3"),
     hint: "install SGLang (`pip install sglang`) and set the engine config's `binary` (or \
            KITT_SGLANG) to the Python interpreter that has it",
-    accept: super::llama_cpp::existing,
+    accept: super::llama_cpp::executable,
 };
 
 /// Start-up memory errors, most specific first.

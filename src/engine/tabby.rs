@@ -52,7 +52,7 @@ fn entry_point(path: &Path) -> Option<PathBuf> {
     if path.is_file() && path.extension().is_some_and(|ext| ext == "py") {
         return Some(path.to_owned());
     }
-    super::llama_cpp::existing(path)
+    super::llama_cpp::executable(path)
 }
 
 /// Finds TabbyAPI's entry point.
@@ -64,7 +64,7 @@ pub fn find_entry(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
 fn interpreter(entry: &Path) -> Option<PathBuf> {
     let checkout = entry.parent()?;
     let venv = checkout.join("venv/bin/python");
-    super::llama_cpp::existing(&venv).or_else(python::python3)
+    super::llama_cpp::executable(&venv).or_else(python::python3)
 }
 
 /// For `kitt engines list`: the entry point and ExLlamaV2's version, or why it is not usable.

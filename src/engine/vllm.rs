@@ -20,7 +20,7 @@ const LOOKUP: Lookup = Lookup {
     on_path: Some("vllm"),
     hint: "install vLLM (`pip install vllm`, CUDA or ROCm GPU), or set KITT_VLLM or the engine \
            config's `binary` to the `vllm` program",
-    accept: super::llama_cpp::existing,
+    accept: super::llama_cpp::executable,
 };
 
 /// Start-up memory errors, most specific first.

@@ -178,13 +178,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         progress: request.start_progress(),
     };
     request.phase(|| format!("starting {}", request.engine));
-    let mut running = tokio::select! {
-        started = engine::start(&launch) => started?,
-        () = cancel.cancelled() => {
-            engine::process::kill_all_engines();
-            return Err(RunError::Interrupted);
-        }
-    };
+    let mut running = start_engine(launch, cancel).await?;
     let measured = tokio::select! {
         measured = measure(&mut running, request, cancel) => measured,
         () = cancel.cancelled() => Err(RunError::Interrupted),
@@ -271,7 +265,7 @@ async fn measure(
             result.warmup_ms = warmup;
             tracing::info!(test = %test.name, run_number, status = ?result.status, "benchmark finished");
             benchmarks.push(result);
-            if running.has_exited() {
+            if running.has_exited().await {
                 let tail = running.log_tail(20);
                 return Err(EngineError::Crashed { log_tail: tail }.into());
             }
@@ -310,6 +304,17 @@ fn output_length_observed(benchmarks: &[BenchmarkResult]) -> Option<String> {
     } else {
         format!("{unknown} of {total} requests gave no finish_reason; length not confirmed")
     })
+}
+
+/// Starts the engine; an interruption kills whatever it started.
+async fn start_engine(launch: Launch<'_>, cancel: &Cancel) -> Result<Running, RunError> {
+    tokio::select! {
+        started = engine::start(&launch) => Ok(started?),
+        () = cancel.cancelled() => {
+            engine::process::kill_all_engines();
+            Err(RunError::Interrupted)
+        }
+    }
 }
 
 /// Creates `dir` if needed and checks that files can be created in it.

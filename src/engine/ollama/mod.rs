@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::llama_cpp::{existing, on_path};
+use super::llama_cpp::{executable, on_path};
 use super::process::{EngineProcess, STOP_GRACE};
 use super::{Cleanup, EngineError, EngineKind, Launch, Running, port, ready_deadline_for};
 use crate::measure::Protocol;
@@ -38,11 +38,12 @@ use model::{Prepared, Reporter};
 /// Finds the `ollama` binary, or explains where kitt looked.
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
     if let Some(path) = configured {
-        return existing(path).ok_or_else(|| missing(&format!("`binary` {}", path.display())));
+        return executable(path).ok_or_else(|| missing(&format!("`binary` {}", path.display())));
     }
     if let Some(path) = std::env::var_os("KITT_OLLAMA").filter(|value| !value.is_empty()) {
         let path = PathBuf::from(path);
-        return existing(&path).ok_or_else(|| missing(&format!("KITT_OLLAMA={}", path.display())));
+        return executable(&path)
+            .ok_or_else(|| missing(&format!("KITT_OLLAMA={}", path.display())));
     }
     on_path("ollama").ok_or_else(|| missing("PATH"))
 }
@@ -138,7 +139,7 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
         request_extras: settings::request_extras(&options, &keep_alive),
         comparability: settings::comparability(launch, &keep_alive),
         protocol: Protocol::Ollama,
-        process: Some(process),
+        handle: Some(process.into()),
         port: Some(port),
         cleanup: prepared.imported.map(Cleanup::OllamaModel),
     })
