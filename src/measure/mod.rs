@@ -5,6 +5,8 @@
 //! - `payload` (private): reading one JSON chunk without building a tree.
 //! - `ingest`: the metric definitions (DESIGN §6) applied to arriving bytes.
 //! - `stream`: the HTTP client that sends a request and feeds `ingest`.
+//! - `logprobs`: the one non-streaming exchange, prompt log-probabilities
+//!   for log-likelihood scoring of quality benchmarks.
 //! - `record`: the per-request record that is stored.
 //! - `stats`: the percentile function and summaries.
 //!
@@ -12,6 +14,7 @@
 //! not pace requests, aggregate runs or write anything.
 
 pub mod ingest;
+pub mod logprobs;
 mod payload;
 pub mod record;
 pub mod sse;
@@ -19,6 +22,7 @@ pub mod stats;
 pub mod stream;
 
 pub use ingest::{Flow, Origin, StreamEnd, StreamIngest};
+pub use logprobs::{LogprobRequest, PromptLogprobs, Tail};
 pub use record::{Failure, FailureClass, METRICS_VERSION, RequestRecord, TokenSource};
 pub use stats::{Summary, percentile};
 pub use stream::{ChatMessage, ClientError, Input, StreamClient, StreamRequest};
