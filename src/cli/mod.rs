@@ -157,6 +157,12 @@ pub struct RunArgs {
     /// The campaign to resume (with --resume), or the id to give a new one.
     #[arg(long, value_name = "ID")]
     pub campaign_id: Option<String>,
+
+    /// Smoke run: every quality benchmark of every run scores only the first
+    /// N items of its dataset. Results are marked as limited; `--resume`
+    /// without --limit (or with another N) redoes limited successes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
 }
 
 /// Arguments of `kitt campaign status`.
