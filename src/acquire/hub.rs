@@ -1,13 +1,18 @@
-//! Hugging Face Hub listing: which files a model repository holds, how large
-//! each one is, and whether our token may download them (gating).
+//! Hugging Face Hub listing: which files a model or dataset repository holds,
+//! how large each one is, and whether our token may download them (gating);
+//! and downloading one listed file (`download`).
+//!
+//! Model repositories live under `/api/models/{repo}` and `/{repo}/resolve/`,
+//! dataset repositories under `/api/datasets/{repo}` and
+//! `/datasets/{repo}/resolve/` ([`RepoKind`]); messages name a dataset
+//! repository `datasets/org/name`, as its web address does.
 //!
 //! One [`HubClient`] lives for one command and remembers every answer,
 //! failures included, so a campaign naming the same repository for several
 //! engines asks the Hub once. The token is sent only as a bearer header and
-//! is never printed or logged. This module does not download files and does
-//! not read the local Hugging Face cache; `HF_HUB_OFFLINE` (or
-//! `KITT_OFFLINE`) turns every listing into [`HubError::Offline`] so callers
-//! fall back to local sources.
+//! is never printed or logged. This module does not read the local Hugging
+//! Face cache; `HF_HUB_OFFLINE` (or `KITT_OFFLINE`) turns every listing into
+//! [`HubError::Offline`] so callers fall back to local sources.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,18 +23,56 @@ use serde::Deserialize;
 
 use super::http::{self, FetchOnce, RetryPolicy};
 
+mod download;
+
+pub use download::{DownloadError, Fetched};
+
 /// The public Hub, used when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// A guard against a server whose `Link` headers never end.
 const MAX_TREE_PAGES: usize = 1_000;
 
-/// Client for the Hub's model API, with a per-command cache of listings.
+/// Which kind of repository: models and datasets have their own routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    /// A model repository.
+    Model,
+    /// A dataset repository.
+    Dataset,
+}
+
+impl RepoKind {
+    /// The API collection: `models` or `datasets`.
+    fn api(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+
+    /// The prefix of its web page and `resolve` URLs: none, or `datasets/`.
+    fn prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "",
+            RepoKind::Dataset => "datasets/",
+        }
+    }
+
+    /// How messages name `repo`: `org/name`, or `datasets/org/name`.
+    pub fn label(self, repo: &str) -> String {
+        format!("{}{repo}", self.prefix())
+    }
+}
+
+/// Client for the Hub's model and dataset API, with a per-command cache of listings.
 pub struct HubClient {
     endpoint: String,
     token: Option<Token>,
     offline: bool,
     api: reqwest::Client,
+    /// Fetches file bodies: no deadline for the whole body, one per read.
+    files: reqwest::Client,
     /// Sends the gating probe; it must see the Hub's redirect, not follow it to the CDN.
     probe: reqwest::Client,
     policy: RetryPolicy,
@@ -112,7 +155,7 @@ pub enum HubError {
     /// Offline mode is on; nothing was sent.
     #[error(
         "cannot list `{repo}`: offline mode is on (`HF_HUB_OFFLINE` or `KITT_OFFLINE`), \
-         so only local models are used"
+         so only local files are used"
     )]
     Offline { repo: String },
     /// The Hub does not know the repository.
@@ -161,6 +204,7 @@ impl HubClient {
             .ok_or_else(|| HubError::InvalidEndpoint { value: http::redact_userinfo(endpoint) })?;
         let client_error = |source| HubError::Client { source: Arc::new(source) };
         let api = http::client_builder().build().map_err(client_error)?;
+        let files = http::download_client_builder().build().map_err(client_error)?;
         let probe = http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -170,6 +214,7 @@ impl HubClient {
             token: token.filter(|token| !token.trim().is_empty()).map(Token),
             offline: false,
             api,
+            files,
             probe,
             policy: RetryPolicy::default(),
             cache: FetchOnce::default(),
@@ -222,41 +267,64 @@ impl HubClient {
     /// us. Cached for the life of the client, errors included; concurrent calls for the same
     /// repository share one fetch.
     pub async fn repo(&self, repo: &str) -> Result<Arc<HubRepo>, HubError> {
-        validate_repo_id(repo)?;
-        if self.offline {
-            return Err(HubError::Offline { repo: repo.to_owned() });
-        }
-        self.cache.get_or_fetch(repo, || async { self.fetch(repo).await.map(Arc::new) }).await
+        self.listing(RepoKind::Model, repo).await
     }
 
-    /// Asks the Hub for the model info, the file tree and, when gated, our access.
-    async fn fetch(&self, repo: &str) -> Result<HubRepo, HubError> {
-        let info = self.model_info(repo).await?;
+    /// Lists a dataset repository, like [`repo`](Self::repo) does a model repository.
+    pub async fn dataset(&self, repo: &str) -> Result<Arc<HubRepo>, HubError> {
+        self.listing(RepoKind::Dataset, repo).await
+    }
+
+    async fn listing(&self, kind: RepoKind, repo: &str) -> Result<Arc<HubRepo>, HubError> {
+        validate_repo_id(repo)?;
+        let label = kind.label(repo);
+        if self.offline {
+            return Err(HubError::Offline { repo: label });
+        }
+        self.cache
+            .get_or_fetch(&label, || async { self.fetch(kind, repo).await.map(Arc::new) })
+            .await
+    }
+
+    /// Asks the Hub for the repository info, the file tree and, when gated, our access.
+    async fn fetch(&self, kind: RepoKind, repo: &str) -> Result<HubRepo, HubError> {
+        let label = kind.label(repo);
+        let info = self.info(kind, repo).await?;
         let gated = is_gated(&info.gated)
-            .ok_or_else(|| bad(repo, format!("`gated` has an unknown value `{}`", info.gated)))?;
+            .ok_or_else(|| bad(&label, format!("`gated` has an unknown value `{}`", info.gated)))?;
         let revision = info.sha;
 
-        let mut files = self.tree(repo, revision.as_deref().unwrap_or("main")).await?;
+        let mut files = self.tree(kind, repo, revision.as_deref().unwrap_or("main")).await?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let gate = if gated {
-            self.check_access(repo, revision.as_deref(), &files).await?
+            self.check_access(kind, repo, revision.as_deref(), &files).await?
         } else {
             Gate::Open
         };
         Ok(HubRepo { repo: repo.to_owned(), revision, files, gate })
     }
 
-    /// `GET /api/models/{repo}`.
-    async fn model_info(&self, repo: &str) -> Result<ModelInfo, HubError> {
-        let url = format!("{}/api/models/{repo}", self.endpoint);
-        let response = self.send(repo, || self.api.get(&url)).await?;
-        let response = self.classify(repo, response)?;
-        response.json().await.map_err(|error| bad(repo, format!("model info: {error}")))
+    /// `GET /api/models/{repo}` (or `/api/datasets/{repo}`).
+    async fn info(&self, kind: RepoKind, repo: &str) -> Result<RepoInfo, HubError> {
+        let label = kind.label(repo);
+        let url = format!("{}/api/{}/{repo}", self.endpoint, kind.api());
+        let response = self.send(&label, || self.api.get(&url)).await?;
+        let response = self.classify(&label, response)?;
+        response.json().await.map_err(|error| bad(&label, format!("repository info: {error}")))
     }
 
-    /// `GET /api/models/{repo}/tree/{revision}?recursive=true`, following `Link` pages.
-    async fn tree(&self, repo: &str, revision: &str) -> Result<Vec<HubFile>, HubError> {
-        let first = format!("{}/api/models/{repo}/tree/{revision}?recursive=true", self.endpoint);
+    /// `GET /api/models/{repo}/tree/{revision}?recursive=true` (or `/api/datasets/…`),
+    /// following `Link` pages.
+    async fn tree(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+    ) -> Result<Vec<HubFile>, HubError> {
+        let first =
+            format!("{}/api/{}/{repo}/tree/{revision}?recursive=true", self.endpoint, kind.api());
+        let repo = kind.label(repo);
+        let repo = repo.as_str();
         let mut next = Some(first);
         let mut files = Vec::new();
         let mut seen_pages = std::collections::HashSet::new();
@@ -315,11 +383,15 @@ impl HubClient {
     /// download it.
     async fn check_access(
         &self,
+        kind: RepoKind,
         repo: &str,
         revision: Option<&str>,
         files: &[HubFile],
     ) -> Result<Gate, HubError> {
-        let page = format!("{}/{repo}", self.endpoint);
+        let url_of = |path: &str| self.resolve_url(kind, repo, revision.unwrap_or("main"), path);
+        let page = format!("{}/{}{repo}", self.endpoint, kind.prefix());
+        let repo = kind.label(repo);
+        let repo = repo.as_str();
         if self.token.is_none() {
             let reason = format!(
                 "`{repo}` is gated: accept its licence at {page} and set `HF_TOKEN` to a \
@@ -333,8 +405,7 @@ impl HubClient {
             let reason = format!("`{repo}` is gated and lists no file to check access with");
             return Ok(Gate::Denied { reason });
         };
-        let revision = revision.unwrap_or("main");
-        let url = format!("{page}/resolve/{revision}/{}", encode_path(&file.path));
+        let url = url_of(&file.path);
         let response = self.send(repo, || self.probe.head(&url)).await?;
 
         let status = response.status();
@@ -350,6 +421,16 @@ impl HubClient {
             return Ok(Gate::Denied { reason });
         }
         Err(self.status_error(repo, status))
+    }
+
+    /// The `resolve` URL of a file: `{endpoint}/[datasets/]{repo}/resolve/{revision}/{path}`.
+    pub fn resolve_url(&self, kind: RepoKind, repo: &str, revision: &str, path: &str) -> String {
+        format!(
+            "{}/{}{repo}/resolve/{revision}/{}",
+            self.endpoint,
+            kind.prefix(),
+            encode_path(path)
+        )
     }
 
     /// Sends one request with the bearer token and the retry policy.
@@ -392,9 +473,9 @@ impl HubClient {
     }
 }
 
-/// The parts of `GET /api/models/{repo}` that kitt reads.
+/// The parts of `GET /api/models/{repo}` (and `/api/datasets/{repo}`) that kitt reads.
 #[derive(Deserialize)]
-struct ModelInfo {
+struct RepoInfo {
     sha: Option<String>,
     #[serde(default)]
     gated: serde_json::Value,

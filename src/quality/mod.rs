@@ -17,6 +17,6 @@ pub mod loglikelihood;
 mod rows;
 pub mod score;
 
-pub use dataset::{Dataset, DatasetError, Loaded, load};
+pub use dataset::{Dataset, DatasetError, HubSource, Loaded, load, present};
 pub use loglikelihood::{Method, Scoring};
 pub use score::{Question, Scores};
