@@ -181,8 +181,9 @@ pub fn metrics(items: &[QualityItem]) -> BTreeMap<String, f64> {
         let right = items
             .iter()
             .filter(|item| {
-                let expected = item.expected.chars().next().map(|c| (c as u8 - b'A') as usize);
-                best(&item.choices, normalised).is_some_and(|i| Some(i) == expected)
+                let expected = item.expected.bytes().next().and_then(|c| c.checked_sub(b'A'));
+                best(&item.choices, normalised)
+                    .is_some_and(|i| Some(i) == expected.map(usize::from))
             })
             .count();
         right as f64 / items.len() as f64
