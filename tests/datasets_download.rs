@@ -209,20 +209,21 @@ fn gated_missing_and_offline_datasets_fail_with_the_reason() {
     let scratch = Scratch::new();
     let hub = hub_with_datasets(&scratch);
     hub.gated("datasets/cais/mmlu", GateMode::Manual).missing("datasets/openai/gsm8k");
-    hub.accept_token("hf_granted");
+    hub.unauthorized("datasets/Rowan/hellaswag").accept_token("hf_granted");
 
-    let outcome = datasets(&scratch, &hub, &["download", "mmlu", "gsm8k", "truthfulqa"]);
+    let names = ["download", "mmlu", "gsm8k", "truthfulqa", "hellaswag"];
+    let outcome = datasets(&scratch, &hub, &names);
 
     assert_eq!(outcome.code, 1, "{}", outcome.stdout);
     let errors: Vec<&str> = outcome.stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 2, "{}", outcome.stderr);
+    assert_eq!(errors.len(), 3, "{}", outcome.stderr);
     assert!(errors[0].starts_with("error: mmlu: `datasets/cais/mmlu` is gated"), "{}", errors[0]);
     assert!(errors[0].contains("set `HF_TOKEN`"), "{}", errors[0]);
-    assert!(
-        errors[1].contains("Hub repository `datasets/openai/gsm8k` not found"),
-        "{}",
-        errors[1]
-    );
+    let missing = "Hub repository `datasets/openai/gsm8k` not found";
+    assert!(errors[1].contains(missing), "{}", errors[1]);
+    let refused = "error: hellaswag: the Hub refused to list `datasets/Rowan/hellaswag` \
+                   (HTTP 401); `HF_TOKEN` is not set";
+    assert!(errors[2].starts_with(refused), "{}", errors[2]);
     assert!(outcome.stdout.contains("truthfulqa: ready in"), "{}", outcome.stdout);
 
     let mut granted = scratch.kitt();

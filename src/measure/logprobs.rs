@@ -165,7 +165,8 @@ impl StreamClient {
         match outcome {
             Ok(logprobs) => (record, Some(logprobs)),
             Err(failure) => {
-                tracing::debug!(class = %failure.class, "logprob request failed: {}", failure.message);
+                let message = &failure.message;
+                tracing::debug!(class = %failure.class, "logprob request failed: {message}");
                 record.failure = Some(failure);
                 (record, None)
             }

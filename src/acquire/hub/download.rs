@@ -193,7 +193,7 @@ async fn is_verified(dest: &Path, file: &HubFile) -> Result<bool, DownloadError>
         .map_err(|error| DownloadError::Io { path: dest.to_owned(), source: error.into() })?
         .map_err(|source| DownloadError::Io { path: dest.to_owned(), source })?;
     if !digest.eq_ignore_ascii_case(&expected) {
-        tracing::info!(file = %dest.display(), "a local copy differs from the Hub's; fetching it again");
+        tracing::info!(file = %dest.display(), "the local copy differs from the Hub's; refetching");
     }
     Ok(digest.eq_ignore_ascii_case(&expected))
 }
