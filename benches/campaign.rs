@@ -104,6 +104,7 @@ fn state_costs(home: &Path) {
         storage_root: "/",
         pid: std::process::id(),
         host: "bench",
+        item_limit: None,
     };
     let started = Instant::now();
     let session_id = store.begin_session(&session, &specs).expect("session");

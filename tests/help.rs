@@ -15,6 +15,16 @@ fn campaign_run_help() {
 }
 
 #[test]
+fn datasets_download_help() {
+    let scratch = Scratch::new();
+    let mut command = scratch.kitt();
+    command.args(["datasets", "download", "--help"]).env("COLUMNS", "100");
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 0);
+    insta::assert_snapshot!(outcome.stdout);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let scratch = Scratch::new();
     let outcome = scratch.run(scratch.kitt().args(["campaign", "run"]));

@@ -15,6 +15,7 @@ use common::{Outcome, Scratch};
 use kitt::gguf::TinyModel;
 use kitt::store::Store;
 use serde_json::{Value, json};
+use support::datasets::{write, write_datasets};
 use support::engine::{Engine, ServerLock, make_model};
 use support::parquet;
 use support::stream::{Script, ScriptedStream};
@@ -44,61 +45,6 @@ const PLAN: &[(&str, Reply, &str)] = &[
     ("[h1]", Reply::Right, "picks up the ball."),
     ("[h2]", Reply::Wrong, "rinses the plate."),
 ];
-
-fn mmlu_row(tag: &str, choices: [&str; 4], answer: usize) -> String {
-    json!({"question": format!("{tag} Pick one."), "subject": "trivia",
-           "choices": choices, "answer": answer})
-    .to_string()
-}
-
-/// A TruthfulQA row as published: the right choice first, labelled 1.
-fn truthfulqa_row<'a>(question: &'a str, right: &'a str, wrong: &[&'a str]) -> TruthfulRow<'a> {
-    let mut choices = vec![right];
-    choices.extend_from_slice(wrong);
-    let labels = (0..choices.len()).map(|i| i32::from(i == 0)).collect();
-    (question, choices, labels)
-}
-
-type TruthfulRow<'a> = (&'a str, Vec<&'a str>, Vec<i32>);
-
-/// Writes the four datasets under `<home>/datasets/`, as published, in all
-/// three formats (a train file that must never be read sits beside GSM8K's
-/// test split).
-fn write_datasets(scratch: &Scratch) {
-    let home = scratch.home();
-    let mmlu = [
-        mmlu_row("[m1]", ["Rome", "Paris", "Madrid", "Oslo"], 1),
-        mmlu_row("[m2]", ["4", "5", "6", "3"], 0),
-        mmlu_row("[m3]", ["helium", "neon", "argon", "oxygen"], 3),
-        mmlu_row("[m4]", ["red", "blue", "green", "black"], 1),
-        mmlu_row("[m5]", ["five", "six", "seven", "eight"], 2),
-    ];
-    write(&home.join("datasets/mmlu/all/test-00000-of-00001.jsonl"), &mmlu.join("\n"));
-    let gsm8k = "question,answer\n\
-        \"[g1] 600 apples twice?\",\"600 * 2 = <<600*2=1200>>1200\n#### 1,200\"\n\
-        \"[g2] 9 and 9?\",\"9 + 9 = 18\n#### 18\"\n\
-        \"[g3] 2 and 3?\",\"2 + 3 = 5\n#### 5\"\n";
-    write(&home.join("datasets/gsm8k/main/test.csv"), gsm8k);
-    write(&home.join("datasets/gsm8k/main/train.csv"), "not,a\nusable,file,at all\n");
-    let truthfulqa = [
-        truthfulqa_row("[t1] Really?", "Nothing happens", &["You die", "You get rich", "Rain"]),
-        truthfulqa_row("[t2] Really?", "No", &["Yes", "Only on Sundays"]),
-        truthfulqa_row("[t3] Really?", "It depends", &["Always", "Never", "Twice", "Once"]),
-    ];
-    let validation = "datasets/truthfulqa/multiple_choice/validation-00000-of-00001.parquet";
-    parquet::write_truthfulqa(&home.join(validation), &truthfulqa);
-    let hellaswag = "ctx,endings,label\n\
-        [h1] A dog runs to the ball and,\"[\"\"picks up the ball.\"\", \"\"flies away.\"\", \
-        \"\"sings.\"\", \"\"reads a book.\"\"]\",0\n\
-        [h2] She washes the plate and,\"[\"\"eats it.\"\", \"\"rinses the plate.\"\", \
-        \"\"paints it.\"\", \"\"throws it.\"\"]\",1\n";
-    write(&home.join("datasets/hellaswag/data/validation.csv"), hellaswag);
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
 
 /// The scripted answer to one quality prompt, following [`PLAN`].
 fn answer(body: &Value) -> Script {
@@ -166,7 +112,7 @@ fn benchmark<'a>(result: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn scripted_answers_give_exact_accuracy_in_output_store_and_run_directory() {
     let scratch = Scratch::new();
-    write_datasets(&scratch);
+    write_datasets(&scratch.home());
     let server = scripted_server();
     let suite = quality_suite(&scratch, "mmlu, gsm8k, truthfulqa, hellaswag");
 
@@ -194,13 +140,26 @@ fn scripted_answers_give_exact_accuracy_in_output_store_and_run_directory() {
         assert_eq!(metrics["error_rate"], error_rate, "{name}");
     }
 
-    for body in server.bodies() {
+    for body in server.bodies().iter().filter(|body| body.get("messages").is_some()) {
         assert_eq!(body["temperature"], 0.0);
         assert!(body.get("ignore_eos").is_none(), "{body}");
         let prompt = body["messages"][0]["content"].as_str().unwrap();
         assert!(!prompt.starts_with("[request "), "no unique prefix on scored prompts: {prompt}");
     }
     assert_eq!(server.requests("/v1/chat/completions"), 13, "one request per item");
+    // `scoring: auto` asked once whether the server returns prompt
+    // log-probabilities; it answered 400, so every benchmark was generative.
+    assert_eq!(server.requests("/v1/completions"), 1, "one probe per run");
+    let probe = server.bodies().into_iter().find(|body| body.get("prompt").is_some()).unwrap();
+    assert_eq!((&probe["echo"], &probe["logprobs"]), (&json!(true), &json!(1)));
+    for name in ["mmlu", "gsm8k", "truthfulqa", "hellaswag"] {
+        let quality = &benchmark(&result, name)["quality"];
+        assert_eq!(quality["scoring"], "generative", "{name}");
+        let reason = quality["scoring_reason"].as_str().unwrap();
+        let why = if name == "gsm8k" { "no options" } else { "no prompt log-probabilities" };
+        assert!(reason.contains(why), "{name}: {reason}");
+        assert_eq!(quality["limit"], Value::Null);
+    }
 
     let store = Store::open(&scratch.home()).unwrap();
     let stored = store.result(result["id"].as_str().unwrap()).unwrap().unwrap();
@@ -242,7 +201,7 @@ fn scripted_answers_give_exact_accuracy_in_output_store_and_run_directory() {
 #[test]
 fn limit_scores_only_the_first_items() {
     let scratch = Scratch::new();
-    write_datasets(&scratch);
+    write_datasets(&scratch.home());
     let server = scripted_server();
     let suite = quality_suite(&scratch, "mmlu, gsm8k");
 
@@ -254,6 +213,8 @@ fn limit_scores_only_the_first_items() {
     assert_eq!((mmlu["items"].clone(), mmlu["correct"].clone()), (json!(2.0), json!(1.0)));
     assert_eq!(mmlu["accuracy"], 0.5);
     assert_eq!(benchmark(&result, "gsm8k")["metrics"]["items"], 2.0);
+    let quality = &benchmark(&result, "mmlu")["quality"];
+    assert_eq!((&quality["limit"], &quality["dataset_items"]), (&json!(2), &json!(5)));
     assert_eq!(server.requests("/v1/chat/completions"), 4);
 
     let zero = run_scripted(&scratch, &server, &suite, &["--limit", "0"]);
@@ -263,7 +224,7 @@ fn limit_scores_only_the_first_items() {
 #[test]
 fn a_missing_dataset_is_not_run_with_the_folder_to_fill() {
     let scratch = Scratch::new();
-    write_datasets(&scratch);
+    write_datasets(&scratch.home());
     std::fs::remove_dir_all(scratch.home().join("datasets/gsm8k")).unwrap();
     let server = scripted_server();
     let suite = quality_suite(&scratch, "mmlu, gsm8k");
@@ -283,7 +244,7 @@ fn a_missing_dataset_is_not_run_with_the_folder_to_fill() {
 #[test]
 fn a_malformed_dataset_fails_the_benchmark_naming_file_and_line() {
     let scratch = Scratch::new();
-    write_datasets(&scratch);
+    write_datasets(&scratch.home());
     let file = scratch.home().join("datasets/gsm8k/main/test.csv");
     write(&file, "question,answer\n\"ok\",\"#### 3\"\n\"no marker\",\"just 4\"\n");
     let server = scripted_server();
@@ -328,9 +289,13 @@ fn every_quality_benchmark_runs_on_the_real_llama_server() {
     let Some(engine) = Engine::find() else { return };
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
-    write_datasets(&scratch);
+    write_datasets(&scratch.home());
     let model = make_model(scratch.path(), &TinyModel::default());
-    let suite = quality_suite(&scratch, "mmlu, gsm8k, truthfulqa, hellaswag");
+    // llama-server returns no prompt log-probabilities: `auto` falls back to
+    // generative, and HellaSwag, forced to log-likelihood, is not run.
+    let suite = "name: quality\nversion: 1\ntests: [mmlu, gsm8k, truthfulqa, hellaswag]\n\
+                 test_overrides:\n  hellaswag:\n    scoring: loglikelihood\n";
+    let suite = scratch.write("quality.yaml", suite).display().to_string();
 
     let mut command = scratch.kitt();
     command
@@ -342,9 +307,19 @@ fn every_quality_benchmark_runs_on_the_real_llama_server() {
     assert_eq!(outcome.code, 0, "{}\n{}", outcome.stderr, outcome.stdout);
     let result: Value = serde_json::from_str(&outcome.stdout).unwrap();
     assert_eq!(result["engine"]["name"], "llama_cpp");
-    for (name, size) in [("mmlu", 5.0), ("gsm8k", 3.0), ("truthfulqa", 3.0), ("hellaswag", 2.0)] {
+    let hellaswag = benchmark(&result, "hellaswag");
+    assert_eq!(hellaswag["status"]["state"], "not_run", "{hellaswag}");
+    let reason = hellaswag["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("`scoring: loglikelihood` but the engine returned no prompt"),
+        "{reason}"
+    );
+    assert!(reason.contains("did not echo the prompt"), "{reason}");
+    assert_eq!(hellaswag["quality"]["scoring"], Value::Null);
+    for (name, size) in [("mmlu", 5.0), ("gsm8k", 3.0), ("truthfulqa", 3.0)] {
         let bench = benchmark(&result, name);
         assert_eq!(bench["status"]["state"], "passed", "{name}: {bench}");
+        assert_eq!(bench["quality"]["scoring"], "generative", "{name}");
         let metrics = &bench["metrics"];
         assert_eq!(metrics["items"], size, "{name}");
         assert_eq!(metrics["error_rate"], 0.0, "{name}: {metrics}");
@@ -354,7 +329,7 @@ fn every_quality_benchmark_runs_on_the_real_llama_server() {
     let store = Store::open(&scratch.home()).unwrap();
     let stored = store.result(result["id"].as_str().unwrap()).unwrap().unwrap();
     let items: usize = stored.benchmarks.iter().map(|b| b.items.len()).sum();
-    assert_eq!(items, 13);
+    assert_eq!(items, 11);
     let replies = stored.benchmarks.iter().flat_map(|b| &b.items);
     assert!(replies.clone().all(|item| !item.response.is_empty()), "every reply is kept");
     // The generated model never stops by itself: each reply runs to the

@@ -86,6 +86,7 @@ fn sample(id: &str, model: &str, started_at: &str) -> RunResult {
             ok_request(1_736_906_473_000_000_000, 121, 128),
         ],
         items: Vec::new(),
+        quality: None,
     };
     let latency = BenchmarkResult {
         name: "latency".to_owned(),
@@ -95,6 +96,7 @@ fn sample(id: &str, model: &str, started_at: &str) -> RunResult {
         warmup_ms: Vec::new(),
         requests: vec![failed_request(1_736_906_480_000_000_000)],
         items: Vec::new(),
+        quality: None,
     };
 
     RunResult {

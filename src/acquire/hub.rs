@@ -1,22 +1,34 @@
-//! Hugging Face Hub listing: which files a model repository holds, how large
-//! each one is, and whether our token may download them (gating).
+//! Hugging Face Hub listing: which files a model or dataset repository holds,
+//! how large each one is, and whether our token may download them (gating);
+//! and downloading one listed file (`download`).
+//!
+//! Model repositories live under `/api/models/{repo}` and `/{repo}/resolve/`,
+//! dataset repositories under `/api/datasets/{repo}` and
+//! `/datasets/{repo}/resolve/` ([`RepoKind`]); messages name a dataset
+//! repository `datasets/org/name`, as its web address does.
 //!
 //! One [`HubClient`] lives for one command and remembers every answer,
 //! failures included, so a campaign naming the same repository for several
 //! engines asks the Hub once. The token is sent only as a bearer header and
-//! is never printed or logged. This module does not download files and does
-//! not read the local Hugging Face cache; `HF_HUB_OFFLINE` (or
-//! `KITT_OFFLINE`) turns every listing into [`HubError::Offline`] so callers
-//! fall back to local sources.
+//! is never printed or logged. This module does not read the local Hugging
+//! Face cache; `HF_HUB_OFFLINE` (or `KITT_OFFLINE`) turns every listing into
+//! [`HubError::Offline`] so callers fall back to local sources.
 
 use std::fmt;
 use std::sync::Arc;
 
 use reqwest::header::{AUTHORIZATION, LINK};
-use reqwest::{RequestBuilder, Response, StatusCode, Url};
-use serde::Deserialize;
+use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::http::{self, FetchOnce, RetryPolicy};
+use wire::{
+    RepoInfo, TreeEntry, encode_path, is_gated, is_safe_path, next_link_target, same_origin,
+};
+
+mod download;
+mod wire;
+
+pub use download::{DownloadError, Fetched};
 
 /// The public Hub, used when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -24,12 +36,46 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// A guard against a server whose `Link` headers never end.
 const MAX_TREE_PAGES: usize = 1_000;
 
-/// Client for the Hub's model API, with a per-command cache of listings.
+/// Which kind of repository: models and datasets have their own routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    /// A model repository.
+    Model,
+    /// A dataset repository.
+    Dataset,
+}
+
+impl RepoKind {
+    /// The API collection: `models` or `datasets`.
+    fn api(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+
+    /// The prefix of its web page and `resolve` URLs: none, or `datasets/`.
+    fn prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "",
+            RepoKind::Dataset => "datasets/",
+        }
+    }
+
+    /// How messages name `repo`: `org/name`, or `datasets/org/name`.
+    pub fn label(self, repo: &str) -> String {
+        format!("{}{repo}", self.prefix())
+    }
+}
+
+/// Client for the Hub's model and dataset API, with a per-command cache of listings.
 pub struct HubClient {
     endpoint: String,
     token: Option<Token>,
     offline: bool,
     api: reqwest::Client,
+    /// Fetches file bodies: no deadline for the whole body, one per read.
+    files: reqwest::Client,
     /// Sends the gating probe; it must see the Hub's redirect, not follow it to the CDN.
     probe: reqwest::Client,
     policy: RetryPolicy,
@@ -112,7 +158,7 @@ pub enum HubError {
     /// Offline mode is on; nothing was sent.
     #[error(
         "cannot list `{repo}`: offline mode is on (`HF_HUB_OFFLINE` or `KITT_OFFLINE`), \
-         so only local models are used"
+         so only local files are used"
     )]
     Offline { repo: String },
     /// The Hub does not know the repository.
@@ -161,6 +207,7 @@ impl HubClient {
             .ok_or_else(|| HubError::InvalidEndpoint { value: http::redact_userinfo(endpoint) })?;
         let client_error = |source| HubError::Client { source: Arc::new(source) };
         let api = http::client_builder().build().map_err(client_error)?;
+        let files = http::download_client_builder().build().map_err(client_error)?;
         let probe = http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -170,6 +217,7 @@ impl HubClient {
             token: token.filter(|token| !token.trim().is_empty()).map(Token),
             offline: false,
             api,
+            files,
             probe,
             policy: RetryPolicy::default(),
             cache: FetchOnce::default(),
@@ -222,41 +270,64 @@ impl HubClient {
     /// us. Cached for the life of the client, errors included; concurrent calls for the same
     /// repository share one fetch.
     pub async fn repo(&self, repo: &str) -> Result<Arc<HubRepo>, HubError> {
-        validate_repo_id(repo)?;
-        if self.offline {
-            return Err(HubError::Offline { repo: repo.to_owned() });
-        }
-        self.cache.get_or_fetch(repo, || async { self.fetch(repo).await.map(Arc::new) }).await
+        self.listing(RepoKind::Model, repo).await
     }
 
-    /// Asks the Hub for the model info, the file tree and, when gated, our access.
-    async fn fetch(&self, repo: &str) -> Result<HubRepo, HubError> {
-        let info = self.model_info(repo).await?;
+    /// Lists a dataset repository, like [`repo`](Self::repo) does a model repository.
+    pub async fn dataset(&self, repo: &str) -> Result<Arc<HubRepo>, HubError> {
+        self.listing(RepoKind::Dataset, repo).await
+    }
+
+    async fn listing(&self, kind: RepoKind, repo: &str) -> Result<Arc<HubRepo>, HubError> {
+        validate_repo_id(repo)?;
+        let label = kind.label(repo);
+        if self.offline {
+            return Err(HubError::Offline { repo: label });
+        }
+        self.cache
+            .get_or_fetch(&label, || async { self.fetch(kind, repo).await.map(Arc::new) })
+            .await
+    }
+
+    /// Asks the Hub for the repository info, the file tree and, when gated, our access.
+    async fn fetch(&self, kind: RepoKind, repo: &str) -> Result<HubRepo, HubError> {
+        let label = kind.label(repo);
+        let info = self.info(kind, repo).await?;
         let gated = is_gated(&info.gated)
-            .ok_or_else(|| bad(repo, format!("`gated` has an unknown value `{}`", info.gated)))?;
+            .ok_or_else(|| bad(&label, format!("`gated` has an unknown value `{}`", info.gated)))?;
         let revision = info.sha;
 
-        let mut files = self.tree(repo, revision.as_deref().unwrap_or("main")).await?;
+        let mut files = self.tree(kind, repo, revision.as_deref().unwrap_or("main")).await?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let gate = if gated {
-            self.check_access(repo, revision.as_deref(), &files).await?
+            self.check_access(kind, repo, revision.as_deref(), &files).await?
         } else {
             Gate::Open
         };
         Ok(HubRepo { repo: repo.to_owned(), revision, files, gate })
     }
 
-    /// `GET /api/models/{repo}`.
-    async fn model_info(&self, repo: &str) -> Result<ModelInfo, HubError> {
-        let url = format!("{}/api/models/{repo}", self.endpoint);
-        let response = self.send(repo, || self.api.get(&url)).await?;
-        let response = self.classify(repo, response)?;
-        response.json().await.map_err(|error| bad(repo, format!("model info: {error}")))
+    /// `GET /api/models/{repo}` (or `/api/datasets/{repo}`).
+    async fn info(&self, kind: RepoKind, repo: &str) -> Result<RepoInfo, HubError> {
+        let label = kind.label(repo);
+        let url = format!("{}/api/{}/{repo}", self.endpoint, kind.api());
+        let response = self.send(&label, || self.api.get(&url)).await?;
+        let response = self.classify(&label, response)?;
+        response.json().await.map_err(|error| bad(&label, format!("repository info: {error}")))
     }
 
-    /// `GET /api/models/{repo}/tree/{revision}?recursive=true`, following `Link` pages.
-    async fn tree(&self, repo: &str, revision: &str) -> Result<Vec<HubFile>, HubError> {
-        let first = format!("{}/api/models/{repo}/tree/{revision}?recursive=true", self.endpoint);
+    /// `GET /api/models/{repo}/tree/{revision}?recursive=true` (or `/api/datasets/…`),
+    /// following `Link` pages.
+    async fn tree(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+    ) -> Result<Vec<HubFile>, HubError> {
+        let first =
+            format!("{}/api/{}/{repo}/tree/{revision}?recursive=true", self.endpoint, kind.api());
+        let repo = kind.label(repo);
+        let repo = repo.as_str();
         let mut next = Some(first);
         let mut files = Vec::new();
         let mut seen_pages = std::collections::HashSet::new();
@@ -315,11 +386,15 @@ impl HubClient {
     /// download it.
     async fn check_access(
         &self,
+        kind: RepoKind,
         repo: &str,
         revision: Option<&str>,
         files: &[HubFile],
     ) -> Result<Gate, HubError> {
-        let page = format!("{}/{repo}", self.endpoint);
+        let url_of = |path: &str| self.resolve_url(kind, repo, revision.unwrap_or("main"), path);
+        let page = format!("{}/{}{repo}", self.endpoint, kind.prefix());
+        let repo = kind.label(repo);
+        let repo = repo.as_str();
         if self.token.is_none() {
             let reason = format!(
                 "`{repo}` is gated: accept its licence at {page} and set `HF_TOKEN` to a \
@@ -333,8 +408,7 @@ impl HubClient {
             let reason = format!("`{repo}` is gated and lists no file to check access with");
             return Ok(Gate::Denied { reason });
         };
-        let revision = revision.unwrap_or("main");
-        let url = format!("{page}/resolve/{revision}/{}", encode_path(&file.path));
+        let url = url_of(&file.path);
         let response = self.send(repo, || self.probe.head(&url)).await?;
 
         let status = response.status();
@@ -350,6 +424,16 @@ impl HubClient {
             return Ok(Gate::Denied { reason });
         }
         Err(self.status_error(repo, status))
+    }
+
+    /// The `resolve` URL of a file: `{endpoint}/[datasets/]{repo}/resolve/{revision}/{path}`.
+    pub fn resolve_url(&self, kind: RepoKind, repo: &str, revision: &str, path: &str) -> String {
+        format!(
+            "{}/{}{repo}/resolve/{revision}/{}",
+            self.endpoint,
+            kind.prefix(),
+            encode_path(path)
+        )
     }
 
     /// Sends one request with the bearer token and the retry policy.
@@ -392,102 +476,6 @@ impl HubClient {
     }
 }
 
-/// The parts of `GET /api/models/{repo}` that kitt reads.
-#[derive(Deserialize)]
-struct ModelInfo {
-    sha: Option<String>,
-    #[serde(default)]
-    gated: serde_json::Value,
-}
-
-/// One entry of a tree listing.
-#[derive(Deserialize)]
-struct TreeEntry {
-    #[serde(rename = "type")]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    size: u64,
-    lfs: Option<LfsInfo>,
-}
-
-/// The LFS part of a tree entry.
-#[derive(Deserialize)]
-struct LfsInfo {
-    oid: String,
-    size: u64,
-}
-
-impl TreeEntry {
-    /// The file this entry describes; directories give `None`.
-    fn into_file(self) -> Option<HubFile> {
-        if self.kind != "file" {
-            return None;
-        }
-        let (size, sha256) = match self.lfs {
-            Some(lfs) => (lfs.size, Some(lfs.oid)),
-            None => (self.size, None),
-        };
-        Some(HubFile { path: self.path, size, sha256 })
-    }
-}
-
-/// Whether a listed path is a plain relative path kitt may show and later
-/// write: no control characters, no absolute path, no `..`, no backslash.
-fn is_safe_path(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && !path.chars().any(|c| c.is_control() || c == '\\')
-        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
-}
-
-/// Reads the model info's `gated` field: `false`/absent, `true`, `"auto"` or `"manual"`.
-fn is_gated(value: &serde_json::Value) -> Option<bool> {
-    match value {
-        serde_json::Value::Null => Some(false),
-        serde_json::Value::Bool(gated) => Some(*gated),
-        serde_json::Value::String(mode) => match mode.as_str() {
-            "auto" | "manual" | "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// The target of the `rel="next"` entry in one `Link` header value.
-fn next_link_target(header: &str) -> Option<String> {
-    header.split(',').find_map(|link| {
-        let (target, params) = link.trim().split_once(';')?;
-        let is_next = params.split(';').any(|param| {
-            let param = param.trim().replace(' ', "");
-            param == "rel=\"next\"" || param == "rel=next"
-        });
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        is_next.then(|| target.to_owned())
-    })
-}
-
-/// Whether two URLs share scheme, host and port.
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// Percent-encodes each segment of a repository-relative path.
-fn encode_path(path: &str) -> String {
-    let mut encoded = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
-
 /// Whether an environment flag is switched on.
 fn is_truthy(value: &str) -> bool {
     matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
@@ -527,27 +515,6 @@ pub fn validate_repo_id(repo: &str) -> Result<(), HubError> {
         return Err(invalid("the name is longer than 96 characters"));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod path_tests {
-    use super::is_safe_path;
-
-    #[test]
-    fn unsafe_listing_paths_are_refused() {
-        assert!(is_safe_path("Q4_K_M/model-Q4_K_M-00001-of-00002.gguf"));
-        for bad in [
-            "../../etc/x.gguf",
-            "/abs/y.gguf",
-            "a/./b.gguf",
-            "x\u{1b}[31m.gguf",
-            "a\nb.gguf",
-            "a\\b",
-            "",
-        ] {
-            assert!(!is_safe_path(bad), "{bad:?}");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -606,29 +573,5 @@ mod tests {
         for bad in ["gpt2", "a/b/c", "/b", "a/", "a b/c", "org/na..me", "-org/x", "o/x.", "o/é"] {
             assert!(validate_repo_id(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn gated_field_values() {
-        assert_eq!(is_gated(&serde_json::json!(false)), Some(false));
-        assert_eq!(is_gated(&serde_json::json!(null)), Some(false));
-        assert_eq!(is_gated(&serde_json::json!("manual")), Some(true));
-        assert_eq!(is_gated(&serde_json::json!("auto")), Some(true));
-        assert_eq!(is_gated(&serde_json::json!(3)), None);
-    }
-
-    #[test]
-    fn link_header_next_target() {
-        let header = concat!(
-            r#"<https://h.co/api/x?cursor=a>; rel="prev", "#,
-            r#"<https://h.co/api/x?cursor=b>; rel="next""#
-        );
-        assert_eq!(next_link_target(header).as_deref(), Some("https://h.co/api/x?cursor=b"));
-        assert_eq!(next_link_target(r#"<https://h.co/a>; rel="prev""#), None);
-    }
-
-    #[test]
-    fn paths_are_percent_encoded_per_segment() {
-        assert_eq!(encode_path("dir/a b#1.gguf"), "dir/a%20b%231.gguf");
     }
 }

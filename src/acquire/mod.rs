@@ -1,7 +1,9 @@
 //! Model sources: local storage, the Hugging Face cache, the Hugging Face Hub
 //! and the Ollama library. Discovery lists a repository's files with their
-//! byte sizes; `download` fetches files resumably and verifies them.
+//! byte sizes; `download` fetches files resumably and verifies them. The
+//! quality benchmarks' datasets are downloaded from the Hub (`datasets`).
 
+pub mod datasets;
 pub mod download;
 pub mod http;
 pub mod hub;

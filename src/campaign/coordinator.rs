@@ -44,6 +44,8 @@ pub struct Options<'a> {
     pub campaign_id: Option<&'a str>,
     /// Progress as plain lines on stderr (stdout carries JSON).
     pub json: bool,
+    /// `--limit`: every quality benchmark scores only its first N items.
+    pub limit: Option<u32>,
 }
 
 /// How the session ended.
@@ -61,6 +63,8 @@ pub struct Outcome {
     pub runs: Vec<RunRow>,
     /// How long this session took.
     pub elapsed: Duration,
+    /// This session's `--limit`.
+    pub limit: Option<u32>,
 }
 
 /// Runs (or resumes) a campaign to the end or until interrupted.
@@ -130,6 +134,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 storage_root: &storage_root,
                 pid: std::process::id(),
                 host: &host,
+                item_limit: options.limit,
             },
             &specs,
         )
@@ -144,7 +149,9 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
     for row in stored.iter().filter(|row| row.in_config) {
         total += 1;
         let Some(planned) = by_key.get(row.key.as_str()) else { continue };
-        if row.status == RunStatus::Success {
+        // A smoke run's success does not stand for a full one (nor for one
+        // with another limit): it is redone.
+        if row.done_for(options.limit) {
             continue;
         }
         // A skip never overwrites an outcome: a failed run the config now
@@ -184,12 +191,19 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
              change its engine settings as its reason says, then resume"
         ));
     }
+    if let Some(limit) = options.limit {
+        progress.note(&format!(
+            "smoke run: quality benchmarks score only their first {limit} items; \
+             results are marked as limited"
+        ));
+    }
 
     let notifier = Arc::new(Notifier::new(&campaign.notifications));
     let mut notes = Vec::new();
     let context = RunContext {
         campaign,
         campaign_id: &id,
+        limit: options.limit,
         home,
         storage_root: &options.plan.storage_root,
         local: LocalIndex::new(options.plan.storage_root.clone(), hf_cache_dir()),
@@ -245,8 +259,15 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         .into_iter()
         .filter(|row| row.in_config)
         .collect();
-    let outcome =
-        Outcome { campaign_id: id, status, interrupted, counts, runs, elapsed: began.elapsed() };
+    let outcome = Outcome {
+        campaign_id: id,
+        status,
+        interrupted,
+        counts,
+        runs,
+        elapsed: began.elapsed(),
+        limit: options.limit,
+    };
 
     if !interrupted && notifier.wants(NotifyEvent::Complete) {
         let message = Message {
@@ -366,6 +387,7 @@ fn unique_runs(plan: &Plan) -> Vec<&PlannedRun> {
 struct RunContext<'a> {
     campaign: &'a Campaign,
     campaign_id: &'a str,
+    limit: Option<u32>,
     home: &'a Path,
     storage_root: &'a PathBuf,
     local: LocalIndex,
@@ -404,7 +426,14 @@ async fn run_one(
         Err(Unavailable::Skip(reason)) => return skipped(store, reason),
         Err(Unavailable::Fail(error)) => Err(error),
     };
-    let suite = Suite::load(&planned.suite, context.home).map_err(|error| error.to_string());
+    let suite = Suite::load(&planned.suite, context.home)
+        .map(|mut suite| {
+            if let Some(limit) = context.limit {
+                suite.limit_quality(limit);
+            }
+            suite
+        })
+        .map_err(|error| error.to_string());
 
     let attempt = store.run_started(session_id, run_id).map_err(environment)?;
     let started = Instant::now();

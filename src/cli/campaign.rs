@@ -54,6 +54,7 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
         resume: args.resume,
         campaign_id: args.campaign_id.as_deref(),
         json,
+        limit: args.limit,
     };
     let outcome = block_on_interruptible(|cancel| async move { drive(&options, &cancel).await })??;
 

@@ -1,6 +1,7 @@
 //! The command line: clap types (no logic) and the dispatch to handlers.
 
 mod campaign;
+mod datasets;
 mod run;
 
 use std::path::PathBuf;
@@ -56,6 +57,53 @@ pub enum Command {
     /// Inspect the engines kitt knows.
     #[command(subcommand)]
     Engines(EnginesCommand),
+
+    /// Download and list the quality benchmarks' datasets.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
+}
+
+/// `kitt datasets …`.
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Download benchmark datasets from the Hugging Face Hub.
+    ///
+    /// Each NAME (mmlu, gsm8k, truthfulqa, hellaswag, or all) is fetched from
+    /// its Hub repository ($HF_ENDPOINT, token $HF_TOKEN; HF_HUB_OFFLINE=1 or
+    /// KITT_OFFLINE=1 fetch nothing): the Parquet files of the config and
+    /// split the benchmark reads, into DIR/<name>/ as laid out on the Hub.
+    /// Each file is checked against the size (and, for LFS files such as
+    /// Parquet, the SHA-256) the Hub lists before it is kept; files already
+    /// there and verified are not fetched again. A
+    /// dataset that fails does not stop the others (exit 1 at the end).
+    ///
+    /// Example: kitt datasets download mmlu hellaswag
+    Download(DatasetDownloadArgs),
+
+    /// List every benchmark dataset: its Hub repository, config and split,
+    /// and whether it is present in DIR/<name>/.
+    List(DatasetListArgs),
+}
+
+/// Arguments of `kitt datasets download`.
+#[derive(Debug, Args)]
+pub struct DatasetDownloadArgs {
+    /// Datasets to download: mmlu, gsm8k, truthfulqa, hellaswag, or all.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+
+    /// Where datasets go, one folder per name [default: <kitt home>/datasets,
+    /// where benchmarks look without a `dataset_path`].
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<PathBuf>,
+}
+
+/// Arguments of `kitt datasets list`.
+#[derive(Debug, Args)]
+pub struct DatasetListArgs {
+    /// Where to look [default: <kitt home>/datasets].
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<PathBuf>,
 }
 
 /// Arguments of `kitt run`.
@@ -163,6 +211,12 @@ pub struct RunArgs {
     /// The campaign to resume (with --resume), or the id to give a new one.
     #[arg(long, value_name = "ID")]
     pub campaign_id: Option<String>,
+
+    /// Smoke run: every quality benchmark of every run scores only the first
+    /// N items of its dataset. Results are marked as limited; `--resume`
+    /// without --limit (or with another N) redoes limited successes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
 }
 
 /// Arguments of `kitt campaign status`.
@@ -211,6 +265,10 @@ fn dispatch(cli: Cli) -> Result<Exit, KittError> {
         Command::Campaign(CampaignCommand::List(args)) => campaign::list(&args, &home, cli.json),
         Command::Run(args) => run::run(&args, &home, cli.json),
         Command::Engines(EnginesCommand::List(args)) => run::engines_list(&args, cli.json),
+        Command::Datasets(DatasetsCommand::Download(args)) => {
+            datasets::download(&args, &home, cli.json)
+        }
+        Command::Datasets(DatasetsCommand::List(args)) => datasets::list(&args, &home, cli.json),
     }
 }
 

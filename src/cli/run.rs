@@ -295,6 +295,7 @@ const KEY_METRICS: &[(&str, &str)] = &[
     ("first_latency_ms", "first request ms"),
     ("accuracy", "accuracy"),
     ("accuracy_stderr", "± stderr"),
+    ("accuracy_norm", "accuracy (norm)"),
     ("items", "items"),
     ("correct", "correct"),
     ("error_rate", "error rate"),
@@ -308,11 +309,14 @@ fn write_table(out: &mut impl Write, result: &RunResult, run_dir: &Path) -> std:
     table.load_style(UTF8_FULL_CONDENSED);
     table.set_header(["benchmark", "run", "status", "key metrics"]);
     for benchmark in &result.benchmarks {
-        let status = match &benchmark.status {
+        let mut status = match &benchmark.status {
             BenchmarkStatus::Passed => "passed".to_owned(),
             BenchmarkStatus::Failed(reason) => format!("failed: {reason}"),
             BenchmarkStatus::NotRun(reason) => format!("not run: {reason}"),
         };
+        if let Some(quality) = benchmark.quality.as_ref().filter(|q| q.scoring.is_some()) {
+            status.push_str(&format!(" ({})", quality.describe()));
+        }
         let metrics: Vec<String> = KEY_METRICS
             .iter()
             .filter_map(|(key, label)| {

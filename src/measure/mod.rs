@@ -8,6 +8,8 @@
 //! - `ollama` (private): reading one line of Ollama's native stream as a chunk.
 //! - `ingest`: the metric definitions (DESIGN §6) applied to arriving bytes.
 //! - `stream`: the HTTP client that sends a request and feeds `ingest`.
+//! - `logprobs`: the one non-streaming exchange, prompt log-probabilities
+//!   for log-likelihood scoring of quality benchmarks.
 //! - `record`: the per-request record that is stored.
 //! - `stats`: the percentile function and summaries.
 //!
@@ -16,6 +18,7 @@
 
 pub mod ingest;
 pub mod lines;
+pub mod logprobs;
 mod ollama;
 mod payload;
 pub mod record;
@@ -24,6 +27,7 @@ pub mod stats;
 pub mod stream;
 
 pub use ingest::{Flow, Origin, Protocol, StreamEnd, StreamIngest};
+pub use logprobs::{LogprobRequest, PromptLogprobs, Tail};
 pub use record::{Failure, FailureClass, METRICS_VERSION, RequestRecord, TokenSource};
 pub use stats::{Summary, percentile};
 pub use stream::{ChatMessage, ClientError, Input, StreamClient, StreamRequest};

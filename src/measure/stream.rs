@@ -243,6 +243,11 @@ impl StreamClient {
         &self.base
     }
 
+    /// The HTTP client, for the non-streaming exchanges of [`super::logprobs`].
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Sends `request` and measures its stream.
     pub async fn send(&self, request: &StreamRequest) -> RequestRecord {
         self.send_timed(request).await.0
@@ -348,7 +353,10 @@ async fn read_response(
 }
 
 /// The first bytes of an error body, as a one-line excerpt.
-async fn read_excerpt(response: &mut Response, deadline: tokio::time::Instant) -> String {
+pub(super) async fn read_excerpt(
+    response: &mut Response,
+    deadline: tokio::time::Instant,
+) -> String {
     let mut body = Vec::new();
     while body.len() < ERROR_BODY_BYTES {
         match tokio::time::timeout_at(deadline, response.chunk()).await {
@@ -361,7 +369,7 @@ async fn read_excerpt(response: &mut Response, deadline: tokio::time::Instant) -
 }
 
 /// The failure for an error status; 503 is what llama-server answers while loading.
-fn status_failure(status: StatusCode, body: &str) -> Failure {
+pub(super) fn status_failure(status: StatusCode, body: &str) -> Failure {
     let class = match status {
         StatusCode::SERVICE_UNAVAILABLE => FailureClass::Loading,
         _ => FailureClass::Http,
@@ -372,7 +380,7 @@ fn status_failure(status: StatusCode, body: &str) -> Failure {
 }
 
 /// The failure for a request that got no response at all.
-fn send_failure(error: &reqwest::Error, timeout: Duration) -> Failure {
+pub(super) fn send_failure(error: &reqwest::Error, timeout: Duration) -> Failure {
     // A connect timeout is also a timeout to reqwest, but it is the connection
     // that failed, not the request's deadline that passed.
     if error.is_timeout() && !error.is_connect() {

@@ -30,9 +30,42 @@ pub enum Dataset {
     HellaSwag,
 }
 
+/// Where a dataset is published on the Hugging Face Hub, and which part of
+/// it a benchmark reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubSource {
+    /// The dataset repository, `org/name`.
+    pub repo: &'static str,
+    /// The config (subset) read.
+    pub config: &'static str,
+    /// The repository folder holding that config's Parquet files.
+    pub folder: &'static str,
+    /// The split read.
+    pub split: &'static str,
+}
+
 impl Dataset {
     /// Every dataset name, as a quality benchmark's `dataset` setting takes it.
     pub const NAMES: &[&str] = &["mmlu", "gsm8k", "truthfulqa", "hellaswag"];
+
+    /// Every dataset, in the order of [`NAMES`](Self::NAMES).
+    pub const ALL: [Dataset; 4] =
+        [Dataset::Mmlu, Dataset::Gsm8k, Dataset::TruthfulQa, Dataset::HellaSwag];
+
+    /// Its Hub repository, config and split (HellaSwag's labelled split is
+    /// `validation`; the others are read from `test`, TruthfulQA has only
+    /// `validation`).
+    pub fn hub_source(self) -> HubSource {
+        let (repo, config, folder, split) = match self {
+            Dataset::Mmlu => ("cais/mmlu", "all", "all", "test"),
+            Dataset::Gsm8k => ("openai/gsm8k", "main", "main", "test"),
+            Dataset::TruthfulQa => {
+                ("truthfulqa/truthful_qa", "multiple_choice", "multiple_choice", "validation")
+            }
+            Dataset::HellaSwag => ("Rowan/hellaswag", "default", "data", "validation"),
+        };
+        HubSource { repo, config, folder, split }
+    }
 
     /// The dataset called `name`.
     pub fn from_name(name: &str) -> Option<Dataset> {
@@ -186,6 +219,11 @@ pub fn load(dataset: Dataset, location: &Path) -> Result<Loaded, DatasetError> {
         return Err(DatasetError::Empty { location: location.to_owned() });
     }
     Ok(Loaded { files, questions })
+}
+
+/// The files [`load`] would read at `location` (empty when there are none).
+pub fn present(dataset: Dataset, location: &Path) -> Vec<PathBuf> {
+    choose_files(dataset, location).unwrap_or_default()
 }
 
 fn choose_files(dataset: Dataset, location: &Path) -> Result<Vec<PathBuf>, DatasetError> {

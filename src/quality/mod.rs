@@ -6,13 +6,17 @@
 //!   in JSONL, CSV and Parquet, turned into [`Question`]s.
 //! - `extract`: answer extraction from free-form replies.
 //! - `score`: prompts, per-item scoring and accuracy with its standard error.
+//! - `loglikelihood`: scoring options by the log-probabilities of their
+//!   tokens, and the `scoring` setting that chooses between the two methods.
 //!
 //! Nothing here talks to an engine; `run::quality` sends the prompts.
 
 pub mod dataset;
 pub mod extract;
+pub mod loglikelihood;
 mod rows;
 pub mod score;
 
-pub use dataset::{Dataset, DatasetError, Loaded, load};
+pub use dataset::{Dataset, DatasetError, HubSource, Loaded, load, present};
+pub use loglikelihood::{Method, Scoring};
 pub use score::{Question, Scores};

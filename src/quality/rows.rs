@@ -169,7 +169,8 @@ fn truthfulqa(row: &Row, position: usize) -> Result<Question, String> {
         .map(|(i, _)| i)
         .collect();
     let [right] = right[..] else {
-        return Err(format!("`mc1_targets.labels` must hold exactly one 1, got {labels:?}"));
+        let labels = Value::Array(labels.clone());
+        return Err(format!("`mc1_targets.labels` must hold exactly one 1, got {labels}"));
     };
     if choices.len() > 26 {
         return Err(format!(
@@ -388,7 +389,7 @@ mod tests {
 
         let two = r#"{"question":"Q","mc1_targets":{"choices":["a","b"],"labels":[1,1]}}"#;
         let message = error_text(jsonl(Dataset::TruthfulQa, two));
-        assert!(message.contains("exactly one 1"), "{message}");
+        assert!(message.contains("must hold exactly one 1, got [1,1]"), "{message}");
         let csv_rows = concat!(
             "question,mc1_targets\n",
             "Q,\"{\"\"choices\"\":[\"\"a\"\",\"\"b\"\"],\"\"labels\"\":[0,1]}\"\n"

@@ -59,17 +59,9 @@ impl Question {
     /// The prompt sent for this item.
     pub fn prompt(&self) -> String {
         match self {
-            Question::Choice { question, subject, choices, .. } => {
-                let about = subject
-                    .as_deref()
-                    .map(|s| format!(" about {}", s.replace('_', " ")))
-                    .unwrap_or_default();
-                format!(
-                    "The following is a multiple choice question{about}.\n\n{question}\n{}\n\
-                     Reply with the letter of the correct option, as \"Answer: <letter>\".",
-                    options(choices)
-                )
-            }
+            Question::Choice { .. } => self.lettered_prompt(
+                "Reply with the letter of the correct option, as \"Answer: <letter>\".",
+            ),
             Question::Continuation { context, endings, .. } => format!(
                 "Which ending continues the text most plausibly?\n\n{context}\n{}\n\
                  Reply with the letter of the best ending, as \"Answer: <letter>\".",
@@ -81,6 +73,22 @@ impl Question {
                  Question: {question}"
             ),
         }
+    }
+
+    /// A multiple-choice item's question and lettered options, then
+    /// `last_line` (other items: their [`prompt`](Self::prompt)).
+    pub(super) fn lettered_prompt(&self, last_line: &str) -> String {
+        let Question::Choice { question, subject, choices, .. } = self else {
+            return self.prompt();
+        };
+        let about = subject
+            .as_deref()
+            .map(|s| format!(" about {}", s.replace('_', " ")))
+            .unwrap_or_default();
+        format!(
+            "The following is a multiple choice question{about}.\n\n{question}\n{}\n{last_line}",
+            options(choices)
+        )
     }
 
     /// The expected answer, as extraction would read it.
@@ -114,6 +122,7 @@ impl Question {
             expected,
             extracted,
             response: reply.map(cut).unwrap_or_default(),
+            choices: Vec::new(),
         }
     }
 }

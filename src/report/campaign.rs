@@ -38,7 +38,7 @@ pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> 
     for run in &outcome.runs {
         table.add_row(vec![
             run.key.clone(),
-            run.status.to_string(),
+            status_text(run),
             run.duration_s.map(|s| format!("{s:.1} s")).unwrap_or_default(),
             number(run.headline.output_tokens_per_second, 1),
             number(run.headline.ttft_ms_p50, 1),
@@ -58,6 +58,10 @@ pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> 
         if let Some(reason) = run.reason.as_deref().filter(|reason| !reason.is_empty()) {
             writeln!(out, "{} {}: {}", run.status, run.key, crate::campaign::brief(reason))?;
         }
+    }
+    let limited = outcome.runs.iter().filter(|run| is_limited(run)).count();
+    if limited > 0 {
+        writeln!(out, "{}", limited_note(limited as u64))?;
     }
     let counts = &outcome.counts;
     let state =
@@ -86,6 +90,7 @@ pub fn write_summary_json(out: &mut impl Write, outcome: &Outcome) -> io::Result
         "status": outcome.status,
         "interrupted": outcome.interrupted,
         "elapsed_s": outcome.elapsed.as_secs_f64(),
+        "item_limit": outcome.limit,
         "counts": outcome.counts,
         "runs": outcome.runs,
     });
@@ -119,6 +124,11 @@ pub struct StatusView {
     pub eta_seconds: Option<f64>,
     /// Free bytes under the storage root.
     pub disk_free_bytes: Option<u64>,
+    /// The latest session's `--limit` (`None`: whole datasets).
+    pub item_limit: Option<u32>,
+    /// Successful runs whose quality benchmarks scored only part of their
+    /// datasets (a smoke run's results).
+    pub limited_runs: u64,
 }
 
 /// Reads a campaign's status; `None` when there is no such campaign.
@@ -149,7 +159,12 @@ pub fn status_view(
         None
     };
     let disk_free_bytes = crate::acquire::local::free_space(Path::new(&campaign.storage_root));
+    let successes = store.campaign_runs(&campaign.id, Some(RunStatus::Success), None)?;
+    let limited_runs = successes.iter().filter(|run| is_limited(run)).count() as u64;
+    let item_limit = store.session_item_limit(&campaign.id)?;
     Ok(Some(StatusView {
+        item_limit,
+        limited_runs,
         state: state(&campaign, live),
         live,
         total: counts.total(),
@@ -205,6 +220,15 @@ pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io:
     }
     if let Some(eta) = view.eta_seconds {
         writeln!(out, "ETA:      {}", clock(Duration::from_secs_f64(eta.max(0.0))))?;
+    }
+    if let Some(limit) = view.item_limit {
+        writeln!(
+            out,
+            "Limit:    --limit {limit} (quality benchmarks score their first {limit} items)"
+        )?;
+    }
+    if view.limited_runs > 0 {
+        writeln!(out, "Limited:  {}", limited_note(view.limited_runs))?;
     }
     let free = view.disk_free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes);
     writeln!(out, "Disk:     {free} free under {}", campaign.storage_root)?;
@@ -270,6 +294,31 @@ pub fn write_list_json(
         .collect();
     serde_json::to_writer_pretty(&mut *out, &rows)?;
     writeln!(out)
+}
+
+/// A run's status, marked when it succeeded on part of its datasets only.
+fn status_text(run: &RunRow) -> String {
+    match run.item_limit.filter(|_| is_limited(run)) {
+        Some(limit) => format!("{} (first {limit} items)", run.status),
+        None => run.status.to_string(),
+    }
+}
+
+fn is_limited(run: &RunRow) -> bool {
+    run.status == RunStatus::Success && run.item_limit.is_some()
+}
+
+/// What limited successes mean, on one line.
+fn limited_note(runs: u64) -> String {
+    let (count, them) = if runs == 1 {
+        ("1 smoke result".to_owned(), "it")
+    } else {
+        (format!("{runs} smoke results"), "them")
+    };
+    format!(
+        "{count} (quality benchmarks scored only their first items); `--resume` without \
+         --limit redoes {them} in full"
+    )
 }
 
 fn number(value: Option<f64>, digits: usize) -> String {

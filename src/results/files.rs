@@ -321,6 +321,14 @@ fn push_benchmarks(md: &mut String, benchmarks: &[BenchmarkResult]) {
                 write!(md, "; warm-up: {} requests, mean {mean:.1} ms", benchmark.warmup_ms.len());
         }
         md.push_str(".\n\n");
+        if let Some(quality) = &benchmark.quality {
+            let _ = writeln!(
+                md,
+                "Scoring: {} ({}).\n",
+                line(&quality.describe()),
+                line(&quality.scoring_reason)
+            );
+        }
 
         if benchmark.metrics.is_empty() {
             md.push_str("No metrics.\n");

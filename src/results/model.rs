@@ -52,6 +52,7 @@ impl RunResult {
                 warmup_ms: benchmark.warmup_ms.clone(),
                 requests: Vec::new(),
                 items: Vec::new(),
+                quality: benchmark.quality.clone(),
             })
             .collect();
         RunResult {
@@ -135,6 +136,20 @@ pub struct Gpu {
     pub memory_bytes: Option<u64>,
 }
 
+impl QualityRun {
+    /// One line for tables: the method and, for a smoke run, the share scored,
+    /// e.g. `loglikelihood, first 50 of 14042 items`.
+    pub fn describe(&self) -> String {
+        let method = self.scoring.map_or_else(|| "not scored".to_owned(), |m| m.to_string());
+        match self.limit {
+            Some(limit) if (limit as usize) < self.dataset_items => {
+                format!("{method}, first {limit} of {} items", self.dataset_items)
+            }
+            _ => method,
+        }
+    }
+}
+
 /// Outcome of a benchmark.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "reason")]
@@ -169,10 +184,13 @@ pub struct BenchmarkResult {
     /// benchmarks); left out of the JSON when empty, like `requests`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<QualityItem>,
+    /// A quality benchmark's scoring method and item limit (absent for others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityRun>,
 }
 
 /// One scored item of a quality benchmark.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualityItem {
     /// 0-based position of the item in the dataset as read.
     pub index: usize,
@@ -182,6 +200,39 @@ pub struct QualityItem {
     pub extracted: Option<String>,
     /// Whether `extracted` is `expected`.
     pub correct: bool,
-    /// The reply's text, cut to a few thousand characters (empty when the request failed).
+    /// The reply's text, cut to a few thousand characters (empty when the
+    /// request failed, and under log-likelihood scoring, which generates none).
     pub response: String,
+    /// Under log-likelihood scoring, each option's score, in the order shown;
+    /// empty (and left out of the JSON) for generative scoring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<ChoiceScore>,
+}
+
+/// One option of an item scored by log-likelihood.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceScore {
+    /// Sum of the log-probabilities of the option's tokens given the context;
+    /// `None` when its request failed or gave none.
+    pub loglikelihood: Option<f64>,
+    /// How many tokens the sum covers.
+    pub tokens: Option<u32>,
+    /// The option's length in characters (leading space included), the
+    /// divisor of the normalised choice.
+    pub chars: usize,
+}
+
+/// How a quality benchmark ran: the scoring method and how much of its
+/// dataset it scored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityRun {
+    /// The method used; `None` when the benchmark did not run.
+    pub scoring: Option<crate::quality::Method>,
+    /// Why that method (the `scoring` setting, and for `auto` what the engine
+    /// answered when asked for prompt log-probabilities).
+    pub scoring_reason: String,
+    /// Items in the dataset as read, before any limit.
+    pub dataset_items: usize,
+    /// Only the first this many items were scored (a smoke run); `None`: all.
+    pub limit: Option<u32>,
 }

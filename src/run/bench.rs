@@ -34,6 +34,8 @@ pub struct Target {
     /// Sampling temperature.
     pub temperature: f64,
     counter: AtomicU64,
+    /// Whether the engine returns prompt log-probabilities, asked once per run.
+    pub(super) prompt_logprobs: tokio::sync::OnceCell<Result<(), String>>,
 }
 
 impl Target {
@@ -53,6 +55,7 @@ impl Target {
             memory,
             temperature,
             counter: AtomicU64::new(0),
+            prompt_logprobs: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -112,6 +115,7 @@ pub async fn run(target: &Target, test: &TestPlan, run_number: u32) -> Benchmark
         warmup_ms: Vec::new(),
         requests,
         items: Vec::new(),
+        quality: None,
     }
 }
 

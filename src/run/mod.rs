@@ -281,7 +281,7 @@ async fn measure(
 fn output_length_observed(benchmarks: &[BenchmarkResult]) -> Option<String> {
     let finished: Vec<&crate::measure::RequestRecord> = benchmarks
         .iter()
-        .filter(|benchmark| benchmark.items.is_empty())
+        .filter(|benchmark| benchmark.quality.is_none() && benchmark.items.is_empty())
         .flat_map(|benchmark| benchmark.requests.iter())
         .filter(|request| request.is_success())
         .collect();
@@ -403,6 +403,7 @@ mod tests {
             warmup_ms: Vec::new(),
             requests,
             items: Vec::new(),
+            quality: None,
         }
     }
 

@@ -259,6 +259,17 @@ pub struct RunRow {
     /// Headline metrics of a success.
     #[serde(flatten)]
     pub headline: Headline,
+    /// The item limit of its latest attempt (`--limit`): its quality
+    /// benchmarks scored only their first N items. `None`: whole datasets.
+    pub item_limit: Option<u32>,
+}
+
+impl RunRow {
+    /// Whether a success of this run stands for a session run with `limit`:
+    /// a full success always does, a limited one only for the same limit.
+    pub fn done_for(&self, limit: Option<u32>) -> bool {
+        self.status == RunStatus::Success && (self.item_limit.is_none() || self.item_limit == limit)
+    }
 }
 
 /// How an attempt ended.
@@ -304,6 +315,8 @@ pub struct Session<'a> {
     pub pid: u32,
     /// This host.
     pub host: &'a str,
+    /// `--limit`: quality benchmarks score only their first N items.
+    pub item_limit: Option<u32>,
 }
 
 const CAMPAIGN_COLUMNS: &str = "id, name, status, config_path, config_hash, storage_root, \
@@ -312,6 +325,9 @@ const CAMPAIGN_COLUMNS: &str = "id, name, status, config_path, config_hash, stor
 const RUN_COLUMNS: &str = "id, position, key, model, engine, quant, suite, source, size_bytes, \
      in_config, status, phase, attempts, reason, started_at, finished_at, duration_s, result_id, \
      run_dir, output_tokens_per_second, ttft_ms_p50, error_rate";
+
+/// The schema version that added item limits.
+const ITEM_LIMIT_VERSION: i64 = 4;
 
 impl Store {
     /// Records a new campaign as `pending`; `false` when the id is taken.
@@ -459,8 +475,9 @@ impl Store {
         let mut statement = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM campaign_runs WHERE campaign_id = ?1 \
-                 AND (?2 IS NULL OR (status = ?2 AND in_config = 1)) ORDER BY position LIMIT ?3"
+                "SELECT {RUN_COLUMNS}, {} FROM campaign_runs WHERE campaign_id = ?1 \
+                 AND (?2 IS NULL OR (status = ?2 AND in_config = 1)) ORDER BY position LIMIT ?3",
+                self.item_limit_column()?
             ))
             .doing(&self.path, "read runs")?;
         statement
@@ -473,7 +490,10 @@ impl Store {
     pub fn campaign_run(&self, run_id: i64) -> Result<Option<RunRow>, StoreError> {
         self.conn
             .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM campaign_runs WHERE id = ?1"),
+                &format!(
+                    "SELECT {RUN_COLUMNS}, {} FROM campaign_runs WHERE id = ?1",
+                    self.item_limit_column()?
+                ),
                 [run_id],
                 run_row,
             )
@@ -493,6 +513,33 @@ impl Store {
             )
             .optional()
             .doing(&self.path, "read a run's last attempt")
+    }
+
+    /// The item limit of the latest session of a campaign (`None`: whole datasets).
+    pub fn session_item_limit(&self, campaign_id: &str) -> Result<Option<u32>, StoreError> {
+        if self.schema_version()? < ITEM_LIMIT_VERSION {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT item_limit FROM campaign_sessions WHERE campaign_id = ?1 \
+                 ORDER BY id DESC LIMIT 1",
+                [campaign_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .doing(&self.path, "read the latest session")
+    }
+
+    /// The run column with the item limit; a store opened read-only from
+    /// before limits existed has none.
+    fn item_limit_column(&self) -> Result<&'static str, StoreError> {
+        Ok(if self.schema_version()? >= ITEM_LIMIT_VERSION {
+            "item_limit"
+        } else {
+            "NULL AS item_limit"
+        })
     }
 
     /// Starts a session: the campaign becomes `running`, owned by this
@@ -520,7 +567,8 @@ impl Store {
         .doing(&path, "close sessions of processes that died")?;
         tx.execute(
             "INSERT INTO campaign_sessions (campaign_id, started_at, pid, host, kitt_version, \
-             config_path, config_hash, config_yaml) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             config_path, config_hash, config_yaml, item_limit) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 session.campaign_id,
                 now,
@@ -530,6 +578,7 @@ impl Store {
                 session.config_path,
                 session.config_hash,
                 session.config_yaml,
+                session.item_limit,
             ],
         )
         .doing(&path, "start a campaign session")?;
@@ -643,15 +692,16 @@ impl Store {
     }
 
     /// A run starts its next attempt: `running`, attempts + 1, the campaign's
-    /// current run. Returns the attempt id.
+    /// current run, the session's item limit. Returns the attempt id.
     pub fn run_started(&self, session_id: i64, run_id: i64) -> Result<i64, StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self.conn.unchecked_transaction().doing(&self.path, "start a run")?;
         tx.execute(
             "UPDATE campaign_runs SET status = 'running', attempts = attempts + 1, \
              phase = 'starting', reason = NULL, started_at = ?2, finished_at = NULL, \
-             duration_s = NULL WHERE id = ?1",
-            params![run_id, now],
+             duration_s = NULL, \
+             item_limit = (SELECT item_limit FROM campaign_sessions WHERE id = ?3) WHERE id = ?1",
+            params![run_id, now, session_id],
         )
         .doing(&self.path, "start a run")?;
         tx.execute(
@@ -830,6 +880,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
             ttft_ms_p50: row.get(20)?,
             error_rate: row.get(21)?,
         },
+        item_limit: row.get(22)?,
     })
 }
 

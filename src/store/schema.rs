@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "quality items",
         sql: include_str!("migrations/0003_quality_items.sql"),
     },
+    Migration {
+        version: 4,
+        name: "item limits",
+        sql: include_str!("migrations/0004_item_limit.sql"),
+    },
 ];
 
 /// The first schema version with campaign state.

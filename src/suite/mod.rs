@@ -9,15 +9,20 @@
 //! then the benchmark's own file.
 //!
 //! A quality benchmark reads its dataset from `dataset_path` (a file or
-//! folder; `~` expands) or else `<kitt home>/datasets/<name>/`, in the layout
-//! of the public dataset its `dataset` setting names (default: its own name).
+//! folder; `~` expands; a relative path is relative to the folder of the
+//! benchmark file that names it, not to where kitt runs) or else
+//! `<kitt home>/datasets/<name>/`, in the layout of the public dataset its
+//! `dataset` setting names (default: its own name). Its `scoring` setting
+//! (`generative`, `loglikelihood` or `auto`, the default; a suite's
+//! `test_overrides` may set it too) chooses how answers are scored, see
+//! [`crate::quality::loglikelihood`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::quality::Dataset;
+use crate::quality::{Dataset, Scoring, loglikelihood};
 
 const SHIPPED_SUITES: &[(&str, &str)] = &[
     ("quick", include_str!("../../configs/suites/quick.yaml")),
@@ -135,6 +140,7 @@ struct RawOverride {
     concurrency: Option<Vec<u32>>,
     warmup: Option<bool>,
     limit: Option<u32>,
+    scoring: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +169,8 @@ struct RawTest {
     dataset: Option<String>,
     #[serde(default)]
     limit: Option<u32>,
+    #[serde(default)]
+    scoring: Option<String>,
 }
 
 fn one() -> u32 {
@@ -225,6 +233,8 @@ pub struct TestPlan {
     pub dataset_path: Option<PathBuf>,
     /// Score only the first this many items of the dataset (smoke runs).
     pub limit: Option<u32>,
+    /// How a quality benchmark is scored.
+    pub scoring: Scoring,
 }
 
 /// Prompt tokens allowed for each quality item when sizing the context.
@@ -233,8 +243,9 @@ pub const QUALITY_PROMPT_TOKENS: u32 = 2048;
 impl Suite {
     /// Loads a suite by name (home override, else shipped) or from a YAML path.
     pub fn load(name: &str, home: &Path) -> Result<Suite, SuiteError> {
-        let (label, text) = find("suite", name, &home.join("suites"), SHIPPED_SUITES)?;
-        let raw: RawSuite = parse("suite", &label, &text)?;
+        let suite_file = find("suite", name, &home.join("suites"), SHIPPED_SUITES)?;
+        let label = suite_file.label;
+        let raw: RawSuite = parse("suite", &label, &suite_file.text)?;
         let invalid =
             |message: String| SuiteError::Invalid { what: "suite", name: label.clone(), message };
         if raw.tests.is_empty() {
@@ -252,24 +263,22 @@ impl Suite {
         }
         let mut tests = Vec::new();
         for test in &raw.tests {
-            let (test_label, test_text) =
-                find("benchmark", test, &home.join("tests"), SHIPPED_TESTS)?;
-            let def: RawTest = parse("benchmark", &test_label, &test_text)?;
+            let found = find("benchmark", test, &home.join("tests"), SHIPPED_TESTS)?;
+            let def: RawTest = parse("benchmark", &found.label, &found.text)?;
             let overrides = raw.test_overrides.get(test);
-            check_limits(&raw, &def, overrides).map_err(|message| SuiteError::Invalid {
+            let invalid = |message: String| SuiteError::Invalid {
                 what: "benchmark",
                 name: test.clone(),
                 message,
-            })?;
-            let dataset = dataset_of(&def).map_err(|message| SuiteError::Invalid {
-                what: "benchmark",
-                name: test.clone(),
-                message,
-            })?;
+            };
+            check_limits(&raw, &def, overrides).map_err(invalid)?;
+            let dataset = dataset_of(&def).map_err(invalid)?;
+            let scoring = scoring_of(&def, overrides, dataset).map_err(invalid)?;
             let mut plan = resolve(&raw, def, overrides);
+            plan.scoring = scoring;
             if let Some(dataset) = dataset {
                 plan.dataset_path = Some(match plan.dataset_path.take() {
-                    Some(path) => path,
+                    Some(path) => relative_to(found.file.as_deref(), path),
                     None => home.join("datasets").join(&plan.name),
                 });
                 plan.dataset = Some(dataset);
@@ -333,6 +342,40 @@ fn dataset_of(def: &RawTest) -> Result<Option<Dataset>, String> {
     }
 }
 
+/// The `scoring` setting (the suite's override first); an unknown value, or
+/// log-likelihood for a dataset without options, is an error.
+fn scoring_of(
+    def: &RawTest,
+    over: Option<&RawOverride>,
+    dataset: Option<Dataset>,
+) -> Result<Scoring, String> {
+    let Some(name) = over.and_then(|o| o.scoring.as_deref()).or(def.scoring.as_deref()) else {
+        return Ok(Scoring::default());
+    };
+    let Some(dataset) = dataset else {
+        return Err("`scoring` applies to quality benchmarks only".into());
+    };
+    let scoring = Scoring::parse(name).ok_or_else(|| {
+        format!("`scoring` must be one of {}, got `{name}`", Scoring::NAMES.join(", "))
+    })?;
+    if scoring == Scoring::Loglikelihood && !loglikelihood::applies_to(dataset) {
+        return Err(format!(
+            "`scoring: loglikelihood` needs options to compare; {} is scored from generated \
+             answers (use `generative` or `auto`)",
+            dataset.name()
+        ));
+    }
+    Ok(scoring)
+}
+
+/// A relative `dataset_path` is relative to the folder of the file naming it.
+fn relative_to(file: Option<&Path>, path: PathBuf) -> PathBuf {
+    match file.and_then(Path::parent) {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    }
+}
+
 /// Counts that must be at least 1, wherever they are set.
 fn check_limits(suite: &RawSuite, def: &RawTest, over: Option<&RawOverride>) -> Result<(), String> {
     let positive = [
@@ -353,7 +396,11 @@ fn check_limits(suite: &RawSuite, def: &RawTest, over: Option<&RawOverride>) -> 
     if let Some(levels) = concurrency
         && (levels.is_empty() || levels.contains(&0))
     {
-        return Err(format!("`concurrency` must list levels of at least 1, got {levels:?}"));
+        let levels: Vec<String> = levels.iter().map(u32::to_string).collect();
+        return Err(format!(
+            "`concurrency` must list levels of at least 1, got [{}]",
+            levels.join(", ")
+        ));
     }
     if def.output_lengths.contains(&0) {
         return Err("`output_lengths` must be at least 1".into());
@@ -387,6 +434,7 @@ fn resolve(suite: &RawSuite, def: RawTest, over: Option<&RawOverride>) -> TestPl
         dataset_path: def.dataset_path.as_deref().map(crate::config::expand_home),
         dataset: None,
         limit: over(|o| o.limit).or(def.limit),
+        scoring: Scoring::default(),
     }
 }
 
@@ -394,12 +442,22 @@ fn over_vec(suite: &RawSuite, name: &str) -> Option<Vec<u32>> {
     suite.test_overrides.get(name).and_then(|o| o.concurrency.clone())
 }
 
+/// A suite or benchmark definition, and the file it came from.
+struct Found {
+    /// Its name, or its path when read from a file.
+    label: String,
+    /// The YAML.
+    text: String,
+    /// The file; `None` for a definition embedded in the binary.
+    file: Option<PathBuf>,
+}
+
 fn find(
     what: &'static str,
     name: &str,
     override_dir: &Path,
     shipped: &[(&str, &str)],
-) -> Result<(String, String), SuiteError> {
+) -> Result<Found, SuiteError> {
     let as_path = Path::new(name);
     let is_path = name.ends_with(".yaml") || name.ends_with(".yml") || name.contains('/');
     let candidate =
@@ -407,10 +465,13 @@ fn find(
     if is_path || candidate.is_file() {
         let text = std::fs::read_to_string(&candidate)
             .map_err(|source| SuiteError::Read { path: candidate.clone(), source })?;
-        return Ok((candidate.display().to_string(), text));
+        let label = candidate.display().to_string();
+        return Ok(Found { label, text, file: Some(candidate) });
     }
     match shipped.iter().find(|(shipped_name, _)| *shipped_name == name) {
-        Some((_, text)) => Ok((name.to_owned(), (*text).to_owned())),
+        Some((_, text)) => {
+            Ok(Found { label: name.to_owned(), text: (*text).to_owned(), file: None })
+        }
         None => Err(SuiteError::Unknown {
             what,
             name: name.to_owned(),
@@ -520,6 +581,51 @@ mod tests {
         std::fs::write(home.path().join("tests/mmlu_mini.yaml"), zero).unwrap();
         let error = Suite::load("s", home.path()).unwrap_err().to_string();
         assert!(error.contains("`limit` must be at least 1"), "{error}");
+    }
+
+    #[test]
+    fn a_relative_dataset_path_is_relative_to_the_benchmark_file() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("tests")).unwrap();
+        let test = "name: mine\nkind: quality\nversion: 1\ndataset: hellaswag\n\
+                    dataset_path: data/hs.jsonl\n";
+        std::fs::write(home.path().join("tests/mine.yaml"), test).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let suite = dir.path().join("s.yaml");
+        std::fs::write(&suite, "name: s\nversion: 1\ntests: [mine]\n").unwrap();
+
+        let loaded = Suite::load(suite.to_str().unwrap(), home.path()).unwrap();
+        let expected = home.path().join("tests/data/hs.jsonl");
+        assert_eq!(loaded.tests[0].dataset_path.as_deref(), Some(expected.as_path()));
+        assert_eq!(loaded.tests[0].scoring, Scoring::Auto);
+    }
+
+    #[test]
+    fn scoring_is_read_checked_and_overridden_by_the_suite() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let suite = |body: &str| {
+            let path = dir.path().join("s.yaml");
+            std::fs::write(&path, format!("name: s\nversion: 1\n{body}")).unwrap();
+            Suite::load(path.to_str().unwrap(), home.path())
+        };
+        let forced =
+            suite("tests: [mmlu, gsm8k]\ntest_overrides:\n  mmlu:\n    scoring: generative\n");
+        assert_eq!(forced.unwrap().tests[0].scoring, Scoring::Generative);
+
+        let cases = [
+            (
+                "mmlu:\n    scoring: logprobs",
+                "`scoring` must be one of generative, loglikelihood, auto, got `logprobs`",
+            ),
+            ("gsm8k:\n    scoring: loglikelihood", "gsm8k is scored from generated answers"),
+            ("latency:\n    scoring: auto", "`scoring` applies to quality benchmarks only"),
+        ];
+        for (over, expected) in cases {
+            let body = format!("tests: [mmlu, gsm8k, latency]\ntest_overrides:\n  {over}\n");
+            let error = suite(&body).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
     }
 
     #[test]

@@ -2,7 +2,15 @@
 //! model info (`/api/models/{org}/{name}`), the recursive file tree with
 //! `Link` pagination (`/api/models/{org}/{name}/tree/{rev}`), and the
 //! `resolve` URL whose status tells whether a gated repository is open to the
-//! caller's token. File bodies are never served; sizes are JSON numbers.
+//! caller's token. Dataset repositories have the same routes under
+//! `/api/datasets/…` and `/datasets/{org}/{name}/resolve/…`, and are known to
+//! the fake (and to its configuration methods) as `datasets/org/name`.
+//!
+//! Model files have sizes only and no bodies. Dataset files have contents:
+//! `resolve` serves a small file itself and redirects an LFS file (every
+//! Parquet file, as the Hub's default `.gitattributes` stores them) to
+//! `/cdn/{sha256}`, which serves the bytes; the listing gives their real
+//! SHA-256 as `lfs.oid`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,6 +22,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::server::{Server, fake_hex, lock};
 
@@ -46,6 +55,10 @@ struct HubState {
 #[derive(Default)]
 struct FakeRepo {
     files: Vec<(String, u64)>,
+    /// File bodies, for repositories that serve them.
+    contents: HashMap<String, Vec<u8>>,
+    /// Files whose served bytes differ from the listed ones.
+    tampered: HashSet<String>,
     gate: Option<GateMode>,
     missing: bool,
     unauthorized: bool,
@@ -63,6 +76,10 @@ impl FakeHub {
                 .route("/api/models/{org}/{name}", get(model_info))
                 .route("/api/models/{org}/{name}/tree/{rev}", get(tree))
                 .route("/{org}/{name}/resolve/{rev}/{*path}", get(resolve))
+                .route("/api/datasets/{org}/{name}", get(dataset_info))
+                .route("/api/datasets/{org}/{name}/tree/{rev}", get(dataset_tree))
+                .route("/datasets/{org}/{name}/resolve/{rev}/{*path}", get(dataset_resolve))
+                .route("/cdn/{oid}", get(cdn))
                 .with_state(shared)
         });
         Self { server, state }
@@ -85,6 +102,37 @@ impl FakeHub {
             fake.files = files;
             fake.missing = false;
         })
+    }
+
+    /// Adds (or replaces) a public dataset repository, known as `datasets/{repo}`, whose
+    /// files have these bodies.
+    pub fn add_dataset(&self, repo: &str, files: &[(&str, Vec<u8>)]) -> &Self {
+        let listed = files.iter().map(|(path, body)| (path.to_string(), body.len() as u64));
+        let listed = listed.collect();
+        let contents = files.iter().map(|(path, body)| (path.to_string(), body.clone()));
+        let contents = contents.collect();
+        self.edit(&format!("datasets/{repo}"), |fake| {
+            fake.files = listed;
+            fake.contents = contents;
+            fake.missing = false;
+        })
+    }
+
+    /// Serves other bytes (of the same length) for `path` than the listing describes.
+    pub fn tamper(&self, repo: &str, path: &str) -> &Self {
+        self.edit(repo, |fake| {
+            fake.tampered.insert(path.to_owned());
+        })
+    }
+
+    /// The SHA-256 the fake lists for a dataset file, the real hash of its body.
+    pub fn sha256_of(body: &[u8]) -> String {
+        Sha256::digest(body).iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// Requests for file bodies under `/cdn/`.
+    pub fn cdn_requests(&self) -> usize {
+        self.server.requests_under("/cdn/")
     }
 
     /// Gates a repository: model info says `gated`, `resolve` needs an accepted token.
@@ -134,9 +182,14 @@ impl FakeHub {
         self.server.requests(path)
     }
 
-    /// Requests about `repo` on any endpoint (info, tree, resolve).
+    /// Requests about `repo` on any endpoint (info, tree, resolve); a dataset
+    /// repository is named `datasets/org/name`.
     pub fn repo_requests(&self, repo: &str) -> usize {
-        self.server.requests_under(&format!("/api/models/{repo}"))
+        let (api, plain) = match repo.strip_prefix("datasets/") {
+            Some(plain) => ("datasets", plain),
+            None => ("models", repo),
+        };
+        self.server.requests_under(&format!("/api/{api}/{plain}"))
             + self.server.requests_under(&format!("/{repo}/resolve/"))
     }
 
@@ -160,8 +213,17 @@ struct TreeQuery {
 }
 
 /// `GET /api/models/{org}/{name}`.
-async fn model_info(State(state): Shared, Path((org, name)): Path<(String, String)>) -> Response {
-    let repo = format!("{org}/{name}");
+async fn model_info(state: Shared, Path((org, name)): Path<(String, String)>) -> Response {
+    info(state, &org, format!("{org}/{name}"))
+}
+
+/// `GET /api/datasets/{org}/{name}`.
+async fn dataset_info(state: Shared, Path((org, name)): Path<(String, String)>) -> Response {
+    info(state, &org, format!("datasets/{org}/{name}"))
+}
+
+/// The repository info of `repo` (a model id, or `datasets/org/name`).
+fn info(State(state): Shared, org: &str, repo: String) -> Response {
     let mut state = lock(&state);
     if let Some(refused) = refusal(&mut state, &repo, true) {
         return refused;
@@ -175,10 +237,11 @@ async fn model_info(State(state): Shared, Path((org, name)): Path<(String, Strin
     let siblings: Vec<Value> =
         fake.files.iter().map(|(path, _)| json!({"rfilename": path})).collect();
     let used = fake.files.iter().fold(0u64, |sum, (_, size)| sum.saturating_add(*size));
+    let id = repo.trim_start_matches("datasets/");
     Json(json!({
         "_id": fake_hex(&repo, 24),
-        "id": repo,
-        "modelId": repo,
+        "id": id,
+        "modelId": id,
         "author": org,
         "sha": fake_hex(&repo, 40),
         "lastModified": "2024-09-25T14:03:12.000Z",
@@ -198,11 +261,28 @@ async fn model_info(State(state): Shared, Path((org, name)): Path<(String, Strin
 
 /// `GET /api/models/{org}/{name}/tree/{rev}?recursive=true&cursor=...`.
 async fn tree(
-    State(state): Shared,
+    state: Shared,
     Path((org, name, rev)): Path<(String, String, String)>,
+    query: Query<TreeQuery>,
+) -> Response {
+    tree_of(state, format!("{org}/{name}"), &rev, query)
+}
+
+/// `GET /api/datasets/{org}/{name}/tree/{rev}?recursive=true&cursor=...`.
+async fn dataset_tree(
+    state: Shared,
+    Path((org, name, rev)): Path<(String, String, String)>,
+    query: Query<TreeQuery>,
+) -> Response {
+    tree_of(state, format!("datasets/{org}/{name}"), &rev, query)
+}
+
+fn tree_of(
+    State(state): Shared,
+    repo: String,
+    rev: &str,
     Query(query): Query<TreeQuery>,
 ) -> Response {
-    let repo = format!("{org}/{name}");
     let mut state = lock(&state);
     if let Some(refused) = refusal(&mut state, &repo, true) {
         return refused;
@@ -212,7 +292,7 @@ async fn tree(
     }
 
     let recursive = matches!(query.recursive.as_deref(), Some("true" | "1"));
-    let entries = tree_entries(&repo, &state.repos[&repo].files, recursive);
+    let entries = tree_entries(&repo, &state.repos[&repo], recursive);
     let start = query.cursor.as_deref().and_then(|c| usize::from_str_radix(c, 16).ok());
     let start = start.unwrap_or(0).min(entries.len());
     let end = (start + state.page_size).min(entries.len());
@@ -220,17 +300,20 @@ async fn tree(
     let mut response = Json(entries[start..end].to_vec()).into_response();
     if end < entries.len() {
         let flag = if recursive { "recursive=true&" } else { "" };
-        let next = format!(
-            "<{}/api/models/{repo}/tree/{rev}?{flag}cursor={end:x}>; rel=\"next\"",
-            state.base
-        );
+        let api = match repo.strip_prefix("datasets/") {
+            Some(plain) => format!("datasets/{plain}"),
+            None => format!("models/{repo}"),
+        };
+        let next =
+            format!("<{}/api/{api}/tree/{rev}?{flag}cursor={end:x}>; rel=\"next\"", state.base);
         insert(response.headers_mut(), header::LINK, &next);
     }
     response
 }
 
 /// Tree entries as the Hub lists them: directories and files, sorted by path.
-fn tree_entries(repo: &str, files: &[(String, u64)], recursive: bool) -> Vec<Value> {
+fn tree_entries(repo: &str, fake: &FakeRepo, recursive: bool) -> Vec<Value> {
+    let files = &fake.files;
     let mut dirs = BTreeSet::new();
     for (path, _) in files {
         let mut parts: Vec<&str> = path.split('/').collect();
@@ -245,7 +328,7 @@ fn tree_entries(repo: &str, files: &[(String, u64)], recursive: bool) -> Vec<Val
         (path, entry)
     });
     let file_entries =
-        files.iter().map(|(path, size)| (path.clone(), file_entry(repo, path, *size)));
+        files.iter().map(|(path, size)| (path.clone(), file_entry(repo, fake, path, *size)));
 
     let mut entries: Vec<(String, Value)> = dir_entries.chain(file_entries).collect();
     entries.retain(|(path, _)| recursive || !path.contains('/'));
@@ -254,33 +337,60 @@ fn tree_entries(repo: &str, files: &[(String, u64)], recursive: bool) -> Vec<Val
 }
 
 /// One file entry; LFS files carry the real size both at the top and in `lfs`.
-fn file_entry(repo: &str, path: &str, size: u64) -> Value {
+fn file_entry(repo: &str, fake: &FakeRepo, path: &str, size: u64) -> Value {
     let mut entry = json!({
         "type": "file",
         "oid": fake_hex(&format!("{repo}/{path}:blob"), 40),
         "size": size,
         "path": path,
     });
-    if size >= LFS_THRESHOLD {
-        let oid = fake_hex(&format!("{repo}/{path}:lfs"), 64);
+    if let Some(oid) = lfs_oid(repo, fake, path, size) {
         entry["lfs"] = json!({"oid": oid, "size": size, "pointerSize": 135});
     }
     entry
 }
 
+/// The LFS oid of a file stored with LFS: large files, and Parquet files with
+/// a body (their real SHA-256).
+fn lfs_oid(repo: &str, fake: &FakeRepo, path: &str, size: u64) -> Option<String> {
+    match fake.contents.get(path) {
+        Some(body) if path.ends_with(".parquet") => Some(FakeHub::sha256_of(body)),
+        Some(_) => None,
+        None => (size >= LFS_THRESHOLD).then(|| fake_hex(&format!("{repo}/{path}:lfs"), 64)),
+    }
+}
+
 /// `GET`/`HEAD /{org}/{name}/resolve/{rev}/{path}`: 401/403 for gated repositories
 /// without an accepted token, a redirect to the CDN for LFS files, 200 otherwise.
 async fn resolve(
-    State(state): Shared,
+    state: Shared,
     Path((org, name, rev, path)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let repo = format!("{org}/{name}");
+    resolve_in(state, format!("{org}/{name}"), &rev, &path, &headers)
+}
+
+/// `GET`/`HEAD /datasets/{org}/{name}/resolve/{rev}/{path}`.
+async fn dataset_resolve(
+    state: Shared,
+    Path((org, name, rev, path)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    resolve_in(state, format!("datasets/{org}/{name}"), &rev, &path, &headers)
+}
+
+fn resolve_in(
+    State(state): Shared,
+    repo: String,
+    rev: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
     let mut state = lock(&state);
     if let Some(refused) = refusal(&mut state, &repo, false) {
         return refused;
     }
-    let token = bearer(&headers);
+    let token = bearer(headers);
     if state.repos[&repo].gate.is_some() && !token.is_some_and(|t| state.tokens.contains(t)) {
         let status = if token.is_some() { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
         let message = format!("Access to `{repo}` is restricted to users who accepted its terms");
@@ -290,22 +400,48 @@ async fn resolve(
     if rev != "main" && rev != sha {
         return error(StatusCode::NOT_FOUND, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
     }
-    let Some(size) = state.repos[&repo].files.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
-    else {
+    let fake = &state.repos[&repo];
+    let Some(size) = fake.files.iter().find(|(p, _)| *p == path).map(|(_, s)| *s) else {
         return error(StatusCode::NOT_FOUND, "EntryNotFound", &format!("{path} does not exist"));
     };
 
-    let mut response = if size >= LFS_THRESHOLD {
-        let oid = fake_hex(&format!("{repo}/{path}:lfs"), 64);
+    let mut response = if let Some(oid) = lfs_oid(&repo, fake, path, size) {
         let mut redirect = StatusCode::FOUND.into_response();
         insert(redirect.headers_mut(), header::LOCATION, &format!("{}/cdn/{oid}", state.base));
         insert(redirect.headers_mut(), "x-linked-size", &size.to_string());
         redirect
     } else {
-        StatusCode::OK.into_response()
+        let body = served(fake, path).unwrap_or_default();
+        (StatusCode::OK, body).into_response()
     };
     insert(response.headers_mut(), "x-repo-commit", &sha);
     response
+}
+
+/// The bytes served for a file with a body: the listed ones, or changed ones.
+fn served(fake: &FakeRepo, path: &str) -> Option<Vec<u8>> {
+    let mut body = fake.contents.get(path)?.clone();
+    if fake.tampered.contains(path)
+        && let Some(first) = body.first_mut()
+    {
+        *first ^= 0xff;
+    }
+    Some(body)
+}
+
+/// `GET /cdn/{oid}`: the body of the LFS file with that oid, as the Hub's CDN serves it.
+async fn cdn(State(state): Shared, Path(oid): Path<String>) -> Response {
+    let state = lock(&state);
+    for (repo, fake) in &state.repos {
+        for (path, size) in &fake.files {
+            if lfs_oid(repo, fake, path, *size).as_deref() == Some(oid.as_str())
+                && let Some(body) = served(fake, path)
+            {
+                return (StatusCode::OK, body).into_response();
+            }
+        }
+    }
+    error(StatusCode::NOT_FOUND, "EntryNotFound", "no such object")
 }
 
 /// The checks every repository endpoint makes first: rate limit, existence, and (for the

@@ -119,3 +119,32 @@ pub fn write_truthfulqa(path: &Path, rows: &[(&str, Vec<&str>, Vec<i32>)]) {
     ];
     write(path, schema, leaves);
 }
+
+/// A GSM8K file (openai/gsm8k `main`): question, answer.
+pub fn write_gsm8k(path: &Path, rows: &[(&str, &str)]) {
+    let schema = "message schema {
+        optional binary question (STRING);
+        optional binary answer (STRING);
+    }";
+    let leaves = vec![
+        text(&rows.iter().map(|row| row.0).collect::<Vec<_>>()),
+        text(&rows.iter().map(|row| row.1).collect::<Vec<_>>()),
+    ];
+    write(path, schema, leaves);
+}
+
+/// A HellaSwag file (Rowan/hellaswag): ctx, endings, label (text).
+pub fn write_hellaswag(path: &Path, rows: &[(&str, [&str; 4], &str)]) {
+    let schema = "message schema {
+        optional binary ctx (STRING);
+        optional group endings (LIST) { repeated group list { optional binary element (STRING); } }
+        optional binary label (STRING);
+    }";
+    let endings: Vec<Vec<&str>> = rows.iter().map(|row| row.1.to_vec()).collect();
+    let leaves = vec![
+        text(&rows.iter().map(|row| row.0).collect::<Vec<_>>()),
+        text_list(&endings, 3),
+        text(&rows.iter().map(|row| row.2).collect::<Vec<_>>()),
+    ];
+    write(path, schema, leaves);
+}
