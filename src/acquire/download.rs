@@ -16,7 +16,7 @@
 //! number of attempts *without progress* ends the download. 401, 403 and 404
 //! are permanent.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,9 @@ pub const PART_SUFFIX: &str = ".kitt-part";
 
 /// How long a download may receive nothing before the attempt is abandoned.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
+
+/// Bytes gathered before a write to the partial file.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// One file to fetch.
 #[derive(Debug, Clone)]
@@ -228,16 +231,26 @@ impl Downloader {
         if let Some(parent) = spec.dest.parent() {
             std::fs::create_dir_all(parent).map_err(|error| io(parent, error))?;
         }
+        if is_complete(&spec.dest, spec.size) {
+            return Ok(Fetched {
+                path: spec.dest.clone(),
+                resumed_from: 0,
+                received: 0,
+                requests: 0,
+            });
+        }
         let part = part_path(&spec.dest);
         let meta_path = meta_path(&spec.dest);
         let resumed_from = usable_partial(&part, &meta_path, &spec.url);
         let mut fetched =
             Fetched { path: spec.dest.clone(), resumed_from, received: 0, requests: 0 };
+        let mut hasher = spec.sha256.as_ref().map(|_| PrefixHash::default());
         let mut failures_in_a_row = 0;
         loop {
             let before = file_len(&part);
             fetched.requests += 1;
-            let outcome = self.attempt(spec, &part, &meta_path, &mut fetched, report).await;
+            let outcome =
+                self.attempt(spec, &part, &meta_path, &mut fetched, &mut hasher, report).await;
             let (why, wait) = match outcome {
                 Ok(()) => break,
                 Err(Ok(Attempt::Restart { why })) => {
@@ -262,7 +275,7 @@ impl Downloader {
             report(Event::Retrying { label: spec.label.clone(), why, wait });
             tokio::time::sleep(wait).await;
         }
-        self.finish(spec, &part, &meta_path)?;
+        self.finish(spec, &part, &meta_path, hasher).await?;
         Ok(fetched)
     }
 
@@ -279,6 +292,7 @@ impl Downloader {
         part: &Path,
         meta_path: &Path,
         fetched: &mut Fetched,
+        hasher: &mut Option<PrefixHash>,
         report: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<(), Result<Attempt, DownloadError>> {
         let io = |path: &Path, source| -> Result<(), Result<Attempt, DownloadError>> {
@@ -298,9 +312,12 @@ impl Downloader {
         if let (true, Some(meta)) = (have > 0, &meta) {
             request = request.header(RANGE, format!("bytes={have}-")).header(IF_RANGE, &meta.etag);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return Err(Ok(transport(&error))),
+        // The watchdog also covers the wait for the response's head: a server
+        // that accepts the connection and then says nothing is a stall too.
+        let response = match tokio::time::timeout(self.stall, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(Ok(transport(&error))),
+            Err(_) => return Err(Ok(self.stalled("no answer"))),
         };
         let status = response.status();
         let etag =
@@ -378,22 +395,23 @@ impl Downloader {
         } else {
             std::fs::File::create(part)
         };
-        let mut file = match opened {
+        let file = match opened {
             Ok(file) => file,
             Err(error) => return io(part, error),
         };
         let mut done = file_len(part);
+        if let Some(hash) = hasher.as_mut()
+            && let Err(error) = hash.catch_up(part, done).await
+        {
+            return io(part, error);
+        }
+        let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut body = response.bytes_stream();
         let mut last_report = Instant::now();
         loop {
             let next = match tokio::time::timeout(self.stall, body.next()).await {
                 Ok(next) => next,
-                Err(_) => {
-                    return Err(Ok(Attempt::Retry {
-                        why: format!("no data for {} s", self.stall.as_secs()),
-                        wait: Some(Duration::ZERO),
-                    }));
-                }
+                Err(_) => return Err(Ok(self.stalled("no data"))),
             };
             let Some(chunk) = next else { break };
             let chunk = match chunk {
@@ -403,9 +421,13 @@ impl Downloader {
             if let Err(error) = file.write_all(&chunk) {
                 return io(part, error);
             }
+            if let Some(hash) = hasher.as_mut() {
+                hash.update(&chunk);
+            }
             done += chunk.len() as u64;
             fetched.received += chunk.len() as u64;
             if spec.size.is_some_and(|size| done > size) {
+                drop(file);
                 return Err(Err(self.corrupt(spec, part, meta_path, "size", done)));
             }
             if last_report.elapsed() >= Duration::from_millis(200) {
@@ -414,7 +436,11 @@ impl Downloader {
             }
         }
         report(Event::Progress { label: spec.label.clone(), done, total: spec.size });
-        if let Err(error) = file.sync_all() {
+        let synced = file.into_inner().map_err(|error| error.into_error()).and_then(|file| {
+            file.sync_all()?;
+            Ok(())
+        });
+        if let Err(error) = synced {
             return io(part, error);
         }
         match spec.size {
@@ -426,8 +452,22 @@ impl Downloader {
         }
     }
 
+    /// A stalled attempt: retried at once, resuming where it stopped.
+    fn stalled(&self, what: &str) -> Attempt {
+        Attempt::Retry {
+            why: format!("{what} for {} s", self.stall.as_secs_f64()),
+            wait: Some(Duration::ZERO),
+        }
+    }
+
     /// Verifies the complete partial file and renames it to its final name.
-    fn finish(&self, spec: &FileSpec, part: &Path, meta_path: &Path) -> Result<(), DownloadError> {
+    async fn finish(
+        &self,
+        spec: &FileSpec,
+        part: &Path,
+        meta_path: &Path,
+        hasher: Option<PrefixHash>,
+    ) -> Result<(), DownloadError> {
         let io = |path: &Path, source| DownloadError::Io {
             label: spec.label.clone(),
             path: path.to_owned(),
@@ -437,8 +477,9 @@ impl Downloader {
         if spec.size.is_some_and(|expected| expected != size) {
             return Err(self.corrupt(spec, part, meta_path, "size", size));
         }
-        if let Some(expected) = &spec.sha256 {
-            let got = sha256_file(part).map_err(|error| io(part, error))?;
+        if let (Some(expected), Some(mut hash)) = (&spec.sha256, hasher) {
+            hash.catch_up(part, size).await.map_err(|error| io(part, error))?;
+            let got = hash.hex();
             if !got.eq_ignore_ascii_case(expected) {
                 discard(part, meta_path);
                 return Err(DownloadError::Corrupt {
@@ -483,6 +524,66 @@ impl Downloader {
     }
 }
 
+/// The SHA-256 of a partial file's first `len` bytes, kept up to date as
+/// bytes arrive so a finished download needs no second pass over the file.
+#[derive(Default, Clone)]
+struct PrefixHash {
+    hasher: Sha256,
+    len: u64,
+}
+
+impl PrefixHash {
+    fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// Makes the hash cover exactly the first `len` bytes of `part`, reading
+    /// them again (off the async threads) when it does not already.
+    async fn catch_up(&mut self, part: &Path, len: u64) -> std::io::Result<()> {
+        if self.len == len {
+            return Ok(());
+        }
+        let part = part.to_owned();
+        let hashed = tokio::task::spawn_blocking(move || hash_prefix(&part, len))
+            .await
+            .map_err(std::io::Error::other)??;
+        *self = hashed;
+        Ok(())
+    }
+
+    fn hex(self) -> String {
+        self.hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+fn hash_prefix(path: &Path, len: u64) -> std::io::Result<PrefixHash> {
+    let mut file = std::fs::File::open(path)?.take(len);
+    let mut hash = PrefixHash::default();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hash.update(&buffer[..read]);
+    }
+    if hash.len != len {
+        return Err(std::io::Error::other(format!(
+            "{} holds {} bytes, not {len}",
+            path.display(),
+            hash.len
+        )));
+    }
+    Ok(hash)
+}
+
+/// Whether `dest` is already there, with the expected size when one is known.
+pub fn is_complete(dest: &Path, size: Option<u64>) -> bool {
+    std::fs::metadata(dest)
+        .is_ok_and(|meta| meta.is_file() && size.is_none_or(|size| meta.len() == size))
+}
+
 /// Where `dest` is written while it downloads.
 pub fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
@@ -495,6 +596,16 @@ fn meta_path(dest: &Path) -> PathBuf {
     name.push(PART_SUFFIX);
     name.push(".json");
     dest.with_file_name(name)
+}
+
+/// Bytes of `spec`'s partial file that a download would resume from (0 when
+/// there is none or it cannot be resumed); changes nothing on disk.
+pub fn resumable_bytes(spec: &FileSpec) -> u64 {
+    let part = part_path(&spec.dest);
+    match read_meta(&meta_path(&spec.dest)) {
+        Some(meta) if meta.url == spec.url && !meta.etag.is_empty() => file_len(&part),
+        _ => 0,
+    }
 }
 
 /// Removes the partial file of `dest` and its sidecar, if any.
@@ -551,18 +662,8 @@ fn transport(error: &reqwest::Error) -> Attempt {
 
 /// SHA-256 of a file, lower-case hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(0))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
+    let len = std::fs::metadata(path)?.len();
+    Ok(hash_prefix(path, len)?.hex())
 }
 
 fn stall_from_env() -> Option<Duration> {

@@ -4,8 +4,9 @@
 //! One [`HubClient`] lives for one command and remembers every answer,
 //! failures included, so a campaign naming the same repository for several
 //! engines asks the Hub once. The token is sent only as a bearer header and
-//! is never printed or logged. This module does not download files and does
-//! not read the local Hugging Face cache; `HF_HUB_OFFLINE` (or
+//! is never printed or logged. This module does not download files (it builds
+//! their `resolve` URLs and hands its token to a [`Downloader`]) and does not
+//! read the local Hugging Face cache; `HF_HUB_OFFLINE` (or
 //! `KITT_OFFLINE`) turns every listing into [`HubError::Offline`] so callers
 //! fall back to local sources.
 
@@ -16,6 +17,7 @@ use reqwest::header::{AUTHORIZATION, LINK};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
+use super::download::{DownloadError, Downloader};
 use super::http::{self, FetchOnce, RetryPolicy};
 
 /// The public Hub, used when `HF_ENDPOINT` is not set.
@@ -216,6 +218,29 @@ impl HubClient {
     /// Whether a token will be sent.
     pub fn has_token(&self) -> bool {
         self.token.is_some()
+    }
+
+    /// Where a listed file of `repo` downloads from:
+    /// `{endpoint}/{repo}/resolve/{revision}/{path}`, each path segment
+    /// percent-encoded. The revision is the commit the listing described, so
+    /// every file of a variant comes from the same commit; `main` when the Hub
+    /// reported none.
+    pub fn resolve_url(&self, repo: &HubRepo, path: &str) -> String {
+        let revision = repo.revision.as_deref().unwrap_or("main");
+        format!(
+            "{}/{}/resolve/{}/{}",
+            self.endpoint,
+            repo.repo,
+            encode_path(revision),
+            encode_path(path)
+        )
+    }
+
+    /// A downloader that sends this client's token to the Hub and nowhere else
+    /// (not to the storage a `resolve` URL redirects to).
+    pub fn downloader(&self) -> Result<Downloader, DownloadError> {
+        let token = self.token.as_ref().map(|Token(token)| token.clone());
+        Downloader::new(token, Some(&self.endpoint))
     }
 
     /// Lists a model repository: every file with its byte size, and whether it is gated for
@@ -625,6 +650,26 @@ mod tests {
         );
         assert_eq!(next_link_target(header).as_deref(), Some("https://h.co/api/x?cursor=b"));
         assert_eq!(next_link_target(r#"<https://h.co/a>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn resolve_urls_pin_the_listed_commit_and_encode_each_segment() {
+        let hub = client(&[("HF_ENDPOINT", "http://127.0.0.1:9/")], None).expect("client");
+        let mut repo = HubRepo {
+            repo: "org/Model-GGUF".into(),
+            revision: Some("0123abcd".into()),
+            files: Vec::new(),
+            gate: Gate::Open,
+        };
+        assert_eq!(
+            hub.resolve_url(&repo, "Q4_K_M/model Q4#1.gguf"),
+            "http://127.0.0.1:9/org/Model-GGUF/resolve/0123abcd/Q4_K_M/model%20Q4%231.gguf"
+        );
+        repo.revision = None;
+        assert_eq!(
+            hub.resolve_url(&repo, "m.gguf"),
+            "http://127.0.0.1:9/org/Model-GGUF/resolve/main/m.gguf"
+        );
     }
 
     #[test]

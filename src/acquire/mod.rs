@@ -1,9 +1,11 @@
 //! Model sources: local storage, the Hugging Face cache, the Hugging Face Hub
 //! and the Ollama library. Discovery lists a repository's files with their
-//! byte sizes; `download` fetches files resumably and verifies them.
+//! byte sizes; `download` fetches files resumably and verifies them, and
+//! `variant` downloads every file of a Hub variant into the storage root.
 
 pub mod download;
 pub mod http;
 pub mod hub;
 pub mod local;
 pub mod ollama;
+pub mod variant;

@@ -18,6 +18,7 @@
 //!   skipped when free space under the storage root is below the reserve plus
 //!   what the run downloads.
 
+mod acquire;
 pub mod coordinator;
 pub mod lock;
 pub mod progress;

@@ -34,7 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "quality items",
         sql: include_str!("migrations/0003_quality_items.sql"),
     },
+    Migration { version: 4, name: "downloads", sql: include_str!("migrations/0004_downloads.sql") },
 ];
+
+/// The first schema version that records downloads.
+pub const DOWNLOADS_VERSION: i64 = 4;
 
 /// The first schema version with campaign state.
 pub const CAMPAIGN_STATE_VERSION: i64 = 2;
