@@ -34,6 +34,9 @@ pub const PART_SUFFIX: &str = ".kitt-part";
 /// How long a download may receive nothing before the attempt is abandoned.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
 
+/// How often progress is reported while bytes arrive.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+
 /// Bytes gathered before a write to the partial file.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -408,11 +411,33 @@ impl Downloader {
         let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut body = response.bytes_stream();
         let mut last_report = Instant::now();
+        let mut reported = done;
+        let mut heard = Instant::now();
         loop {
-            let next = match tokio::time::timeout(self.stall, body.next()).await {
+            // Waits in short slices: a quiet connection still reports (and
+            // flushes) what arrived before it went quiet, and the stall timeout
+            // counts from the last byte.
+            let next = match tokio::time::timeout(REPORT_EVERY, body.next()).await {
                 Ok(next) => next,
-                Err(_) => return Err(Ok(self.stalled("no data"))),
+                Err(_) => {
+                    if done != reported {
+                        if let Err(error) = file.flush() {
+                            return io(part, error);
+                        }
+                        reported = done;
+                        report(Event::Progress {
+                            label: spec.label.clone(),
+                            done,
+                            total: spec.size,
+                        });
+                    }
+                    if heard.elapsed() >= self.stall {
+                        return Err(Ok(self.stalled("no data")));
+                    }
+                    continue;
+                }
             };
+            heard = Instant::now();
             let Some(chunk) = next else { break };
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -430,8 +455,9 @@ impl Downloader {
                 drop(file);
                 return Err(Err(self.corrupt(spec, part, meta_path, "size", done)));
             }
-            if last_report.elapsed() >= Duration::from_millis(200) {
+            if last_report.elapsed() >= REPORT_EVERY {
                 last_report = Instant::now();
+                reported = done;
                 report(Event::Progress { label: spec.label.clone(), done, total: spec.size });
             }
         }

@@ -192,7 +192,7 @@ impl Downloads {
                 tracing::warn!(%error, "cannot record a failed download");
             }
         }
-        prune_created(context.storage_root, &rows);
+        prune_created(store, context, &rows);
         let repo = &variant.repo;
         Ok(match &failure.error {
             DownloadError::Refused { status, hint, .. } => {
@@ -241,12 +241,9 @@ impl Downloads {
         if removed.is_empty() {
             return;
         }
-        let bytes: u64 = removed.iter().map(|(_, (bytes, _))| bytes).sum();
-        let mut created: Vec<(PathBuf, PathBuf)> = removed
-            .iter()
-            .flat_map(|(path, (_, dirs))| dirs.iter().map(|dir| (path.clone(), dir.clone())))
-            .collect();
-        prune(context.storage_root, &mut created);
+        let bytes: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
+        let files: Vec<PathBuf> = removed.iter().map(|(path, _)| path.clone()).collect();
+        prune(context.storage_root, &files, &created_dirs(store, context.campaign_id));
         progress.note(&format!(
             "{}: removed {} downloaded file(s), {}",
             planned.key,
@@ -292,8 +289,6 @@ struct Recorded {
     row: i64,
     /// Its final path.
     dest: PathBuf,
-    /// The highest directory its download creates.
-    created: Option<PathBuf>,
 }
 
 /// Records `file` as downloading before its first byte.
@@ -320,7 +315,7 @@ fn record_start(
         bytes: file.spec.size.unwrap_or(0),
         bytes_done: download::resumable_bytes(&file.spec),
     })?;
-    Ok(Recorded { row, dest: dest.clone(), created })
+    Ok(Recorded { row, dest: dest.clone() })
 }
 
 /// The highest directory of `dir`'s ancestors, below `root`, that does not
@@ -342,13 +337,9 @@ fn storage_paths(root: &Path, planned: &PlannedRun) -> Vec<PathBuf> {
     planned.files.iter().map(|file| dir.join(file)).collect()
 }
 
-/// Deletes `path` when this campaign downloaded it: its size and the
-/// directories its downloads created, or `None` when it is not ours.
-fn remove_own(
-    store: &Store,
-    campaign_id: &str,
-    path: &Path,
-) -> Result<Option<(u64, Vec<PathBuf>)>, String> {
+/// Deletes `path` when this campaign downloaded it: its size, or `None`
+/// when it is not ours.
+fn remove_own(store: &Store, campaign_id: &str, path: &Path) -> Result<Option<u64>, String> {
     let text = path.display().to_string();
     let rows = store.downloads_present(campaign_id, &text).map_err(|e| with_causes(&e))?;
     let Some(first) = rows.first() else { return Ok(None) };
@@ -359,30 +350,40 @@ fn remove_own(
     }
     store.download_removed(campaign_id, &text).map_err(|e| with_causes(&e))?;
     tracing::info!(path = %path.display(), "removed a downloaded file");
-    let dirs = rows.iter().filter_map(|row| row.created_dir.as_deref().map(PathBuf::from));
-    Ok(Some((first.bytes, dirs.collect())))
+    Ok(Some(first.bytes))
 }
 
-/// After a failed download: prunes the empty directories the run's downloads created.
-fn prune_created(root: &Path, rows: &HashMap<String, Recorded>) {
-    let mut created: Vec<(PathBuf, PathBuf)> = rows
-        .values()
-        .filter(|recorded| !recorded.dest.exists())
-        .filter_map(|recorded| Some((recorded.dest.clone(), recorded.created.clone()?)))
-        .collect();
-    prune(root, &mut created);
-}
-
-/// Removes empty directories from each file's directory up to the directory
-/// its download created (never the storage root), deepest first.
-fn prune(root: &Path, created: &mut [(PathBuf, PathBuf)]) {
-    created.sort_by_key(|(file, _)| std::cmp::Reverse(file.components().count()));
-    for (file, top) in created.iter() {
-        if !top.starts_with(root) || top == root {
-            continue;
+/// The directories the campaign's downloads created.
+fn created_dirs(store: &Store, campaign_id: &str) -> Vec<PathBuf> {
+    match store.campaign_downloads(campaign_id) {
+        Ok(rows) => rows.into_iter().filter_map(|row| row.created_dir.map(PathBuf::from)).collect(),
+        Err(error) => {
+            tracing::warn!("cannot read the campaign's downloads: {}", with_causes(&error));
+            Vec::new()
         }
+    }
+}
+
+/// After a failed download: prunes the empty directories the downloads created.
+fn prune_created(store: &Store, context: &RunContext<'_>, rows: &HashMap<String, Recorded>) {
+    let files: Vec<PathBuf> = rows.values().map(|recorded| recorded.dest.clone()).collect();
+    prune(context.storage_root, &files, &created_dirs(store, context.campaign_id));
+}
+
+/// Removes the empty directories above each of `files` that lie within a
+/// directory the campaign's downloads created (`created`), deepest first;
+/// never the storage root, never a directory that holds anything.
+fn prune(root: &Path, files: &[PathBuf], created: &[PathBuf]) {
+    let mut files = files.to_vec();
+    files.sort_by_key(|file| std::cmp::Reverse(file.components().count()));
+    let ours = |dir: &Path| {
+        dir != root
+            && dir.starts_with(root)
+            && created.iter().any(|top| top.starts_with(root) && dir.starts_with(top))
+    };
+    for file in &files {
         for dir in file.ancestors().skip(1) {
-            if !dir.starts_with(top) || std::fs::remove_dir(dir).is_err() {
+            if !ours(dir) || std::fs::remove_dir(dir).is_err() {
                 break;
             }
         }
@@ -616,18 +617,19 @@ mod tests {
         let repo = root.join("huggingface/org/repo");
         std::fs::create_dir_all(repo.join("Q8_0")).unwrap();
         std::fs::create_dir_all(root.join("huggingface/org/other")).unwrap();
-        let mut created = vec![
-            (repo.join("a.gguf"), repo.clone()),
-            (repo.join("Q8_0/b.gguf"), repo.join("Q8_0")),
-        ];
-        prune(root, &mut created);
+        // The repository's directory came with the first file, `Q8_0` with the second.
+        let created = [repo.clone(), repo.join("Q8_0")];
+        prune(root, &[repo.join("a.gguf"), repo.join("Q8_0/b.gguf")], &created);
         assert!(!repo.exists());
         assert!(root.join("huggingface/org/other").is_dir());
 
-        // A directory that holds something else stays.
+        // A directory that holds something else stays, and so does one kitt did not create.
         std::fs::create_dir_all(&repo).unwrap();
         std::fs::write(repo.join("user.txt"), b"mine").unwrap();
-        prune(root, &mut [(repo.join("a.gguf"), repo.clone())]);
+        prune(root, &[repo.join("a.gguf")], &created);
         assert!(repo.join("user.txt").is_file());
+        let theirs = root.join("huggingface/org/other");
+        prune(root, &[theirs.join("c.gguf")], &created);
+        assert!(theirs.is_dir());
     }
 }

@@ -49,6 +49,17 @@ impl RepoInfo {
         })
     }
 
+    /// Bytes of `paths` not present locally with the listed size: what a
+    /// download of them fetches.
+    pub fn missing_bytes(&self, paths: &[String]) -> u64 {
+        paths
+            .iter()
+            .filter(|path| !self.is_local(std::slice::from_ref(*path)))
+            .filter_map(|path| self.files.iter().find(|file| &file.path == path))
+            .map(|file| file.size)
+            .sum()
+    }
+
     /// `local:org/name`, `hf-cache:org/name` or `hf:org/name`.
     pub fn source_for(&self, paths: &[String]) -> String {
         match &self.local {

@@ -14,7 +14,8 @@ use crate::campaign::lock;
 use crate::campaign::progress::clock;
 use crate::plan::matrix::human_bytes;
 use crate::store::{
-    CampaignRow, CampaignStatus, CampaignSummary, RunCounts, RunRow, RunStatus, Store, StoreError,
+    CampaignRow, CampaignStatus, CampaignSummary, DOWNLOADS_VERSION, DownloadTotals, RunCounts,
+    RunRow, RunStatus, Store, StoreError,
 };
 
 /// How many failed runs a status table lists (JSON lists all).
@@ -119,6 +120,9 @@ pub struct StatusView {
     pub eta_seconds: Option<f64>,
     /// Free bytes under the storage root.
     pub disk_free_bytes: Option<u64>,
+    /// Bytes downloaded for the campaign and still to download (none from a
+    /// store written before kitt recorded downloads).
+    pub downloads: Option<DownloadTotals>,
 }
 
 /// Reads a campaign's status; `None` when there is no such campaign.
@@ -149,6 +153,11 @@ pub fn status_view(
         None
     };
     let disk_free_bytes = crate::acquire::local::free_space(Path::new(&campaign.storage_root));
+    let downloads = if store.schema_version()? >= DOWNLOADS_VERSION {
+        Some(store.download_totals(&campaign.id)?)
+    } else {
+        None
+    };
     Ok(Some(StatusView {
         state: state(&campaign, live),
         live,
@@ -160,6 +169,7 @@ pub fn status_view(
         failed_total: counts.failed,
         eta_seconds,
         disk_free_bytes,
+        downloads,
         campaign,
     }))
 }
@@ -208,6 +218,14 @@ pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io:
     }
     let free = view.disk_free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes);
     writeln!(out, "Disk:     {free} free under {}", campaign.storage_root)?;
+    if let Some(totals) = view.downloads.filter(|t| t.downloaded_bytes + t.to_download_bytes > 0) {
+        writeln!(
+            out,
+            "Download: {} downloaded, {} to download",
+            human_bytes(totals.downloaded_bytes),
+            human_bytes(totals.to_download_bytes)
+        )?;
+    }
     if !view.failed_runs.is_empty() {
         writeln!(out, "Failed runs:")?;
         for run in &view.failed_runs {

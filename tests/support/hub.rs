@@ -2,11 +2,14 @@
 //! model info (`/api/models/{org}/{name}`), the recursive file tree with
 //! `Link` pagination (`/api/models/{org}/{name}/tree/{rev}`), and the
 //! `resolve` URL whose status tells whether a gated repository is open to the
-//! caller's token. File bodies are never served; sizes are JSON numbers.
+//! caller's token. Sizes are JSON numbers. Repositories added with sizes only
+//! serve no bodies; those added with [`FakeHub::serve_repo`] serve real bytes
+//! the way the Hub does (see there).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::files::{FileServer, sha256_hex};
 use super::server::{Server, fake_hex, lock};
 
 /// Files at least this large are stored with LFS and listed with an `lfs` object.
@@ -50,6 +54,16 @@ struct FakeRepo {
     missing: bool,
     unauthorized: bool,
     rate_limited: usize,
+    /// Bodies of a repository added with `serve_repo`, by path.
+    bodies: HashMap<String, Body>,
+}
+
+/// A file the fake serves: LFS files through the CDN, others itself.
+struct Body {
+    content: Bytes,
+    sha256: String,
+    /// Where `resolve` redirects an LFS file; `None` for a file served directly.
+    cdn_url: Option<String>,
 }
 
 impl FakeHub {
@@ -85,6 +99,44 @@ impl FakeHub {
             fake.files = files;
             fake.missing = false;
         })
+    }
+
+    /// Adds (or replaces) a repository that serves real bytes, as the Hub does:
+    /// model files (`.gguf`, `.safetensors`, `.bin`) and anything of
+    /// `LFS_THRESHOLD` or more are LFS files, listed with their real SHA-256 as
+    /// `lfs.oid`, and `resolve` answers them with a 302 to `cdn`, which serves
+    /// them at [`FakeHub::cdn_path`] (where a test queues faults), plus
+    /// `X-Linked-Size` and `X-Linked-Etag`; other files `resolve` serves itself
+    /// with their `ETag`.
+    pub fn serve_repo(&self, repo: &str, files: &[(&str, Vec<u8>)], cdn: &FileServer) -> &Self {
+        let mut bodies = HashMap::new();
+        let mut listed = Vec::new();
+        for (path, content) in files {
+            let content = Bytes::from(content.clone());
+            let lfs = is_lfs(path, content.len() as u64);
+            let cdn_url = lfs.then(|| {
+                cdn.put(&Self::cdn_path(repo, path), content.clone());
+                cdn.url(&Self::cdn_path(repo, path))
+            });
+            let body = Body { sha256: sha256_hex(&content), content, cdn_url };
+            listed.push((path.to_string(), body.content.len() as u64));
+            bodies.insert(path.to_string(), body);
+        }
+        self.edit(repo, |fake| {
+            fake.files = listed;
+            fake.bodies = bodies;
+            fake.missing = false;
+        })
+    }
+
+    /// Where the CDN of [`FakeHub::serve_repo`] serves an LFS file of `repo`.
+    pub fn cdn_path(repo: &str, path: &str) -> String {
+        format!("{repo}/{path}")
+    }
+
+    /// `resolve` requests for files of `repo`.
+    pub fn resolve_requests(&self, repo: &str) -> usize {
+        self.server.requests_under(&format!("/{repo}/resolve/"))
     }
 
     /// Gates a repository: model info says `gated`, `resolve` needs an accepted token.
@@ -212,7 +264,7 @@ async fn tree(
     }
 
     let recursive = matches!(query.recursive.as_deref(), Some("true" | "1"));
-    let entries = tree_entries(&repo, &state.repos[&repo].files, recursive);
+    let entries = tree_entries(&repo, &state.repos[&repo], recursive);
     let start = query.cursor.as_deref().and_then(|c| usize::from_str_radix(c, 16).ok());
     let start = start.unwrap_or(0).min(entries.len());
     let end = (start + state.page_size).min(entries.len());
@@ -230,7 +282,8 @@ async fn tree(
 }
 
 /// Tree entries as the Hub lists them: directories and files, sorted by path.
-fn tree_entries(repo: &str, files: &[(String, u64)], recursive: bool) -> Vec<Value> {
+fn tree_entries(repo: &str, fake: &FakeRepo, recursive: bool) -> Vec<Value> {
+    let files = &fake.files;
     let mut dirs = BTreeSet::new();
     for (path, _) in files {
         let mut parts: Vec<&str> = path.split('/').collect();
@@ -244,8 +297,13 @@ fn tree_entries(repo: &str, files: &[(String, u64)], recursive: bool) -> Vec<Val
             json!({"type": "directory", "oid": fake_hex(&path, 40), "size": 0, "path": path});
         (path, entry)
     });
-    let file_entries =
-        files.iter().map(|(path, size)| (path.clone(), file_entry(repo, path, *size)));
+    let file_entries = files.iter().map(|(path, size)| {
+        let entry = match fake.bodies.get(path) {
+            Some(body) => served_entry(repo, path, body),
+            None => file_entry(repo, path, *size),
+        };
+        (path.clone(), entry)
+    });
 
     let mut entries: Vec<(String, Value)> = dir_entries.chain(file_entries).collect();
     entries.retain(|(path, _)| recursive || !path.contains('/'));
@@ -266,6 +324,53 @@ fn file_entry(repo: &str, path: &str, size: u64) -> Value {
         entry["lfs"] = json!({"oid": oid, "size": size, "pointerSize": 135});
     }
     entry
+}
+
+/// The entry of a served file: LFS files list their real SHA-256 and size.
+fn served_entry(repo: &str, path: &str, body: &Body) -> Value {
+    let size = body.content.len() as u64;
+    let mut entry = json!({
+        "type": "file",
+        "oid": fake_hex(&format!("{repo}/{path}:blob"), 40),
+        "size": size,
+        "path": path,
+    });
+    if body.cdn_url.is_some() {
+        entry["lfs"] = json!({"oid": body.sha256, "size": size, "pointerSize": 134});
+    }
+    entry
+}
+
+/// Whether the Hub stores a file with LFS: model weights always (repositories
+/// track them in `.gitattributes`), anything else from the size limit on.
+fn is_lfs(path: &str, size: u64) -> bool {
+    let lower = path.to_ascii_lowercase();
+    [".gguf", ".safetensors", ".bin"].iter().any(|ext| lower.ends_with(ext))
+        || size >= LFS_THRESHOLD
+}
+
+/// The answer to `resolve` for a served file: a redirect to the CDN for an
+/// LFS file, the bytes themselves otherwise.
+fn served(repo: &str, path: &str, body: &Body) -> Response {
+    let size = body.content.len().to_string();
+    let mut response = match &body.cdn_url {
+        Some(url) => {
+            let mut redirect = StatusCode::FOUND.into_response();
+            insert(redirect.headers_mut(), header::LOCATION, url);
+            insert(redirect.headers_mut(), "x-linked-size", &size);
+            insert(redirect.headers_mut(), "x-linked-etag", &format!("\"{}\"", body.sha256));
+            redirect
+        }
+        None => {
+            let mut direct = body.content.clone().into_response();
+            let blob = fake_hex(&format!("{repo}/{path}:blob"), 40);
+            insert(direct.headers_mut(), header::ETAG, &format!("\"{blob}\""));
+            insert(direct.headers_mut(), header::CONTENT_LENGTH, &size);
+            direct
+        }
+    };
+    insert(response.headers_mut(), "x-repo-commit", &fake_hex(repo, 40));
+    response
 }
 
 /// `GET`/`HEAD /{org}/{name}/resolve/{rev}/{path}`: 401/403 for gated repositories
@@ -289,6 +394,9 @@ async fn resolve(
     let sha = fake_hex(&repo, 40);
     if rev != "main" && rev != sha {
         return error(StatusCode::NOT_FOUND, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
+    }
+    if let Some(body) = state.repos[&repo].bodies.get(&path) {
+        return served(&repo, &path, body);
     }
     let Some(size) = state.repos[&repo].files.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
     else {
