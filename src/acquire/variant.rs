@@ -3,7 +3,8 @@
 //! `<root>/huggingface/<org>/<name>/<path>`, which is where
 //! [`LocalIndex`](super::local::LocalIndex) finds them afterwards.
 //!
-//! [`Variant::from_listing`] pairs the files a run needs with the Hub's
+//! [`Variant::from_listing`] pairs the files a run needs (for a safetensors
+//! checkpoint also [`checkpoint_support`]) with the Hub's
 //! listing (sizes and LFS SHA-256) and their final paths; [`download`] fetches
 //! the missing ones one after another and reports through a channel, so it can
 //! run as a task beside other work (a benchmark in progress) while its owner
@@ -84,8 +85,23 @@ impl Variant {
                 let size = file.spec.size.unwrap_or(0);
                 size.saturating_sub(download::resumable_bytes(&file.spec))
             })
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
+}
+
+/// The files a safetensors checkpoint needs beside its weights: the
+/// configuration, tokenizer and chat template files at the repository's root
+/// (not already in `weights`).
+pub fn checkpoint_support(listing: &HubRepo, weights: &[String]) -> Vec<String> {
+    const SUPPORT: [&str; 5] = [".json", ".model", ".txt", ".jinja", ".tiktoken"];
+    listing
+        .files
+        .iter()
+        .map(|file| &file.path)
+        .filter(|path| !path.contains('/') && !weights.contains(path))
+        .filter(|path| SUPPORT.iter().any(|ext| path.to_ascii_lowercase().ends_with(ext)))
+        .cloned()
+        .collect()
 }
 
 /// What a variant's download reports.
@@ -173,4 +189,62 @@ pub async fn download(
         let _ = events.send(VariantEvent::FileDone { path, fetched });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acquire::hub::{Gate, HubFile};
+
+    fn listing(paths: &[(&str, u64)]) -> HubRepo {
+        let files = paths
+            .iter()
+            .map(|(path, size)| HubFile { path: (*path).into(), size: *size, sha256: None })
+            .collect();
+        HubRepo { repo: "org/Model".into(), revision: Some("abc".into()), files, gate: Gate::Open }
+    }
+
+    #[test]
+    fn a_checkpoint_brings_its_configuration_and_tokenizer() {
+        let listing = listing(&[
+            ("config.json", 1),
+            ("model-00001-of-00002.safetensors", 9),
+            ("model.safetensors.index.json", 1),
+            ("original/params.json", 1),
+            ("README.md", 1),
+            ("tokenizer.model", 1),
+            ("chat_template.jinja", 1),
+        ]);
+        let weights = vec!["model-00001-of-00002.safetensors".to_owned()];
+        assert_eq!(
+            checkpoint_support(&listing, &weights),
+            [
+                "config.json",
+                "model.safetensors.index.json",
+                "tokenizer.model",
+                "chat_template.jinja"
+            ]
+        );
+    }
+
+    #[test]
+    fn variant_files_go_under_the_storage_root_layout() {
+        let hub = HubClient::with_endpoint("http://127.0.0.1:9", None).unwrap();
+        let listing = listing(&[("Q8_0/m-Q8_0-00001-of-00002.gguf", 5)]);
+        let root = Path::new("/models");
+        let paths = vec!["Q8_0/m-Q8_0-00001-of-00002.gguf".to_owned()];
+        let variant = Variant::from_listing(&hub, &listing, &paths, root).unwrap();
+        let spec = &variant.files[0].spec;
+        assert_eq!(
+            spec.dest,
+            Path::new("/models/huggingface/org/Model/Q8_0/m-Q8_0-00001-of-00002.gguf")
+        );
+        assert_eq!(
+            spec.url,
+            "http://127.0.0.1:9/org/Model/resolve/abc/Q8_0/m-Q8_0-00001-of-00002.gguf"
+        );
+        assert_eq!(spec.size, Some(5));
+        let error = Variant::from_listing(&hub, &listing, &["gone.gguf".into()], root).unwrap_err();
+        assert!(error.contains("no longer lists `gone.gguf`"), "{error}");
+    }
 }

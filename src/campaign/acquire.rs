@@ -22,7 +22,7 @@
 //!   when no later run of the session loads them; then it prunes the empty
 //!   directories those downloads created, never the storage root.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use crate::error::{KittError, with_causes};
 use crate::plan::PlannedRun;
 use crate::plan::matrix::{disk_shortfall_message, human_bytes};
 use crate::run::Cancel;
-use crate::store::{NewDownload, Store, StoreError};
+use crate::store::{DownloadRow, NewDownload, Store, StoreError};
 
 /// The download side of a campaign session.
 pub(super) struct Downloads {
@@ -94,8 +94,12 @@ impl Downloads {
             .await
             .map_err(|error| Unavailable::Fail(format!("cannot download `{repo}`: {error}")))?;
         let root = context.storage_root;
-        let variant = Variant::from_listing(hub, &listing, &planned.files, root)
-            .map_err(Unavailable::Fail)?;
+        let mut files = planned.files.clone();
+        if is_checkpoint(planned) {
+            files.extend(variant::checkpoint_support(&listing, &planned.files));
+        }
+        let variant =
+            Variant::from_listing(hub, &listing, &files, root).map_err(Unavailable::Fail)?;
         for file in &variant.files {
             in_the_way(store, repo, file).map_err(Unavailable::Fail)?;
         }
@@ -217,6 +221,7 @@ impl Downloads {
         &self,
         context: &RunContext<'_>,
         store: &Store,
+        run_id: i64,
         planned: &PlannedRun,
         later: &[&PlannedRun],
         progress: &mut Progress,
@@ -224,16 +229,25 @@ impl Downloads {
         if !context.campaign.disk.cleanup_after_run {
             return;
         }
-        let needed: HashSet<PathBuf> =
-            later.iter().flat_map(|run| storage_paths(context.storage_root, run)).collect();
+        let root = context.storage_root;
+        // The run's files, and what its own downloads added (a checkpoint's
+        // configuration and tokenizer files).
+        let mut candidates: Vec<PathBuf> = storage_paths(root, planned);
+        let own = campaign_downloads(store, context.campaign_id);
+        for row in own.iter().filter(|row| row.run_id == run_id && row.status == "present") {
+            let path = PathBuf::from(&row.path);
+            if !candidates.contains(&path) {
+                candidates.push(path);
+            }
+        }
         let mut removed = Vec::new();
-        for path in storage_paths(context.storage_root, planned) {
-            if needed.contains(&path) {
+        for path in candidates {
+            if later.iter().any(|run| loads(root, run, &path)) {
                 tracing::debug!(path = %path.display(), "kept: a later run loads it");
                 continue;
             }
             match remove_own(store, context.campaign_id, &path) {
-                Ok(Some(rows)) => removed.push((path, rows)),
+                Ok(Some(bytes)) => removed.push((path, bytes)),
                 Ok(None) => {}
                 Err(error) => tracing::warn!("cannot clean up {}: {error}", path.display()),
             }
@@ -243,7 +257,7 @@ impl Downloads {
         }
         let bytes: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
         let files: Vec<PathBuf> = removed.iter().map(|(path, _)| path.clone()).collect();
-        prune(context.storage_root, &files, &created_dirs(store, context.campaign_id));
+        prune(root, &files, &created_dirs(&own));
         progress.note(&format!(
             "{}: removed {} downloaded file(s), {}",
             planned.key,
@@ -328,13 +342,33 @@ fn highest_missing(dir: &Path, root: &Path) -> Option<PathBuf> {
         .map(Path::to_owned)
 }
 
-/// Where a run's files live under the storage root (its own downloads or a
-/// local copy there); nothing for other sources.
-fn storage_paths(root: &Path, planned: &PlannedRun) -> Vec<PathBuf> {
-    let repo = planned.source.strip_prefix("hf:").or_else(|| planned.source.strip_prefix("local:"));
-    let Some(repo) = repo else { return Vec::new() };
-    let dir = root.join("huggingface").join(repo);
-    planned.files.iter().map(|file| dir.join(file)).collect()
+/// The directory of a run's repository under the storage root (its own
+/// downloads or a local copy there); none for other sources.
+fn repo_dir(root: &Path, run: &PlannedRun) -> Option<PathBuf> {
+    let repo = run.source.strip_prefix("hf:").or_else(|| run.source.strip_prefix("local:"))?;
+    Some(root.join("huggingface").join(repo))
+}
+
+/// Where a run's files live under the storage root; nothing for other sources.
+fn storage_paths(root: &Path, run: &PlannedRun) -> Vec<PathBuf> {
+    let Some(dir) = repo_dir(root, run) else { return Vec::new() };
+    run.files.iter().map(|file| dir.join(file)).collect()
+}
+
+/// Whether `run` loads `path`: one of its files, or for a checkpoint any
+/// file of its repository's directory (configuration and tokenizer included).
+fn loads(root: &Path, run: &PlannedRun, path: &Path) -> bool {
+    let Some(dir) = repo_dir(root, run) else { return false };
+    if is_checkpoint(run) {
+        path.starts_with(&dir)
+    } else {
+        run.files.iter().any(|file| dir.join(file) == path)
+    }
+}
+
+/// Whether a run loads a checkpoint (a directory of safetensors) rather than a GGUF file.
+fn is_checkpoint(run: &PlannedRun) -> bool {
+    run.files.first().is_some_and(|first| !first.to_ascii_lowercase().ends_with(".gguf"))
 }
 
 /// Deletes `path` when this campaign downloaded it: its size, or `None`
@@ -353,21 +387,24 @@ fn remove_own(store: &Store, campaign_id: &str, path: &Path) -> Result<Option<u6
     Ok(Some(first.bytes))
 }
 
-/// The directories the campaign's downloads created.
-fn created_dirs(store: &Store, campaign_id: &str) -> Vec<PathBuf> {
-    match store.campaign_downloads(campaign_id) {
-        Ok(rows) => rows.into_iter().filter_map(|row| row.created_dir.map(PathBuf::from)).collect(),
-        Err(error) => {
-            tracing::warn!("cannot read the campaign's downloads: {}", with_causes(&error));
-            Vec::new()
-        }
-    }
+/// Every download of the campaign (none, with a warning, when the store cannot be read).
+fn campaign_downloads(store: &Store, campaign_id: &str) -> Vec<DownloadRow> {
+    store.campaign_downloads(campaign_id).unwrap_or_else(|error| {
+        tracing::warn!("cannot read the campaign's downloads: {}", with_causes(&error));
+        Vec::new()
+    })
+}
+
+/// The directories the downloads `rows` created.
+fn created_dirs(rows: &[DownloadRow]) -> Vec<PathBuf> {
+    rows.iter().filter_map(|row| row.created_dir.as_deref().map(PathBuf::from)).collect()
 }
 
 /// After a failed download: prunes the empty directories the downloads created.
 fn prune_created(store: &Store, context: &RunContext<'_>, rows: &HashMap<String, Recorded>) {
     let files: Vec<PathBuf> = rows.values().map(|recorded| recorded.dest.clone()).collect();
-    prune(context.storage_root, &files, &created_dirs(store, context.campaign_id));
+    let created = created_dirs(&campaign_downloads(store, context.campaign_id));
+    prune(context.storage_root, &files, &created);
 }
 
 /// Removes the empty directories above each of `files` that lie within a
@@ -423,7 +460,7 @@ impl View {
             files.iter().map(|file| (file.path.clone(), file.spec.size.unwrap_or(0))).collect();
         View {
             repo: repo.to_owned(),
-            total: sizes.values().sum(),
+            total: sizes.values().fold(0u64, |sum, size| sum.saturating_add(*size)),
             sizes,
             completed: 0,
             current: None,
@@ -596,6 +633,68 @@ fn file_name(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(source: &str, files: &[&str]) -> PlannedRun {
+        PlannedRun {
+            key: "m|llama_cpp|Q8_0".into(),
+            model: "m".into(),
+            engine: crate::engine::EngineKind::LlamaCpp,
+            engine_index: 0,
+            suite: "quick".into(),
+            quant: "Q8_0".into(),
+            source: source.into(),
+            files: files.iter().map(|file| (*file).to_owned()).collect(),
+            size_bytes: None,
+            size_source: None,
+            download_bytes: 0,
+            status: crate::plan::RunPlan::Planned,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_later_run_loads_its_own_files_or_its_whole_checkpoint() {
+        let root = Path::new("/models");
+        let repo = root.join("huggingface/org/Model-GGUF");
+        let gguf = run("hf:org/Model-GGUF", &["m-Q8_0.gguf"]);
+        assert!(loads(root, &gguf, &repo.join("m-Q8_0.gguf")));
+        assert!(!loads(root, &gguf, &repo.join("m-Q4_0.gguf")));
+        let local = run("local:org/Model-GGUF", &["m-Q8_0.gguf"]);
+        assert!(loads(root, &local, &repo.join("m-Q8_0.gguf")));
+        let ollama = run("ollama:m:8b", &["m:8b"]);
+        assert!(!loads(root, &ollama, &repo.join("m-Q8_0.gguf")));
+
+        let checkpoint = run("hf:org/Model", &["model.safetensors"]);
+        assert!(loads(root, &checkpoint, &root.join("huggingface/org/Model/tokenizer.json")));
+        assert!(!loads(root, &checkpoint, &repo.join("m-Q8_0.gguf")));
+    }
+
+    #[test]
+    fn the_progress_text_names_the_file_the_bytes_and_the_rate() {
+        let spec = |path: &str, size| VariantFile {
+            path: path.into(),
+            spec: download::FileSpec {
+                url: String::new(),
+                dest: PathBuf::from(path),
+                size: Some(size),
+                sha256: None,
+                label: path.into(),
+            },
+        };
+        let files =
+            [spec("a-00001-of-00002.gguf", 4 << 20), spec("a-00002-of-00002.gguf", 4 << 20)];
+        let mut view = View::new("org/a", &files);
+        view.completed = 4 << 20;
+        view.current = Some(("a-00002-of-00002.gguf".into(), 1 << 20, 1, 2));
+        assert_eq!(
+            view.text(),
+            "downloading org/a [2/2] a-00002-of-00002.gguf 25% · 5.0 MiB of 8.0 MiB"
+        );
+        let now = Instant::now();
+        view.meter.samples.push_back((now - Duration::from_secs(2), 1 << 20));
+        view.meter.samples.push_back((now, 5 << 20));
+        assert!(view.text().ends_with(" · 2.0 MiB/s · ETA 1s"), "{}", view.text());
+    }
 
     #[test]
     fn the_highest_missing_directory_stays_below_the_root() {

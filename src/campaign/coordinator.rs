@@ -211,7 +211,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
             Ended::Done { outcome, seconds, failure } => {
                 let later: Vec<&PlannedRun> =
                     todo[position + 1..].iter().map(|(_, later)| *later).collect();
-                downloads.cleanup(&context, &store, planned, &later, &mut progress);
+                downloads.cleanup(&context, &store, run_id, planned, &later, &mut progress);
                 progress.run_finished(&planned.key, &outcome, seconds);
                 if let Some(error) = failure
                     && notifier.wants(NotifyEvent::Failure)

@@ -56,8 +56,7 @@ impl RepoInfo {
             .iter()
             .filter(|path| !self.is_local(std::slice::from_ref(*path)))
             .filter_map(|path| self.files.iter().find(|file| &file.path == path))
-            .map(|file| file.size)
-            .sum()
+            .fold(0u64, |sum, file| sum.saturating_add(file.size))
     }
 
     /// `local:org/name`, `hf-cache:org/name` or `hf:org/name`.

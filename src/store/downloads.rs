@@ -289,3 +289,105 @@ fn download_row(row: &Row<'_>) -> rusqlite::Result<DownloadRow> {
         removed_at: row.get(12)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewCampaign, RunSpec, Session};
+
+    fn spec<'a>(key: &'a str, source: &'a str, files: &'a [String], bytes: u64) -> RunSpec<'a> {
+        RunSpec {
+            key,
+            model: "m",
+            engine: "llama_cpp",
+            quant: key,
+            suite: "quick",
+            source,
+            size_bytes: Some(bytes),
+            download_bytes: bytes,
+            files,
+        }
+    }
+
+    fn session(store: &mut Store, runs: &[RunSpec<'_>]) -> i64 {
+        let session = Session {
+            campaign_id: "c",
+            config_path: "/c.yaml",
+            config_hash: "0",
+            config_yaml: "{}",
+            storage_root: "/models",
+            pid: 1,
+            host: "h",
+        };
+        store.begin_session(&session, runs).unwrap()
+    }
+
+    #[test]
+    fn totals_count_shared_files_once_and_follow_the_latest_session() {
+        let home = tempfile::tempdir().unwrap();
+        let mut store = Store::open(home.path()).unwrap();
+        let campaign = NewCampaign {
+            id: "c",
+            name: "c",
+            config_path: "/c.yaml",
+            config_hash: "0",
+            config_yaml: "{}",
+            storage_root: "/models",
+        };
+        assert!(store.create_campaign(&campaign).unwrap());
+        let shared = vec!["m-Q8_0.gguf".to_owned()];
+        let other = vec!["m-F16.gguf".to_owned()];
+        // Two engines load the same Q8_0 file; F16 is another file.
+        let runs = [
+            spec("a", "hf:org/m", &shared, 100),
+            spec("b", "hf:org/m", &shared, 100),
+            spec("c", "hf:org/m", &other, 50),
+        ];
+        let first = session(&mut store, &runs);
+        let totals = store.download_totals("c").unwrap();
+        assert_eq!(totals, DownloadTotals { downloaded_bytes: 0, to_download_bytes: 150 });
+
+        let row = store
+            .download_started(&NewDownload {
+                campaign_id: "c",
+                run_id: 1,
+                session_id: first,
+                repo: "org/m",
+                file: "m-Q8_0.gguf",
+                path: "/models/huggingface/org/m/m-Q8_0.gguf",
+                created_dir: Some("/models/huggingface/org/m"),
+                bytes: 100,
+                bytes_done: 0,
+            })
+            .unwrap();
+        store.download_progress(row, 30).unwrap();
+        let totals = store.download_totals("c").unwrap();
+        assert_eq!(totals, DownloadTotals { downloaded_bytes: 30, to_download_bytes: 120 });
+        store.download_present(row).unwrap();
+        let totals = store.download_totals("c").unwrap();
+        assert_eq!(totals, DownloadTotals { downloaded_bytes: 100, to_download_bytes: 50 });
+        assert!(store.downloaded_by_kitt("/models/huggingface/org/m/m-Q8_0.gguf").unwrap());
+
+        // A later session plans the Q8_0 file as local: nothing to subtract twice.
+        let runs = [
+            spec("a", "local:org/m", &shared, 0),
+            spec("b", "local:org/m", &shared, 0),
+            spec("c", "hf:org/m", &other, 50),
+        ];
+        session(&mut store, &runs);
+        let totals = store.download_totals("c").unwrap();
+        assert_eq!(totals, DownloadTotals { downloaded_bytes: 100, to_download_bytes: 50 });
+
+        store.download_removed("c", "/models/huggingface/org/m/m-Q8_0.gguf").unwrap();
+        let rows = store.campaign_downloads("c").unwrap();
+        assert_eq!(rows[0].status, "removed");
+        assert!(rows[0].removed_at.is_some());
+        assert!(!store.downloaded_by_kitt("/models/huggingface/org/m/m-Q8_0.gguf").unwrap());
+        assert!(
+            store
+                .downloads_present("c", "/models/huggingface/org/m/m-Q8_0.gguf")
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
