@@ -182,20 +182,14 @@ impl Downloads {
             }
             Ok(Err(failed)) => failed,
             Err(error) => {
-                return Ok(Acquired::Fail(format!(
-                    "the download of `{}` stopped: {error}",
-                    variant.repo
-                )));
+                let reason = format!("the download of `{}` stopped: {error}", variant.repo);
+                abandon(store, &rows, None, &reason);
+                prune_created(store, context, &rows);
+                return Ok(Acquired::Fail(reason));
             }
         };
-        // A permanent failure: nothing of the file is kept.
-        if let Some(recorded) = rows.get(&failure.path) {
-            download::remove_partial(&recorded.dest);
-            let error = with_causes(&failure.error);
-            if let Err(error) = store.download_failed(recorded.row, &error) {
-                tracing::warn!(%error, "cannot record a failed download");
-            }
-        }
+        let error = with_causes(&failure.error);
+        abandon(store, &rows, Some(&failure.path), &error);
         prune_created(store, context, &rows);
         let repo = &variant.repo;
         Ok(match &failure.error {
@@ -398,6 +392,25 @@ fn campaign_downloads(store: &Store, campaign_id: &str) -> Vec<DownloadRow> {
 /// The directories the downloads `rows` created.
 fn created_dirs(rows: &[DownloadRow]) -> Vec<PathBuf> {
     rows.iter().filter_map(|row| row.created_dir.as_deref().map(PathBuf::from)).collect()
+}
+
+/// After a permanent failure: the partial files of every file not complete
+/// are removed and their rows marked failed, with `error` for `failed` (the
+/// file that failed) and a pointer to it for the others.
+fn abandon(store: &Store, rows: &HashMap<String, Recorded>, failed: Option<&str>, error: &str) {
+    for (path, recorded) in rows {
+        if download::is_complete(&recorded.dest, None) {
+            continue;
+        }
+        download::remove_partial(&recorded.dest);
+        let reason = match failed {
+            Some(failed) if failed != path => format!("not downloaded: `{failed}` failed: {error}"),
+            _ => error.to_owned(),
+        };
+        if let Err(error) = store.download_failed(recorded.row, &reason) {
+            tracing::warn!(%error, "cannot record a failed download");
+        }
+    }
 }
 
 /// After a failed download: prunes the empty directories the downloads created.
