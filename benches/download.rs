@@ -27,7 +27,7 @@ use files::{FileServer, content, sha256_hex};
 use kitt::acquire::download::{Downloader, FileSpec};
 
 /// Downloads per side; the median counts.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 fn main() {
     let mib: usize = std::env::var("KITT_BENCH_DOWNLOAD_MIB")

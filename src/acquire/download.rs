@@ -402,12 +402,41 @@ impl Downloader {
             Ok(file) => file,
             Err(error) => return io(part, error),
         };
-        let mut done = file_len(part);
+        let done = file_len(part);
         if let Some(hash) = hasher.as_mut()
             && let Err(error) = hash.catch_up(part, done).await
         {
             return io(part, error);
         }
+        let worker = hasher.take().map(HashWorker::start);
+        let received = self
+            .receive(spec, part, meta_path, response, file, done, fetched, &worker, report)
+            .await;
+        if let Some(worker) = worker {
+            *hasher = Some(worker.finish().await);
+        }
+        received
+    }
+
+    /// Appends the body of `response` to `file` (the partial file, holding
+    /// `done` bytes), handing each chunk to the hash `worker`. `Ok` once every
+    /// expected byte is there and synced.
+    #[allow(clippy::too_many_arguments)]
+    async fn receive(
+        &self,
+        spec: &FileSpec,
+        part: &Path,
+        meta_path: &Path,
+        response: reqwest::Response,
+        file: std::fs::File,
+        mut done: u64,
+        fetched: &mut Fetched,
+        worker: &Option<HashWorker>,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<(), Result<Attempt, DownloadError>> {
+        let io = |path: &Path, source| -> Result<(), Result<Attempt, DownloadError>> {
+            Err(Err(DownloadError::Io { label: spec.label.clone(), path: path.to_owned(), source }))
+        };
         let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut body = response.bytes_stream();
         let mut last_report = Instant::now();
@@ -446,11 +475,11 @@ impl Downloader {
             if let Err(error) = file.write_all(&chunk) {
                 return io(part, error);
             }
-            if let Some(hash) = hasher.as_mut() {
-                hash.update(&chunk);
-            }
             done += chunk.len() as u64;
             fetched.received += chunk.len() as u64;
+            if let Some(worker) = worker {
+                worker.hash(chunk).await;
+            }
             if spec.size.is_some_and(|size| done > size) {
                 drop(file);
                 return Err(Err(self.corrupt(spec, part, meta_path, "size", done)));
@@ -556,6 +585,45 @@ impl Downloader {
 struct PrefixHash {
     hasher: Sha256,
     len: u64,
+}
+
+/// Hashes a download's chunks on a thread of its own while they arrive, so
+/// verifying costs the connection no time (on two cores or more).
+struct HashWorker {
+    chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    thread: std::thread::JoinHandle<PrefixHash>,
+}
+
+/// Chunks waiting to be hashed before the download waits for the hash.
+const HASH_QUEUE: usize = 64;
+
+impl HashWorker {
+    fn start(mut hash: PrefixHash) -> HashWorker {
+        let (chunks, mut queue) = tokio::sync::mpsc::channel::<bytes::Bytes>(HASH_QUEUE);
+        let thread = std::thread::spawn(move || {
+            while let Some(chunk) = queue.blocking_recv() {
+                hash.update(&chunk);
+            }
+            hash
+        });
+        HashWorker { chunks, thread }
+    }
+
+    async fn hash(&self, chunk: bytes::Bytes) {
+        // The thread only stops once the sender is dropped.
+        let _ = self.chunks.send(chunk).await;
+    }
+
+    /// The hash of every chunk sent; an empty one (read again from disk when
+    /// needed) if the thread died.
+    async fn finish(self) -> PrefixHash {
+        let HashWorker { chunks, thread } = self;
+        drop(chunks);
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(hash)) => hash,
+            _ => PrefixHash::default(),
+        }
+    }
 }
 
 impl PrefixHash {
