@@ -14,22 +14,25 @@
 //! timeout, 429 and 5xx answers) is retried with backoff or the server's
 //! `Retry-After`, each retry resuming where the last one stopped; a bounded
 //! number of attempts *without progress* ends the download. 401, 403 and 404
-//! are permanent.
+//! are permanent. Partial files and their sidecars are `partial`'s
+//! business, the running SHA-256 `digest`'s.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::digest::{HashWorker, PrefixHash};
 use super::http::{self, RetryPolicy};
+use super::partial::{
+    PartMeta, discard, file_len, meta_path, read_meta, usable_partial, write_meta,
+};
 
-/// Suffix of a file being downloaded.
-pub const PART_SUFFIX: &str = ".kitt-part";
+pub use super::digest::sha256_file;
+pub use super::partial::{PART_SUFFIX, is_complete, part_path, remove_partial, resumable_bytes};
 
 /// How long a download may receive nothing before the attempt is abandoned.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
@@ -156,13 +159,6 @@ pub enum DownloadError {
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client for downloads")]
     Client(#[source] reqwest::Error),
-}
-
-/// The sidecar of a partial file.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct PartMeta {
-    url: String,
-    etag: String,
 }
 
 /// Downloads files; share one per command.
@@ -579,164 +575,6 @@ impl Downloader {
     }
 }
 
-/// The SHA-256 of a partial file's first `len` bytes, kept up to date as
-/// bytes arrive so a finished download needs no second pass over the file.
-#[derive(Default, Clone)]
-struct PrefixHash {
-    hasher: Sha256,
-    len: u64,
-}
-
-/// Hashes a download's chunks on a thread of its own while they arrive, so
-/// verifying costs the connection no time (on two cores or more).
-struct HashWorker {
-    chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    thread: std::thread::JoinHandle<PrefixHash>,
-}
-
-/// Chunks waiting to be hashed before the download waits for the hash.
-const HASH_QUEUE: usize = 64;
-
-impl HashWorker {
-    fn start(mut hash: PrefixHash) -> HashWorker {
-        let (chunks, mut queue) = tokio::sync::mpsc::channel::<bytes::Bytes>(HASH_QUEUE);
-        let thread = std::thread::spawn(move || {
-            while let Some(chunk) = queue.blocking_recv() {
-                hash.update(&chunk);
-            }
-            hash
-        });
-        HashWorker { chunks, thread }
-    }
-
-    async fn hash(&self, chunk: bytes::Bytes) {
-        // The thread only stops once the sender is dropped.
-        let _ = self.chunks.send(chunk).await;
-    }
-
-    /// The hash of every chunk sent; an empty one (read again from disk when
-    /// needed) if the thread died.
-    async fn finish(self) -> PrefixHash {
-        let HashWorker { chunks, thread } = self;
-        drop(chunks);
-        match tokio::task::spawn_blocking(move || thread.join()).await {
-            Ok(Ok(hash)) => hash,
-            _ => PrefixHash::default(),
-        }
-    }
-}
-
-impl PrefixHash {
-    fn update(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
-        self.len += bytes.len() as u64;
-    }
-
-    /// Makes the hash cover exactly the first `len` bytes of `part`, reading
-    /// them again (off the async threads) when it does not already.
-    async fn catch_up(&mut self, part: &Path, len: u64) -> std::io::Result<()> {
-        if self.len == len {
-            return Ok(());
-        }
-        let part = part.to_owned();
-        let hashed = tokio::task::spawn_blocking(move || hash_prefix(&part, len))
-            .await
-            .map_err(std::io::Error::other)??;
-        *self = hashed;
-        Ok(())
-    }
-
-    fn hex(self) -> String {
-        self.hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
-    }
-}
-
-fn hash_prefix(path: &Path, len: u64) -> std::io::Result<PrefixHash> {
-    let mut file = std::fs::File::open(path)?.take(len);
-    let mut hash = PrefixHash::default();
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hash.update(&buffer[..read]);
-    }
-    if hash.len != len {
-        return Err(std::io::Error::other(format!(
-            "{} holds {} bytes, not {len}",
-            path.display(),
-            hash.len
-        )));
-    }
-    Ok(hash)
-}
-
-/// Whether `dest` is already there, with the expected size when one is known.
-pub fn is_complete(dest: &Path, size: Option<u64>) -> bool {
-    std::fs::metadata(dest)
-        .is_ok_and(|meta| meta.is_file() && size.is_none_or(|size| meta.len() == size))
-}
-
-/// Where `dest` is written while it downloads.
-pub fn part_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(PART_SUFFIX);
-    dest.with_file_name(name)
-}
-
-fn meta_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(PART_SUFFIX);
-    name.push(".json");
-    dest.with_file_name(name)
-}
-
-/// Bytes of `spec`'s partial file that a download would resume from (0 when
-/// there is none or it cannot be resumed); changes nothing on disk.
-pub fn resumable_bytes(spec: &FileSpec) -> u64 {
-    let part = part_path(&spec.dest);
-    match read_meta(&meta_path(&spec.dest)) {
-        Some(meta) if meta.url == spec.url && !meta.etag.is_empty() => file_len(&part),
-        _ => 0,
-    }
-}
-
-/// Removes the partial file of `dest` and its sidecar, if any.
-pub fn remove_partial(dest: &Path) {
-    discard(&part_path(dest), &meta_path(dest));
-}
-
-fn discard(part: &Path, meta_path: &Path) {
-    let _ = std::fs::remove_file(part);
-    let _ = std::fs::remove_file(meta_path);
-}
-
-/// Bytes of a partial file that may be resumed; anything unusable is removed.
-fn usable_partial(part: &Path, meta_path: &Path, url: &str) -> u64 {
-    match read_meta(meta_path) {
-        Some(meta) if meta.url == url && !meta.etag.is_empty() => file_len(part),
-        _ => {
-            discard(part, meta_path);
-            0
-        }
-    }
-}
-
-fn read_meta(path: &Path) -> Option<PartMeta> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_meta(path: &Path, meta: &PartMeta) -> std::io::Result<()> {
-    let text = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-    std::fs::write(path, text)
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
-}
-
 /// The first byte of `bytes START-END/TOTAL`.
 fn content_range_start(value: &str) -> Option<u64> {
     let range = value.trim().strip_prefix("bytes ")?;
@@ -752,12 +590,6 @@ fn transport(error: &reqwest::Error) -> Attempt {
         format!("the connection failed: {}", crate::error::with_causes(error))
     };
     Attempt::Retry { why, wait: None }
-}
-
-/// SHA-256 of a file, lower-case hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let len = std::fs::metadata(path)?.len();
-    Ok(hash_prefix(path, len)?.hex())
 }
 
 fn stall_from_env() -> Option<Duration> {
@@ -777,13 +609,6 @@ mod tests {
     }
 
     #[test]
-    fn partial_files_sit_beside_the_final_name() {
-        let dest = Path::new("/m/org/repo/model-Q4_K_M.gguf");
-        assert_eq!(part_path(dest), Path::new("/m/org/repo/model-Q4_K_M.gguf.kitt-part"));
-        assert_eq!(meta_path(dest), Path::new("/m/org/repo/model-Q4_K_M.gguf.kitt-part.json"));
-    }
-
-    #[test]
     fn the_token_goes_only_to_its_origin() {
         let downloader =
             Downloader::new(Some("secret".into()), Some("http://127.0.0.1:9/")).unwrap();
@@ -793,19 +618,5 @@ mod tests {
         );
         assert_eq!(downloader.token_for("http://127.0.0.1:99/org/repo"), None);
         assert_eq!(downloader.token_for("http://127.0.0.1:9"), None);
-    }
-
-    #[test]
-    fn a_partial_file_without_its_sidecar_is_not_resumed() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("a.gguf");
-        std::fs::write(part_path(&dest), b"12345").unwrap();
-        assert_eq!(usable_partial(&part_path(&dest), &meta_path(&dest), "http://x/a"), 0);
-        assert!(!part_path(&dest).exists());
-        std::fs::write(part_path(&dest), b"12345").unwrap();
-        let meta = PartMeta { url: "http://x/a".into(), etag: "\"e1\"".into() };
-        write_meta(&meta_path(&dest), &meta).unwrap();
-        assert_eq!(usable_partial(&part_path(&dest), &meta_path(&dest), "http://x/a"), 5);
-        assert_eq!(usable_partial(&part_path(&dest), &meta_path(&dest), "http://x/b"), 0);
     }
 }

@@ -3,9 +3,11 @@
 //! byte sizes; `download` fetches files resumably and verifies them, and
 //! `variant` downloads every file of a Hub variant into the storage root.
 
+mod digest;
 pub mod download;
 pub mod http;
 pub mod hub;
 pub mod local;
 pub mod ollama;
+mod partial;
 pub mod variant;

@@ -5,7 +5,7 @@
 //! re-check, find the model, start the run's attempt, download the model when
 //! it comes from the Hub ([`super::acquire`]), run the suite in-process while
 //! phase events update the store and the progress view, record the end, clean
-//! up what the run downloaded. A run's failure is recorded and the campaign
+//! up what the run downloaded ([`super::cleanup`]). A run's failure is recorded and the campaign
 //! goes on.
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::acquire::{Acquired, Downloads, hub_repo};
+use super::cleanup;
 use super::lock::{CampaignLock, LockError, host_name};
 use super::progress::{Display, Progress};
 use crate::acquire::hub::HubClient;
@@ -211,7 +212,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
             Ended::Done { outcome, seconds, failure } => {
                 let later: Vec<&PlannedRun> =
                     todo[position + 1..].iter().map(|(_, later)| *later).collect();
-                downloads.cleanup(&context, &store, run_id, planned, &later, &mut progress);
+                cleanup::after_run(&context, &store, run_id, planned, &later, &mut progress);
                 progress.run_finished(&planned.key, &outcome, seconds);
                 if let Some(error) = failure
                     && notifier.wants(NotifyEvent::Failure)

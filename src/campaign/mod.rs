@@ -19,7 +19,9 @@
 //!   what the run downloads.
 
 mod acquire;
+mod cleanup;
 pub mod coordinator;
+mod download_view;
 pub mod lock;
 pub mod progress;
 
