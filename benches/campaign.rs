@@ -94,6 +94,8 @@ fn state_costs(home: &Path) {
             suite: "standard",
             source: "hf:org/model",
             size_bytes: Some(4 << 30),
+            download_bytes: 4 << 30,
+            files: &[],
         })
         .collect();
     let session = Session {

@@ -195,8 +195,8 @@ fn a_body_that_does_not_match_its_sha256_is_not_kept() {
     assert_eq!(outcome.code, 1, "{}", outcome.stdout);
     assert!(
         outcome.stderr.contains(
-            "error: mmlu: `all/test-00000-of-00001.parquet` from `datasets/cais/mmlu` has SHA-256"
-        ),
+            "error: mmlu: datasets/cais/mmlu/all/test-00000-of-00001.parquet: SHA-256 mismatch"
+        ) && outcome.stderr.contains("the download was discarded"),
         "{}",
         outcome.stderr
     );

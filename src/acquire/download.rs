@@ -14,25 +14,34 @@
 //! timeout, 429 and 5xx answers) is retried with backoff or the server's
 //! `Retry-After`, each retry resuming where the last one stopped; a bounded
 //! number of attempts *without progress* ends the download. 401, 403 and 404
-//! are permanent.
+//! are permanent. Partial files and their sidecars are `partial`'s
+//! business, the running SHA-256 `digest`'s.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::digest::{HashWorker, PrefixHash};
 use super::http::{self, RetryPolicy};
+use super::partial::{
+    PartMeta, discard, file_len, meta_path, read_meta, usable_partial, write_meta,
+};
 
-/// Suffix of a file being downloaded.
-pub const PART_SUFFIX: &str = ".kitt-part";
+pub use super::digest::sha256_file;
+pub use super::partial::{PART_SUFFIX, is_complete, part_path, remove_partial, resumable_bytes};
 
 /// How long a download may receive nothing before the attempt is abandoned.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
+
+/// How often progress is reported while bytes arrive.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+
+/// Bytes gathered before a write to the partial file.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// One file to fetch.
 #[derive(Debug, Clone)]
@@ -152,13 +161,6 @@ pub enum DownloadError {
     Client(#[source] reqwest::Error),
 }
 
-/// The sidecar of a partial file.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct PartMeta {
-    url: String,
-    etag: String,
-}
-
 /// Downloads files; share one per command.
 #[derive(Debug, Clone)]
 pub struct Downloader {
@@ -228,16 +230,26 @@ impl Downloader {
         if let Some(parent) = spec.dest.parent() {
             std::fs::create_dir_all(parent).map_err(|error| io(parent, error))?;
         }
+        if is_complete(&spec.dest, spec.size) {
+            return Ok(Fetched {
+                path: spec.dest.clone(),
+                resumed_from: 0,
+                received: 0,
+                requests: 0,
+            });
+        }
         let part = part_path(&spec.dest);
         let meta_path = meta_path(&spec.dest);
         let resumed_from = usable_partial(&part, &meta_path, &spec.url);
         let mut fetched =
             Fetched { path: spec.dest.clone(), resumed_from, received: 0, requests: 0 };
+        let mut hasher = spec.sha256.as_ref().map(|_| PrefixHash::default());
         let mut failures_in_a_row = 0;
         loop {
             let before = file_len(&part);
             fetched.requests += 1;
-            let outcome = self.attempt(spec, &part, &meta_path, &mut fetched, report).await;
+            let outcome =
+                self.attempt(spec, &part, &meta_path, &mut fetched, &mut hasher, report).await;
             let (why, wait) = match outcome {
                 Ok(()) => break,
                 Err(Ok(Attempt::Restart { why })) => {
@@ -262,7 +274,7 @@ impl Downloader {
             report(Event::Retrying { label: spec.label.clone(), why, wait });
             tokio::time::sleep(wait).await;
         }
-        self.finish(spec, &part, &meta_path)?;
+        self.finish(spec, &part, &meta_path, hasher).await?;
         Ok(fetched)
     }
 
@@ -279,6 +291,7 @@ impl Downloader {
         part: &Path,
         meta_path: &Path,
         fetched: &mut Fetched,
+        hasher: &mut Option<PrefixHash>,
         report: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<(), Result<Attempt, DownloadError>> {
         let io = |path: &Path, source| -> Result<(), Result<Attempt, DownloadError>> {
@@ -298,9 +311,12 @@ impl Downloader {
         if let (true, Some(meta)) = (have > 0, &meta) {
             request = request.header(RANGE, format!("bytes={have}-")).header(IF_RANGE, &meta.etag);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return Err(Ok(transport(&error))),
+        // The watchdog also covers the wait for the response's head: a server
+        // that accepts the connection and then says nothing is a stall too.
+        let response = match tokio::time::timeout(self.stall, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(Ok(transport(&error))),
+            Err(_) => return Err(Ok(self.stalled("no answer"))),
         };
         let status = response.status();
         let etag =
@@ -378,23 +394,75 @@ impl Downloader {
         } else {
             std::fs::File::create(part)
         };
-        let mut file = match opened {
+        let file = match opened {
             Ok(file) => file,
             Err(error) => return io(part, error),
         };
-        let mut done = file_len(part);
+        let done = file_len(part);
+        if let Some(hash) = hasher.as_mut()
+            && let Err(error) = hash.catch_up(part, done).await
+        {
+            return io(part, error);
+        }
+        let worker = hasher.take().map(HashWorker::start);
+        let received = self
+            .receive(spec, part, meta_path, response, file, done, fetched, &worker, report)
+            .await;
+        if let Some(worker) = worker {
+            *hasher = Some(worker.finish().await);
+        }
+        received
+    }
+
+    /// Appends the body of `response` to `file` (the partial file, holding
+    /// `done` bytes), handing each chunk to the hash `worker`. `Ok` once every
+    /// expected byte is there and synced.
+    #[allow(clippy::too_many_arguments)]
+    async fn receive(
+        &self,
+        spec: &FileSpec,
+        part: &Path,
+        meta_path: &Path,
+        response: reqwest::Response,
+        file: std::fs::File,
+        mut done: u64,
+        fetched: &mut Fetched,
+        worker: &Option<HashWorker>,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<(), Result<Attempt, DownloadError>> {
+        let io = |path: &Path, source| -> Result<(), Result<Attempt, DownloadError>> {
+            Err(Err(DownloadError::Io { label: spec.label.clone(), path: path.to_owned(), source }))
+        };
+        let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut body = response.bytes_stream();
         let mut last_report = Instant::now();
+        let mut reported = done;
+        let mut heard = Instant::now();
         loop {
-            let next = match tokio::time::timeout(self.stall, body.next()).await {
+            // Waits in short slices: a quiet connection still reports (and
+            // flushes) what arrived before it went quiet, and the stall timeout
+            // counts from the last byte.
+            let next = match tokio::time::timeout(REPORT_EVERY, body.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    return Err(Ok(Attempt::Retry {
-                        why: format!("no data for {} s", self.stall.as_secs()),
-                        wait: Some(Duration::ZERO),
-                    }));
+                    if done != reported {
+                        if let Err(error) = file.flush() {
+                            return io(part, error);
+                        }
+                        reported = done;
+                        report(Event::Progress {
+                            label: spec.label.clone(),
+                            done,
+                            total: spec.size,
+                        });
+                    }
+                    if heard.elapsed() >= self.stall {
+                        return Err(Ok(self.stalled("no data")));
+                    }
+                    continue;
                 }
             };
+            heard = Instant::now();
             let Some(chunk) = next else { break };
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -405,16 +473,25 @@ impl Downloader {
             }
             done += chunk.len() as u64;
             fetched.received += chunk.len() as u64;
+            if let Some(worker) = worker {
+                worker.hash(chunk).await;
+            }
             if spec.size.is_some_and(|size| done > size) {
+                drop(file);
                 return Err(Err(self.corrupt(spec, part, meta_path, "size", done)));
             }
-            if last_report.elapsed() >= Duration::from_millis(200) {
+            if last_report.elapsed() >= REPORT_EVERY {
                 last_report = Instant::now();
+                reported = done;
                 report(Event::Progress { label: spec.label.clone(), done, total: spec.size });
             }
         }
         report(Event::Progress { label: spec.label.clone(), done, total: spec.size });
-        if let Err(error) = file.sync_all() {
+        let synced = file.into_inner().map_err(|error| error.into_error()).and_then(|file| {
+            file.sync_all()?;
+            Ok(())
+        });
+        if let Err(error) = synced {
             return io(part, error);
         }
         match spec.size {
@@ -426,8 +503,22 @@ impl Downloader {
         }
     }
 
+    /// A stalled attempt: retried at once, resuming where it stopped.
+    fn stalled(&self, what: &str) -> Attempt {
+        Attempt::Retry {
+            why: format!("{what} for {} s", self.stall.as_secs_f64()),
+            wait: Some(Duration::ZERO),
+        }
+    }
+
     /// Verifies the complete partial file and renames it to its final name.
-    fn finish(&self, spec: &FileSpec, part: &Path, meta_path: &Path) -> Result<(), DownloadError> {
+    async fn finish(
+        &self,
+        spec: &FileSpec,
+        part: &Path,
+        meta_path: &Path,
+        hasher: Option<PrefixHash>,
+    ) -> Result<(), DownloadError> {
         let io = |path: &Path, source| DownloadError::Io {
             label: spec.label.clone(),
             path: path.to_owned(),
@@ -437,8 +528,9 @@ impl Downloader {
         if spec.size.is_some_and(|expected| expected != size) {
             return Err(self.corrupt(spec, part, meta_path, "size", size));
         }
-        if let Some(expected) = &spec.sha256 {
-            let got = sha256_file(part).map_err(|error| io(part, error))?;
+        if let (Some(expected), Some(mut hash)) = (&spec.sha256, hasher) {
+            hash.catch_up(part, size).await.map_err(|error| io(part, error))?;
+            let got = hash.hex();
             if !got.eq_ignore_ascii_case(expected) {
                 discard(part, meta_path);
                 return Err(DownloadError::Corrupt {
@@ -483,55 +575,6 @@ impl Downloader {
     }
 }
 
-/// Where `dest` is written while it downloads.
-pub fn part_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(PART_SUFFIX);
-    dest.with_file_name(name)
-}
-
-fn meta_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(PART_SUFFIX);
-    name.push(".json");
-    dest.with_file_name(name)
-}
-
-/// Removes the partial file of `dest` and its sidecar, if any.
-pub fn remove_partial(dest: &Path) {
-    discard(&part_path(dest), &meta_path(dest));
-}
-
-fn discard(part: &Path, meta_path: &Path) {
-    let _ = std::fs::remove_file(part);
-    let _ = std::fs::remove_file(meta_path);
-}
-
-/// Bytes of a partial file that may be resumed; anything unusable is removed.
-fn usable_partial(part: &Path, meta_path: &Path, url: &str) -> u64 {
-    match read_meta(meta_path) {
-        Some(meta) if meta.url == url && !meta.etag.is_empty() => file_len(part),
-        _ => {
-            discard(part, meta_path);
-            0
-        }
-    }
-}
-
-fn read_meta(path: &Path) -> Option<PartMeta> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_meta(path: &Path, meta: &PartMeta) -> std::io::Result<()> {
-    let text = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-    std::fs::write(path, text)
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
-}
-
 /// The first byte of `bytes START-END/TOTAL`.
 fn content_range_start(value: &str) -> Option<u64> {
     let range = value.trim().strip_prefix("bytes ")?;
@@ -547,22 +590,6 @@ fn transport(error: &reqwest::Error) -> Attempt {
         format!("the connection failed: {}", crate::error::with_causes(error))
     };
     Attempt::Retry { why, wait: None }
-}
-
-/// SHA-256 of a file, lower-case hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(0))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 fn stall_from_env() -> Option<Duration> {
@@ -582,13 +609,6 @@ mod tests {
     }
 
     #[test]
-    fn partial_files_sit_beside_the_final_name() {
-        let dest = Path::new("/m/org/repo/model-Q4_K_M.gguf");
-        assert_eq!(part_path(dest), Path::new("/m/org/repo/model-Q4_K_M.gguf.kitt-part"));
-        assert_eq!(meta_path(dest), Path::new("/m/org/repo/model-Q4_K_M.gguf.kitt-part.json"));
-    }
-
-    #[test]
     fn the_token_goes_only_to_its_origin() {
         let downloader =
             Downloader::new(Some("secret".into()), Some("http://127.0.0.1:9/")).unwrap();
@@ -598,19 +618,5 @@ mod tests {
         );
         assert_eq!(downloader.token_for("http://127.0.0.1:99/org/repo"), None);
         assert_eq!(downloader.token_for("http://127.0.0.1:9"), None);
-    }
-
-    #[test]
-    fn a_partial_file_without_its_sidecar_is_not_resumed() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("a.gguf");
-        std::fs::write(part_path(&dest), b"12345").unwrap();
-        assert_eq!(usable_partial(&part_path(&dest), &meta_path(&dest), "http://x/a"), 0);
-        assert!(!part_path(&dest).exists());
-        std::fs::write(part_path(&dest), b"12345").unwrap();
-        let meta = PartMeta { url: "http://x/a".into(), etag: "\"e1\"".into() };
-        write_meta(&meta_path(&dest), &meta).unwrap();
-        assert_eq!(usable_partial(&part_path(&dest), &meta_path(&dest), "http://x/a"), 5);
-        assert_eq!(usable_partial(&part_path(&dest), &meta_path(&dest), "http://x/b"), 0);
     }
 }

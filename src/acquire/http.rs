@@ -64,18 +64,6 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .timeout(REQUEST_TIMEOUT)
 }
 
-/// How long a file download may wait for its next bytes before it fails.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A client builder for file bodies: kitt's `User-Agent`, the connect timeout,
-/// and a deadline per read rather than for the whole body, which may be large.
-pub fn download_client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .user_agent(user_agent())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-}
-
 /// Normalises a server base URL (`http` or `https`, with a host) without its trailing `/`.
 pub fn base_url(value: &str) -> Option<String> {
     let url = reqwest::Url::parse(value.trim()).ok()?;

@@ -10,9 +10,11 @@
 //! One [`HubClient`] lives for one command and remembers every answer,
 //! failures included, so a campaign naming the same repository for several
 //! engines asks the Hub once. The token is sent only as a bearer header and
-//! is never printed or logged. This module does not read the local Hugging
-//! Face cache; `HF_HUB_OFFLINE` (or `KITT_OFFLINE`) turns every listing into
-//! [`HubError::Offline`] so callers fall back to local sources.
+//! is never printed or logged. This module does not download files (it builds
+//! their `resolve` URLs and hands its token to a [`Downloader`]) and does not
+//! read the local Hugging Face cache; `HF_HUB_OFFLINE` (or
+//! `KITT_OFFLINE`) turns every listing into [`HubError::Offline`] so callers
+//! fall back to local sources.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use reqwest::header::{AUTHORIZATION, LINK};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use super::download::{self as file_download, Downloader};
 use super::http::{self, FetchOnce, RetryPolicy};
 use wire::{
     RepoInfo, TreeEntry, encode_path, is_gated, is_safe_path, next_link_target, same_origin,
@@ -74,8 +77,6 @@ pub struct HubClient {
     token: Option<Token>,
     offline: bool,
     api: reqwest::Client,
-    /// Fetches file bodies: no deadline for the whole body, one per read.
-    files: reqwest::Client,
     /// Sends the gating probe; it must see the Hub's redirect, not follow it to the CDN.
     probe: reqwest::Client,
     policy: RetryPolicy,
@@ -207,7 +208,6 @@ impl HubClient {
             .ok_or_else(|| HubError::InvalidEndpoint { value: http::redact_userinfo(endpoint) })?;
         let client_error = |source| HubError::Client { source: Arc::new(source) };
         let api = http::client_builder().build().map_err(client_error)?;
-        let files = http::download_client_builder().build().map_err(client_error)?;
         let probe = http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -217,7 +217,6 @@ impl HubClient {
             token: token.filter(|token| !token.trim().is_empty()).map(Token),
             offline: false,
             api,
-            files,
             probe,
             policy: RetryPolicy::default(),
             cache: FetchOnce::default(),
@@ -264,6 +263,23 @@ impl HubClient {
     /// Whether a token will be sent.
     pub fn has_token(&self) -> bool {
         self.token.is_some()
+    }
+
+    /// Where a listed file of `repo` downloads from:
+    /// `{endpoint}/{repo}/resolve/{revision}/{path}`, each path segment
+    /// percent-encoded. The revision is the commit the listing described, so
+    /// every file of a variant comes from the same commit; `main` when the Hub
+    /// reported none.
+    pub fn file_url(&self, repo: &HubRepo, path: &str) -> String {
+        let revision = repo.revision.as_deref().unwrap_or("main");
+        self.resolve_url(RepoKind::Model, &repo.repo, revision, path)
+    }
+
+    /// A downloader that sends this client's token to the Hub and nowhere else
+    /// (not to the storage a `resolve` URL redirects to).
+    pub fn downloader(&self) -> Result<Downloader, file_download::DownloadError> {
+        let token = self.token.as_ref().map(|Token(token)| token.clone());
+        Downloader::new(token, Some(&self.endpoint))
     }
 
     /// Lists a model repository: every file with its byte size, and whether it is gated for
@@ -429,9 +445,10 @@ impl HubClient {
     /// The `resolve` URL of a file: `{endpoint}/[datasets/]{repo}/resolve/{revision}/{path}`.
     pub fn resolve_url(&self, kind: RepoKind, repo: &str, revision: &str, path: &str) -> String {
         format!(
-            "{}/{}{repo}/resolve/{revision}/{}",
+            "{}/{}{repo}/resolve/{}/{}",
             self.endpoint,
             kind.prefix(),
+            encode_path(revision),
             encode_path(path)
         )
     }
@@ -573,5 +590,25 @@ mod tests {
         for bad in ["gpt2", "a/b/c", "/b", "a/", "a b/c", "org/na..me", "-org/x", "o/x.", "o/é"] {
             assert!(validate_repo_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn resolve_urls_pin_the_listed_commit_and_encode_each_segment() {
+        let hub = client(&[("HF_ENDPOINT", "http://127.0.0.1:9/")], None).expect("client");
+        let mut repo = HubRepo {
+            repo: "org/Model-GGUF".into(),
+            revision: Some("0123abcd".into()),
+            files: Vec::new(),
+            gate: Gate::Open,
+        };
+        assert_eq!(
+            hub.file_url(&repo, "Q4_K_M/model Q4#1.gguf"),
+            "http://127.0.0.1:9/org/Model-GGUF/resolve/0123abcd/Q4_K_M/model%20Q4%231.gguf"
+        );
+        repo.revision = None;
+        assert_eq!(
+            hub.file_url(&repo, "m.gguf"),
+            "http://127.0.0.1:9/org/Model-GGUF/resolve/main/m.gguf"
+        );
     }
 }

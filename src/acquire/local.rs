@@ -5,7 +5,8 @@
 //! Hugging Face cache is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 //! `~/.cache/huggingface/hub`, with repositories as
 //! `models--<org>--<repo>/snapshots/<revision>/`. Partial downloads (`*.part`,
-//! `*.incomplete`) and dangling cache links are not files of the repository.
+//! kitt's `*.kitt-part`, `*.incomplete`) and dangling cache links are not
+//! files of the repository.
 
 use std::collections::HashSet;
 use std::fs;
@@ -215,7 +216,8 @@ pub fn list_files(dir: &Path) -> Vec<LocalFile> {
 }
 
 fn is_partial(name: &str) -> bool {
-    [".part", ".incomplete", ".partial", ".tmp"].iter().any(|suffix| name.ends_with(suffix))
+    let suffixes = [".part", ".incomplete", ".partial", ".tmp", ".kitt-part", ".kitt-part.json"];
+    suffixes.iter().any(|suffix| name.ends_with(suffix))
 }
 
 #[cfg(test)]
@@ -234,6 +236,8 @@ mod tests {
         sparse(&repo.join("Model-Q4_K_M.gguf"), 5_000_000_000);
         sparse(&repo.join("Q8_0/Model-Q8_0-00001-of-00002.gguf"), 4_000_000_000);
         sparse(&repo.join("Model-Q8_0.gguf.part"), 10);
+        sparse(&repo.join("Model-Q6_K.gguf.kitt-part"), 10);
+        sparse(&repo.join("Model-Q6_K.gguf.kitt-part.json"), 10);
         sparse(&repo.join(".cache/huggingface/x.lock"), 0);
 
         let index = LocalIndex::new(root.path().to_owned(), root.path().join("nocache"));

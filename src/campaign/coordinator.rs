@@ -2,17 +2,22 @@
 //!
 //! It picks or creates the campaign, takes its lock, brings the stored runs
 //! in line with the plan, then executes the runs that need it in plan order:
-//! re-check, find the model, start the run's attempt, run the suite
-//! in-process while phase events update the store and the progress view,
-//! record the end. A run's failure is recorded and the campaign goes on.
+//! re-check, find the model, start the run's attempt, download the model when
+//! it comes from the Hub ([`super::acquire`]), run the suite in-process while
+//! phase events update the store and the progress view, record the end, clean
+//! up what the run downloaded ([`super::cleanup`]). A run's failure is recorded and the campaign
+//! goes on.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::acquire::{Acquired, Downloads, hub_repo};
+use super::cleanup;
 use super::lock::{CampaignLock, LockError, host_name};
 use super::progress::{Display, Progress};
+use crate::acquire::hub::HubClient;
 use crate::acquire::local::{LocalIndex, free_space, hf_cache_dir};
 use crate::config::{Campaign, NotifyEvent};
 use crate::engine::EngineKind;
@@ -121,6 +126,8 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
             suite: &run.suite,
             source: &run.source,
             size_bytes: run.size_bytes,
+            download_bytes: run.download_bytes,
+            files: &run.files,
         })
         .collect();
     let host = host_name();
@@ -208,15 +215,18 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         storage_root: &options.plan.storage_root,
         local: LocalIndex::new(options.plan.storage_root.clone(), hf_cache_dir()),
     };
+    let token = campaign.hf_token.as_ref().map(|token| token.expose().to_owned());
+    let mut downloads = Downloads::new(HubClient::from_env(token).map_err(|e| e.to_string()));
     let mut interrupted = false;
-    for (run_id, planned) in todo {
+    for (position, &(run_id, planned)) in todo.iter().enumerate() {
         if cancel.is_cancelled() {
             interrupted = true;
             break;
         }
         progress.run_started(&planned.key);
+        let session = Attempt { session_id, run_id };
         let ended =
-            run_one(&context, &mut store, session_id, run_id, planned, cancel, &mut progress)
+            run_one(&context, &mut store, &mut downloads, session, planned, cancel, &mut progress)
                 .await?;
         match ended {
             Ended::Interrupted => {
@@ -225,6 +235,9 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 break;
             }
             Ended::Done { outcome, seconds, failure } => {
+                let later: Vec<&PlannedRun> =
+                    todo[position + 1..].iter().map(|(_, later)| *later).collect();
+                cleanup::after_run(&context, &store, run_id, planned, &later, &mut progress);
                 progress.run_finished(&planned.key, &outcome, seconds);
                 if let Some(error) = failure
                     && notifier.wants(NotifyEvent::Failure)
@@ -384,13 +397,21 @@ fn unique_runs(plan: &Plan) -> Vec<&PlannedRun> {
     plan.runs.iter().filter(|run| seen.insert(run.key.as_str())).collect()
 }
 
-struct RunContext<'a> {
-    campaign: &'a Campaign,
-    campaign_id: &'a str,
-    limit: Option<u32>,
-    home: &'a Path,
-    storage_root: &'a PathBuf,
-    local: LocalIndex,
+/// What every run of a session shares.
+pub(super) struct RunContext<'a> {
+    pub(super) campaign: &'a Campaign,
+    pub(super) campaign_id: &'a str,
+    pub(super) limit: Option<u32>,
+    pub(super) home: &'a Path,
+    pub(super) storage_root: &'a PathBuf,
+    pub(super) local: LocalIndex,
+}
+
+/// The session and the stored run an attempt belongs to.
+#[derive(Clone, Copy)]
+struct Attempt {
+    session_id: i64,
+    run_id: i64,
 }
 
 enum Ended {
@@ -408,12 +429,13 @@ enum Ended {
 async fn run_one(
     context: &RunContext<'_>,
     store: &mut Store,
-    session_id: i64,
-    run_id: i64,
+    downloads: &mut Downloads,
+    session: Attempt,
     planned: &PlannedRun,
     cancel: &Cancel,
     progress: &mut Progress,
 ) -> Result<Ended, KittError> {
+    let Attempt { session_id, run_id } = session;
     let skipped = |store: &Store, reason: String| -> Result<Ended, KittError> {
         store.run_skipped(run_id, &reason).map_err(environment)?;
         Ok(Ended::Done { outcome: format!("skipped: {reason}"), seconds: None, failure: None })
@@ -421,10 +443,19 @@ async fn run_one(
     if let Some(reason) = disk_shortfall(context, planned) {
         return skipped(store, reason);
     }
-    let model = match local_model(context, planned) {
-        Ok(model) => Ok(model),
-        Err(Unavailable::Skip(reason)) => return skipped(store, reason),
-        Err(Unavailable::Fail(error)) => Err(error),
+    // A Hub model is checked now (listing, free space for what is really
+    // missing) and downloaded once the attempt has started.
+    let model = match hub_repo(planned) {
+        Some(repo) => match downloads.prepare(context, store, planned, repo).await {
+            Ok(pending) => Ok(Source::Download(Box::new(pending))),
+            Err(Unavailable::Skip(reason)) => return skipped(store, reason),
+            Err(Unavailable::Fail(error)) => Err(error),
+        },
+        None => match local_model(context, planned, None) {
+            Ok(model) => Ok(Source::Local(model)),
+            Err(Unavailable::Skip(reason)) => return skipped(store, reason),
+            Err(Unavailable::Fail(error)) => Err(error),
+        },
     };
     let suite = Suite::load(&planned.suite, context.home)
         .map(|mut suite| {
@@ -437,16 +468,49 @@ async fn run_one(
 
     let attempt = store.run_started(session_id, run_id).map_err(environment)?;
     let started = Instant::now();
+    let failed = |store: &Store, error: String| -> Result<Ended, KittError> {
+        let seconds = started.elapsed().as_secs_f64();
+        let end = RunEnd::Failed { error: &error, result_id: None };
+        store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
+        Ok(Ended::Done {
+            outcome: format!("failed: {}", super::brief(&error)),
+            seconds: Some(seconds),
+            failure: Some(error),
+        })
+    };
     let (model, suite) = match (model, suite) {
         (Ok(model), Ok(suite)) => (model, suite),
-        (Err(error), _) | (_, Err(error)) => {
-            let end = RunEnd::Failed { error: &error, result_id: None };
-            store.run_finished(run_id, attempt, 0.0, &end).map_err(environment)?;
-            return Ok(Ended::Done {
-                outcome: format!("failed: {error}"),
-                seconds: Some(0.0),
-                failure: Some(error),
-            });
+        (Err(error), _) | (_, Err(error)) => return failed(store, error),
+    };
+    let model = match model {
+        Source::Local(model) => model,
+        Source::Download(pending) => {
+            let fetched =
+                downloads.fetch(context, store, session_id, run_id, *pending, cancel, progress);
+            let dir = match fetched.await? {
+                Acquired::Ready(dir) => dir,
+                Acquired::Interrupted => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    store
+                        .run_finished(run_id, attempt, seconds, &RunEnd::Interrupted)
+                        .map_err(environment)?;
+                    return Ok(Ended::Interrupted);
+                }
+                Acquired::Skip(reason) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    let end = RunEnd::Skipped(&reason);
+                    store.run_finished(run_id, attempt, seconds, &end).map_err(environment)?;
+                    let outcome = format!("skipped: {reason}");
+                    return Ok(Ended::Done { outcome, seconds: None, failure: None });
+                }
+                Acquired::Fail(error) => return failed(store, error),
+            };
+            match local_model(context, planned, Some(&dir)) {
+                Ok(model) => model,
+                Err(Unavailable::Skip(error) | Unavailable::Fail(error)) => {
+                    return failed(store, error);
+                }
+            }
         }
     };
     let engine = &context.campaign.engines[planned.engine_index];
@@ -572,9 +636,18 @@ impl EngineTiming {
     }
 }
 
-/// The reserve re-checked with the real free space now.
+/// Where a run's model comes from once its checks passed.
+enum Source {
+    /// On this machine (or pulled by the engine itself).
+    Local(ModelFile),
+    /// To download from the Hub first.
+    Download(Box<super::acquire::Pending>),
+}
+
+/// The reserve re-checked with the real free space now. A Hub download is
+/// checked against the bytes it really misses when it is prepared instead.
 fn disk_shortfall(context: &RunContext<'_>, planned: &PlannedRun) -> Option<String> {
-    if planned.engine == EngineKind::Openai {
+    if planned.engine == EngineKind::Openai || hub_repo(planned).is_some() {
         return None;
     }
     let root = context.storage_root;
@@ -584,13 +657,21 @@ fn disk_shortfall(context: &RunContext<'_>, planned: &PlannedRun) -> Option<Stri
     (free < needed).then(|| disk_shortfall_message(root, planned.download_bytes, 0, reserve, free))
 }
 
-enum Unavailable {
+/// Why a run cannot have its model.
+pub(super) enum Unavailable {
+    /// A check keeps it from running.
     Skip(String),
+    /// It fails with this error.
     Fail(String),
 }
 
-/// The model of a run, when it is on this machine.
-fn local_model(context: &RunContext<'_>, planned: &PlannedRun) -> Result<ModelFile, Unavailable> {
+/// The model of a run, when it is on this machine: in `downloaded` (the
+/// variant's directory under the storage root) for a Hub download.
+fn local_model(
+    context: &RunContext<'_>,
+    planned: &PlannedRun,
+    downloaded: Option<&Path>,
+) -> Result<ModelFile, Unavailable> {
     let fail = |error: crate::run::ModelError| Unavailable::Fail(error.to_string());
     let (local, root) = (&context.local, context.storage_root);
     let (kind, repo) = planned.source.split_once(':').unwrap_or(("", planned.source.as_str()));
@@ -604,25 +685,32 @@ fn local_model(context: &RunContext<'_>, planned: &PlannedRun) -> Result<ModelFi
         (EngineKind::Ollama, "ollama") => return Ok(ollama_tag_model(planned, repo)),
         _ => {}
     }
-    if !matches!(kind, "local" | "hf-cache") {
-        return Err(Unavailable::Skip(format!(
-            "the model is not on this machine and this version of kitt does not download \
-             models yet; put the files of `{repo}` under {}/huggingface/{repo}/ and resume",
-            root.display()
-        )));
-    }
+    let dir = match (kind, downloaded) {
+        ("hf", Some(dir)) => dir.to_owned(),
+        ("local" | "hf-cache", _) => match local.find(repo) {
+            Some(found) => found.dir,
+            None => {
+                return Err(Unavailable::Fail(format!("`{repo}` is no longer on this machine")));
+            }
+        },
+        _ => {
+            return Err(Unavailable::Skip(format!(
+                "the model's source `{}` is not on this machine; put its files under {} and \
+                 resume",
+                planned.source,
+                root.join("huggingface").join(repo).display()
+            )));
+        }
+    };
     let Some(first) = planned.files.first() else {
         return Err(Unavailable::Fail(format!("the plan lists no file for `{}`", planned.key)));
     };
-    let Some(found) = local.find(repo) else {
-        return Err(Unavailable::Fail(format!("`{repo}` is no longer on this machine")));
-    };
-    let path = found.dir.join(first);
+    let path = dir.join(first);
     if !path.is_file() {
         return Err(Unavailable::Fail(format!("{} is no longer there", path.display())));
     }
     if !first.to_ascii_lowercase().ends_with(".gguf") {
-        return Ok(safetensors_model(planned, &found.dir));
+        return Ok(safetensors_model(planned, &dir));
     }
     let mut model = resolve_model(&path.display().to_string(), None, EngineKind::LlamaCpp, local)
         .map_err(fail)?;

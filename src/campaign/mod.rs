@@ -21,7 +21,10 @@
 //!   at start-up under the same config file (same hash): it would fail the
 //!   same way, so it stays failed, with a note, until the config changes.
 
+mod acquire;
+mod cleanup;
 pub mod coordinator;
+mod download_view;
 pub mod lock;
 pub mod progress;
 

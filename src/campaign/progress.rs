@@ -11,6 +11,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+/// How often plain lines repeat a phase's changing numbers.
+pub const UPDATE_LINES: Duration = Duration::from_secs(10);
+
 /// How progress is shown.
 pub enum Display {
     /// A status line redrawn in place on a terminal.
@@ -84,6 +87,29 @@ impl Progress {
         match self.display {
             Display::Live(_) => self.redraw(),
             Display::Lines(_) => self.line(&line),
+        }
+    }
+
+    /// New numbers for the current phase (a download's bytes and rate): the
+    /// live line is redrawn; plain lines print them at most every
+    /// [`UPDATE_LINES`] (or heartbeat, if shorter), so a log shows a long
+    /// download moving without a line per chunk.
+    pub fn update(&mut self, text: &str) {
+        let position = self.position();
+        let every = self.heartbeat.min(UPDATE_LINES);
+        let Some(current) = &mut self.current else { return };
+        current.phase = text.to_owned();
+        let line = match self.display {
+            Display::Live(_) => None,
+            Display::Lines(_) if current.last_line.elapsed() >= every => {
+                current.last_line = Instant::now();
+                Some(format!("{position} {}: {text}", current.key))
+            }
+            Display::Lines(_) => return,
+        };
+        match line {
+            Some(line) => self.line(&line),
+            None => self.redraw(),
         }
     }
 
@@ -303,6 +329,29 @@ mod tests {
         );
         assert!(text.ends_with("\r\x1b[2K"), "{text:?}");
         assert!(!text.contains('\n'), "{text:?}");
+    }
+
+    #[test]
+    fn updates_redraw_live_and_are_throttled_in_lines() {
+        let sink = Sink::default();
+        let mut progress = Progress::new(Display::Lines(Box::new(sink.clone())), 1, 0, None);
+        progress.run_started("k");
+        progress.phase("downloading org/repo [1/1] m.gguf (1.0 MiB)");
+        progress.update("downloading org/repo [1/1] m.gguf 50%");
+        assert_eq!(sink.text(), "[1/1] k: downloading org/repo [1/1] m.gguf (1.0 MiB)\n");
+        progress.heartbeat = Duration::ZERO;
+        progress.update("downloading org/repo [1/1] m.gguf 90%");
+        assert!(sink.text().ends_with("[1/1] k: downloading org/repo [1/1] m.gguf 90%\n"));
+
+        let live = Sink::default();
+        let mut progress = Progress::new(Display::Live(Box::new(live.clone())), 1, 0, None);
+        progress.run_started("k");
+        progress.update("downloading org/repo [1/1] m.gguf 50%");
+        assert!(
+            live.text().contains("k · downloading org/repo [1/1] m.gguf 50% 0s"),
+            "{:?}",
+            live.text()
+        );
     }
 
     #[test]

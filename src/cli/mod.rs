@@ -169,9 +169,13 @@ pub enum CampaignCommand {
     /// Hugging Face Hub ($HF_ENDPOINT, $HF_TOKEN; HF_HUB_OFFLINE=1 for local
     /// only) or the Ollama library, and checks each run against the size limit,
     /// the disk reserve and gated access. Then it runs each planned run in
-    /// order: start the engine, run the engine's suite, store the result, stop
-    /// the engine. One run's failure never stops the campaign. Ctrl-C stops
-    /// the current run cleanly and leaves the campaign resumable.
+    /// order: download the model's files from the Hub when they are not local
+    /// (resumable and verified; KITT_DOWNLOAD_STALL_SECS bounds a silent
+    /// connection), start the engine, run the engine's suite, store the
+    /// result, stop the engine, and with `disk.cleanup_after_run` delete what
+    /// it downloaded once no later run needs it. One run's failure never stops
+    /// the campaign. Ctrl-C stops the current run cleanly (a partial download
+    /// is kept) and leaves the campaign resumable.
     ///
     /// Example: kitt campaign run configs/campaigns/local.yaml
     #[command(after_help = "Exit codes: 0 every run succeeded or was skipped; 1 some run \
@@ -180,7 +184,8 @@ pub enum CampaignCommand {
     Run(RunArgs),
 
     /// Show a campaign's state: status, runs per status, the current run,
-    /// failures, ETA and free disk. Works while another process runs it.
+    /// failures, ETA, free disk, and bytes downloaded and still to download.
+    /// Works while another process runs it.
     ///
     /// Without ID: the newest campaign.
     Status(StatusArgs),

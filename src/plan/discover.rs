@@ -49,6 +49,16 @@ impl RepoInfo {
         })
     }
 
+    /// Bytes of `paths` not present locally with the listed size: what a
+    /// download of them fetches.
+    pub fn missing_bytes(&self, paths: &[String]) -> u64 {
+        paths
+            .iter()
+            .filter(|path| !self.is_local(std::slice::from_ref(*path)))
+            .filter_map(|path| self.files.iter().find(|file| &file.path == path))
+            .fold(0u64, |sum, file| sum.saturating_add(file.size))
+    }
+
     /// `local:org/name`, `hf-cache:org/name` or `hf:org/name`.
     pub fn source_for(&self, paths: &[String]) -> String {
         match &self.local {

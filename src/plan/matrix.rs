@@ -159,8 +159,8 @@ fn gguf_candidates(model: &ModelSpec, kind: EngineKind, info: &RepoInfo) -> Vec<
             candidate.gate_denied = denied(&info.gate);
             if !info.is_local(&variant.files) {
                 let id = format!("{}/{}", info.repo, variant.label.label);
-                candidate.download =
-                    Some(Download { id, bytes: Some(variant.size), to_ollama: false });
+                let bytes = Some(info.missing_bytes(&variant.files));
+                candidate.download = Some(Download { id, bytes, to_ollama: false });
             }
             candidate.blocked =
                 if let Some((present, total)) = variant.shards.filter(|_| !variant.is_complete()) {
@@ -201,8 +201,8 @@ fn safetensors_candidate(info: &RepoInfo) -> Candidate {
     candidate.known_size = Some(size);
     candidate.gate_denied = denied(&info.gate);
     if !info.is_local(&files) {
-        candidate.download =
-            Some(Download { id: info.repo.clone(), bytes: Some(size), to_ollama: false });
+        let bytes = Some(info.missing_bytes(&files));
+        candidate.download = Some(Download { id: info.repo.clone(), bytes, to_ollama: false });
     }
     candidate.files = files;
     candidate

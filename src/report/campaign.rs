@@ -14,7 +14,8 @@ use crate::campaign::lock;
 use crate::campaign::progress::clock;
 use crate::plan::matrix::human_bytes;
 use crate::store::{
-    CampaignRow, CampaignStatus, CampaignSummary, RunCounts, RunRow, RunStatus, Store, StoreError,
+    CampaignRow, CampaignStatus, CampaignSummary, DOWNLOADS_VERSION, DownloadTotals, RunCounts,
+    RunRow, RunStatus, Store, StoreError,
 };
 
 /// How many failed runs a status table lists (JSON lists all).
@@ -129,6 +130,9 @@ pub struct StatusView {
     /// Successful runs whose quality benchmarks scored only part of their
     /// datasets (a smoke run's results).
     pub limited_runs: u64,
+    /// Bytes downloaded for the campaign and still to download (none from a
+    /// store written before kitt recorded downloads).
+    pub downloads: Option<DownloadTotals>,
 }
 
 /// Reads a campaign's status; `None` when there is no such campaign.
@@ -162,6 +166,11 @@ pub fn status_view(
     let successes = store.campaign_runs(&campaign.id, Some(RunStatus::Success), None)?;
     let limited_runs = successes.iter().filter(|run| is_limited(run)).count() as u64;
     let item_limit = store.session_item_limit(&campaign.id)?;
+    let downloads = if store.schema_version()? >= DOWNLOADS_VERSION {
+        Some(store.download_totals(&campaign.id)?)
+    } else {
+        None
+    };
     Ok(Some(StatusView {
         item_limit,
         limited_runs,
@@ -175,6 +184,7 @@ pub fn status_view(
         failed_total: counts.failed,
         eta_seconds,
         disk_free_bytes,
+        downloads,
         campaign,
     }))
 }
@@ -232,6 +242,14 @@ pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io:
     }
     let free = view.disk_free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes);
     writeln!(out, "Disk:     {free} free under {}", campaign.storage_root)?;
+    if let Some(totals) = view.downloads.filter(|t| t.downloaded_bytes + t.to_download_bytes > 0) {
+        writeln!(
+            out,
+            "Download: {} downloaded, {} to download",
+            human_bytes(totals.downloaded_bytes),
+            human_bytes(totals.to_download_bytes)
+        )?;
+    }
     if !view.failed_runs.is_empty() {
         writeln!(out, "Failed runs:")?;
         for run in &view.failed_runs {

@@ -202,6 +202,10 @@ pub struct RunSpec<'a> {
     pub source: &'a str,
     /// Its size, when known.
     pub size_bytes: Option<u64>,
+    /// Bytes the plan says it downloads (0 when its files are local).
+    pub download_bytes: u64,
+    /// The files it loads, relative to the repository.
+    pub files: &'a [String],
 }
 
 /// The headline numbers of a successful run.
@@ -628,20 +632,31 @@ impl Store {
             let mut update = tx
                 .prepare(
                     "UPDATE campaign_runs SET in_config = 1, suite = ?3, source = ?4, \
-                     size_bytes = ?5 WHERE campaign_id = ?1 AND key = ?2",
+                     size_bytes = ?5, download_bytes = ?6, files = ?7 \
+                     WHERE campaign_id = ?1 AND key = ?2",
                 )
                 .doing(&path, "update the run list")?;
             let mut insert = tx
                 .prepare(
                     "INSERT INTO campaign_runs (campaign_id, position, key, model, engine, quant, \
-                     suite, source, size_bytes, status) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+                     suite, source, size_bytes, download_bytes, files, status) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending')",
                 )
                 .doing(&path, "update the run list")?;
             for run in runs {
                 let size = run.size_bytes.map(|size| i64::try_from(size).unwrap_or(i64::MAX));
+                let download = i64::try_from(run.download_bytes).unwrap_or(i64::MAX);
+                let files = serde_json::to_string(run.files).unwrap_or_else(|_| "[]".into());
                 let updated = update
-                    .execute(params![session.campaign_id, run.key, run.suite, run.source, size])
+                    .execute(params![
+                        session.campaign_id,
+                        run.key,
+                        run.suite,
+                        run.source,
+                        size,
+                        download,
+                        files
+                    ])
                     .doing(&path, "update the run list")?;
                 if updated == 0 {
                     insert
@@ -655,6 +670,8 @@ impl Store {
                             run.suite,
                             run.source,
                             size,
+                            download,
+                            files,
                         ])
                         .doing(&path, "update the run list")?;
                     next += 1;

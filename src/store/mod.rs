@@ -9,6 +9,7 @@
 
 mod campaigns;
 mod connection;
+mod downloads;
 mod error;
 mod results;
 pub mod schema;
@@ -18,6 +19,7 @@ pub use campaigns::{
     RunSpec, RunStatus, Session,
 };
 pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
+pub use downloads::{DownloadRow, DownloadTotals, NewDownload};
 pub use error::StoreError;
 pub use results::{ResultFilter, ResultSummary};
-pub use schema::{CAMPAIGN_STATE_VERSION, SCHEMA_VERSION};
+pub use schema::{CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, SCHEMA_VERSION};

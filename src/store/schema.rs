@@ -39,7 +39,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "item limits",
         sql: include_str!("migrations/0004_item_limit.sql"),
     },
+    Migration { version: 5, name: "downloads", sql: include_str!("migrations/0005_downloads.sql") },
 ];
+
+/// The first schema version that records downloads.
+pub const DOWNLOADS_VERSION: i64 = 5;
 
 /// The first schema version with campaign state.
 pub const CAMPAIGN_STATE_VERSION: i64 = 2;

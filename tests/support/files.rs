@@ -49,6 +49,9 @@ pub struct Logged {
     pub authorized: bool,
 }
 
+/// How long a connection to be dropped pauses first, so its head is sent.
+const FLUSH_PAUSE: Duration = Duration::from_millis(50);
+
 #[derive(Default)]
 struct FilesState {
     files: HashMap<String, (Bytes, String)>,
@@ -85,6 +88,16 @@ impl FileServer {
         let content = content.into();
         let etag = format!("\"{}\"", &sha256_hex(&content)[..16]);
         lock(&self.state).files.insert(path.to_owned(), (content, etag));
+        self
+    }
+
+    /// Gives `path` a new `ETag` without changing its bytes, as a storage
+    /// server that re-uploads or re-encodes a file may.
+    pub fn retag(&self, path: &str) -> &Self {
+        let mut state = lock(&self.state);
+        if let Some((_, etag)) = state.files.get_mut(path) {
+            *etag = format!("\"{}-retagged\"", etag.trim_matches('"'));
+        }
         self
     }
 
@@ -194,9 +207,10 @@ async fn serve(
                     match step {
                         0 => Some((Ok::<Bytes, std::io::Error>(head), 1)),
                         1 => {
-                            if let Some(wait) = stall {
-                                tokio::time::sleep(wait).await;
-                            }
+                            // A pause lets the server flush what it has
+                            // buffered: failing at once would drop a short head
+                            // (under hyper's ~400 kB write buffer) unsent.
+                            tokio::time::sleep(stall.unwrap_or(FLUSH_PAUSE)).await;
                             Some((Err(std::io::Error::other("connection dropped by the test")), 2))
                         }
                         _ => None,

@@ -11,10 +11,14 @@
 //! Parquet file, as the Hub's default `.gitattributes` stores them) to
 //! `/cdn/{sha256}`, which serves the bytes; the listing gives their real
 //! SHA-256 as `lfs.oid`.
+//!
+//! Model repositories added with sizes only serve no bodies; those added with
+//! [`FakeHub::serve_repo`] serve real bytes the way the Hub does (see there).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::files::{FileServer, sha256_hex};
 use super::server::{Server, fake_hex, lock};
 
 /// Files at least this large are stored with LFS and listed with an `lfs` object.
@@ -63,6 +68,16 @@ struct FakeRepo {
     missing: bool,
     unauthorized: bool,
     rate_limited: usize,
+    /// Bodies of a repository added with `serve_repo`, by path.
+    bodies: HashMap<String, Body>,
+}
+
+/// A file the fake serves: LFS files through the CDN, others itself.
+struct Body {
+    content: Bytes,
+    sha256: String,
+    /// Where `resolve` redirects an LFS file; `None` for a file served directly.
+    cdn_url: Option<String>,
 }
 
 impl FakeHub {
@@ -114,6 +129,33 @@ impl FakeHub {
         self.edit(&format!("datasets/{repo}"), |fake| {
             fake.files = listed;
             fake.contents = contents;
+        })
+    }
+
+    /// Adds (or replaces) a repository that serves real bytes, as the Hub does:
+    /// model files (`.gguf`, `.safetensors`, `.bin`) and anything of
+    /// `LFS_THRESHOLD` or more are LFS files, listed with their real SHA-256 as
+    /// `lfs.oid`, and `resolve` answers them with a 302 to `cdn`, which serves
+    /// them at [`FakeHub::cdn_path`] (where a test queues faults), plus
+    /// `X-Linked-Size` and `X-Linked-Etag`; other files `resolve` serves itself
+    /// with their `ETag`.
+    pub fn serve_repo(&self, repo: &str, files: &[(&str, Vec<u8>)], cdn: &FileServer) -> &Self {
+        let mut bodies = HashMap::new();
+        let mut listed = Vec::new();
+        for (path, content) in files {
+            let content = Bytes::from(content.clone());
+            let lfs = is_lfs(path, content.len() as u64);
+            let cdn_url = lfs.then(|| {
+                cdn.put(&Self::cdn_path(repo, path), content.clone());
+                cdn.url(&Self::cdn_path(repo, path))
+            });
+            let body = Body { sha256: sha256_hex(&content), content, cdn_url };
+            listed.push((path.to_string(), body.content.len() as u64));
+            bodies.insert(path.to_string(), body);
+        }
+        self.edit(repo, |fake| {
+            fake.files = listed;
+            fake.bodies = bodies;
             fake.missing = false;
         })
     }
@@ -133,6 +175,16 @@ impl FakeHub {
     /// Requests for file bodies under `/cdn/`.
     pub fn cdn_requests(&self) -> usize {
         self.server.requests_under("/cdn/")
+    }
+
+    /// Where the CDN of [`FakeHub::serve_repo`] serves an LFS file of `repo`.
+    pub fn cdn_path(repo: &str, path: &str) -> String {
+        format!("{repo}/{path}")
+    }
+
+    /// `resolve` requests for files of `repo`.
+    pub fn resolve_requests(&self, repo: &str) -> usize {
+        self.server.requests_under(&format!("/{repo}/resolve/"))
     }
 
     /// Gates a repository: model info says `gated`, `resolve` needs an accepted token.
@@ -327,8 +379,13 @@ fn tree_entries(repo: &str, fake: &FakeRepo, recursive: bool) -> Vec<Value> {
             json!({"type": "directory", "oid": fake_hex(&path, 40), "size": 0, "path": path});
         (path, entry)
     });
-    let file_entries =
-        files.iter().map(|(path, size)| (path.clone(), file_entry(repo, fake, path, *size)));
+    let file_entries = files.iter().map(|(path, size)| {
+        let entry = match fake.bodies.get(path) {
+            Some(body) => served_entry(repo, path, body),
+            None => file_entry(repo, fake, path, *size),
+        };
+        (path.clone(), entry)
+    });
 
     let mut entries: Vec<(String, Value)> = dir_entries.chain(file_entries).collect();
     entries.retain(|(path, _)| recursive || !path.contains('/'));
@@ -358,6 +415,53 @@ fn lfs_oid(repo: &str, fake: &FakeRepo, path: &str, size: u64) -> Option<String>
         Some(_) => None,
         None => (size >= LFS_THRESHOLD).then(|| fake_hex(&format!("{repo}/{path}:lfs"), 64)),
     }
+}
+
+/// The entry of a served file: LFS files list their real SHA-256 and size.
+fn served_entry(repo: &str, path: &str, body: &Body) -> Value {
+    let size = body.content.len() as u64;
+    let mut entry = json!({
+        "type": "file",
+        "oid": fake_hex(&format!("{repo}/{path}:blob"), 40),
+        "size": size,
+        "path": path,
+    });
+    if body.cdn_url.is_some() {
+        entry["lfs"] = json!({"oid": body.sha256, "size": size, "pointerSize": 134});
+    }
+    entry
+}
+
+/// Whether the Hub stores a file with LFS: model weights always (repositories
+/// track them in `.gitattributes`), anything else from the size limit on.
+fn is_lfs(path: &str, size: u64) -> bool {
+    let lower = path.to_ascii_lowercase();
+    [".gguf", ".safetensors", ".bin"].iter().any(|ext| lower.ends_with(ext))
+        || size >= LFS_THRESHOLD
+}
+
+/// The answer to `resolve` for a served file: a redirect to the CDN for an
+/// LFS file, the bytes themselves otherwise.
+fn served_body(repo: &str, path: &str, body: &Body) -> Response {
+    let size = body.content.len().to_string();
+    let mut response = match &body.cdn_url {
+        Some(url) => {
+            let mut redirect = StatusCode::FOUND.into_response();
+            insert(redirect.headers_mut(), header::LOCATION, url);
+            insert(redirect.headers_mut(), "x-linked-size", &size);
+            insert(redirect.headers_mut(), "x-linked-etag", &format!("\"{}\"", body.sha256));
+            redirect
+        }
+        None => {
+            let mut direct = body.content.clone().into_response();
+            let blob = fake_hex(&format!("{repo}/{path}:blob"), 40);
+            insert(direct.headers_mut(), header::ETAG, &format!("\"{blob}\""));
+            insert(direct.headers_mut(), header::CONTENT_LENGTH, &size);
+            direct
+        }
+    };
+    insert(response.headers_mut(), "x-repo-commit", &fake_hex(repo, 40));
+    response
 }
 
 /// `GET`/`HEAD /{org}/{name}/resolve/{rev}/{path}`: 401/403 for gated repositories
@@ -399,6 +503,9 @@ fn resolve_in(
     let sha = fake_hex(&repo, 40);
     if rev != "main" && rev != sha {
         return error(StatusCode::NOT_FOUND, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
+    }
+    if let Some(body) = state.repos[&repo].bodies.get(path) {
+        return served_body(&repo, path, body);
     }
     let fake = &state.repos[&repo];
     let Some(size) = fake.files.iter().find(|(p, _)| *p == path).map(|(_, s)| *s) else {

@@ -1,0 +1,335 @@
+//! A run's model download inside a campaign.
+//!
+//! Before the first byte, [`Downloads::prepare`] lists the repository (sizes
+//! and SHA-256), finds which files are missing under the storage root and
+//! checks the real missing bytes plus `disk.reserve_gb` against the free
+//! space. [`Downloads::fetch`] then records every missing file in the store,
+//! runs [`variant::download`] as a task and turns its events into store rows,
+//! the run's phase and the progress view; the task only sends events, so the
+//! same loop can later watch a download that runs beside a benchmark.
+//!
+//! Decisions:
+//! - A 401/403 on a download is permanent for its repository: the other runs
+//!   using the repository in this session end the same way without asking
+//!   again. They fail, or are skipped with `skip_gated: true`.
+//! - A permanent failure (refusal, hash mismatch, retries exhausted) removes
+//!   the partial files of the variant; an interrupted one (Ctrl-C) keeps
+//!   them, so `--resume` continues where it stopped.
+//! - A file at a download's final path with the wrong size that kitt did not
+//!   download fails the run rather than being overwritten.
+//!
+//! What the download shows is [`super::download_view`]'s; what is deleted
+//! after the run, [`super::cleanup`]'s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::cleanup::{campaign_downloads, created_dirs, is_checkpoint, prune};
+use super::coordinator::{RunContext, Unavailable};
+use super::download_view::{View, record_phase};
+use super::progress::Progress;
+use crate::acquire::download::{self, DownloadError};
+use crate::acquire::hub::HubClient;
+use crate::acquire::local::free_space;
+use crate::acquire::variant::{self, Variant, VariantFile};
+use crate::error::{KittError, with_causes};
+use crate::plan::PlannedRun;
+use crate::plan::matrix::{disk_shortfall_message, human_bytes};
+use crate::run::Cancel;
+use crate::store::{NewDownload, Store, StoreError};
+
+/// The download side of a campaign session.
+pub(super) struct Downloads {
+    hub: Result<HubClient, String>,
+    /// Repositories that refused a download in this session, with the reason.
+    refused: HashMap<String, String>,
+}
+
+/// A run's variant, checked and ready to download.
+pub(super) struct Pending {
+    variant: Variant,
+    missing: Vec<VariantFile>,
+}
+
+/// How a run's download ended.
+pub(super) enum Acquired {
+    /// Every file is under the storage root; the variant's directory.
+    Ready(PathBuf),
+    /// The user stopped it; partial files are kept.
+    Interrupted,
+    /// Not downloaded, for this reason; the run is skipped.
+    Skip(String),
+    /// Not downloaded, for this reason; the run failed.
+    Fail(String),
+}
+
+/// The Hub repository a run downloads from, when its source is the Hub.
+pub(super) fn hub_repo(planned: &PlannedRun) -> Option<&str> {
+    planned.source.strip_prefix("hf:")
+}
+
+impl Downloads {
+    /// Downloads through `hub` (an error to report on every download when the
+    /// client could not be built).
+    pub(super) fn new(hub: Result<HubClient, String>) -> Self {
+        Downloads { hub, refused: HashMap::new() }
+    }
+
+    /// Checks before the first byte: a refusal earlier in the session, the
+    /// listing, files in the way, and free space for the real missing bytes.
+    pub(super) async fn prepare(
+        &self,
+        context: &RunContext<'_>,
+        store: &Store,
+        planned: &PlannedRun,
+        repo: &str,
+    ) -> Result<Pending, Unavailable> {
+        if let Some(reason) = self.refused.get(repo) {
+            tracing::debug!(key = %planned.key, repo, "not asking the Hub again: {reason}");
+            return Err(refusal(context, reason.clone()));
+        }
+        let hub = self.hub.as_ref().map_err(|error| Unavailable::Fail(error.clone()))?;
+        let listing = hub
+            .repo(repo)
+            .await
+            .map_err(|error| Unavailable::Fail(format!("cannot download `{repo}`: {error}")))?;
+        let root = context.storage_root;
+        let mut files = planned.files.clone();
+        if is_checkpoint(planned) {
+            files.extend(variant::checkpoint_support(&listing, &planned.files));
+        }
+        let variant =
+            Variant::from_listing(hub, &listing, &files, root).map_err(Unavailable::Fail)?;
+        for file in &variant.files {
+            in_the_way(store, repo, file).map_err(Unavailable::Fail)?;
+        }
+
+        let missing: Vec<VariantFile> = variant.missing().into_iter().cloned().collect();
+        if let Some(free) = free_space(root) {
+            let bytes = variant.missing_bytes();
+            let reserve = context.campaign.disk.reserve_bytes;
+            if free < reserve.saturating_add(bytes) {
+                let message = disk_shortfall_message(root, bytes, 0, reserve, free);
+                return Err(Unavailable::Skip(message));
+            }
+        }
+        Ok(Pending { variant, missing })
+    }
+
+    /// Downloads what `pending` misses, recording each file before its first byte.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fetch(
+        &mut self,
+        context: &RunContext<'_>,
+        store: &Store,
+        session_id: i64,
+        run_id: i64,
+        pending: Pending,
+        cancel: &Cancel,
+        progress: &mut Progress,
+    ) -> Result<Acquired, KittError> {
+        let Pending { variant, missing } = pending;
+        if missing.is_empty() {
+            return Ok(Acquired::Ready(variant.dir));
+        }
+        let downloader = match self.hub.as_ref().map(HubClient::downloader) {
+            Ok(Ok(downloader)) => downloader,
+            Ok(Err(error)) => return Ok(Acquired::Fail(with_causes(&error))),
+            Err(error) => return Ok(Acquired::Fail(error.clone())),
+        };
+        let mut rows = HashMap::new();
+        for file in &missing {
+            let recorded = record_start(context, store, session_id, run_id, &variant.repo, file)
+                .map_err(environment)?;
+            rows.insert(file.path.clone(), recorded);
+        }
+
+        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let mut task = tokio::spawn(variant::download(downloader, missing.clone(), events));
+        let ids = rows.iter().map(|(path, recorded)| (path.clone(), recorded.row)).collect();
+        let mut view = View::new(&variant.repo, &missing, ids);
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let joined = loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    task.abort();
+                    let _ = (&mut task).await;
+                    while let Ok(event) = received.try_recv() {
+                        view.see(store, run_id, event, progress);
+                    }
+                    view.flush(store, run_id);
+                    return Ok(Acquired::Interrupted);
+                }
+                Some(event) = received.recv() => view.see(store, run_id, event, progress),
+                joined = &mut task => break joined,
+                _ = ticker.tick() => {
+                    view.flush(store, run_id);
+                    progress.tick();
+                }
+            }
+        };
+        while let Ok(event) = received.try_recv() {
+            view.see(store, run_id, event, progress);
+        }
+        view.flush(store, run_id);
+
+        let failure = match joined {
+            Ok(Ok(())) => {
+                let done = view.finished_text();
+                record_phase(store, run_id, &done);
+                progress.phase(&done);
+                return Ok(Acquired::Ready(variant.dir));
+            }
+            Ok(Err(failed)) => failed,
+            Err(error) => {
+                let reason = format!("the download of `{}` stopped: {error}", variant.repo);
+                abandon(store, &rows, None, &reason);
+                prune_created(store, context, &rows);
+                return Ok(Acquired::Fail(reason));
+            }
+        };
+        let error = with_causes(&failure.error);
+        abandon(store, &rows, Some(&failure.path), &error);
+        prune_created(store, context, &rows);
+        let repo = &variant.repo;
+        Ok(match &failure.error {
+            DownloadError::Refused { status, hint, .. } => {
+                let reason = format!(
+                    "`{repo}` refused the download of `{}` (HTTP {status}); {hint}",
+                    failure.path
+                );
+                self.refused.insert(repo.clone(), reason.clone());
+                match refusal(context, reason) {
+                    Unavailable::Skip(reason) => Acquired::Skip(reason),
+                    Unavailable::Fail(reason) => Acquired::Fail(reason),
+                }
+            }
+            error => Acquired::Fail(format!("cannot download `{repo}`: {}", with_causes(error))),
+        })
+    }
+}
+
+/// The outcome of a run whose repository refused a download.
+fn refusal(context: &RunContext<'_>, reason: String) -> Unavailable {
+    if context.campaign.skip_gated {
+        Unavailable::Skip(format!("gated: {reason}"))
+    } else {
+        Unavailable::Fail(reason)
+    }
+}
+
+/// An error when a file kitt did not download sits, with the wrong size,
+/// where `file` would be written.
+fn in_the_way(store: &Store, repo: &str, file: &VariantFile) -> Result<(), String> {
+    let dest = &file.spec.dest;
+    let Ok(meta) = std::fs::metadata(dest) else { return Ok(()) };
+    let expected = file.spec.size.unwrap_or(meta.len());
+    if meta.is_file() && meta.len() == expected {
+        return Ok(());
+    }
+    let ours = store.downloaded_by_kitt(&dest.display().to_string()).unwrap_or(false);
+    if meta.is_file() && ours {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is in the way: `{repo}` lists {} for it, and kitt did not put it there; move it \
+         away and resume",
+        dest.display(),
+        human_bytes(expected)
+    ))
+}
+
+/// A file recorded as downloading.
+struct Recorded {
+    /// Its row in the store.
+    row: i64,
+    /// Its final path.
+    dest: PathBuf,
+}
+
+/// Records `file` as downloading before its first byte.
+fn record_start(
+    context: &RunContext<'_>,
+    store: &Store,
+    session_id: i64,
+    run_id: i64,
+    repo: &str,
+    file: &VariantFile,
+) -> Result<Recorded, StoreError> {
+    let dest = &file.spec.dest;
+    let created = dest.parent().and_then(|dir| highest_missing(dir, context.storage_root));
+    let path = dest.display().to_string();
+    let created_text = created.as_ref().map(|dir| dir.display().to_string());
+    let row = store.download_started(&NewDownload {
+        campaign_id: context.campaign_id,
+        run_id,
+        session_id,
+        repo,
+        file: &file.path,
+        path: &path,
+        created_dir: created_text.as_deref(),
+        bytes: file.spec.size.unwrap_or(0),
+        bytes_done: download::resumable_bytes(&file.spec),
+    })?;
+    Ok(Recorded { row, dest: dest.clone() })
+}
+
+/// The highest directory of `dir`'s ancestors, below `root`, that does not
+/// exist yet: what a download into `dir` creates.
+fn highest_missing(dir: &Path, root: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .take_while(|ancestor| ancestor.starts_with(root) && *ancestor != root)
+        .take_while(|ancestor| !ancestor.exists())
+        .last()
+        .map(Path::to_owned)
+}
+
+/// After a permanent failure: the partial files of every file not complete
+/// are removed and their rows marked failed, with `error` for `failed` (the
+/// file that failed) and a pointer to it for the others.
+fn abandon(store: &Store, rows: &HashMap<String, Recorded>, failed: Option<&str>, error: &str) {
+    for (path, recorded) in rows {
+        if download::is_complete(&recorded.dest, None) {
+            continue;
+        }
+        download::remove_partial(&recorded.dest);
+        let reason = match failed {
+            Some(failed) if failed != path => format!("not downloaded: `{failed}` failed: {error}"),
+            _ => error.to_owned(),
+        };
+        if let Err(error) = store.download_failed(recorded.row, &reason) {
+            tracing::warn!(%error, "cannot record a failed download");
+        }
+    }
+}
+
+/// After a failed download: prunes the empty directories the downloads created.
+fn prune_created(store: &Store, context: &RunContext<'_>, rows: &HashMap<String, Recorded>) {
+    let files: Vec<PathBuf> = rows.values().map(|recorded| recorded.dest.clone()).collect();
+    let created = created_dirs(&campaign_downloads(store, context.campaign_id));
+    prune(context.storage_root, &files, &created);
+}
+
+fn environment(error: StoreError) -> KittError {
+    KittError::Environment(with_causes(&error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_missing_directory_stays_below_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        std::fs::create_dir_all(root.join("huggingface/org")).unwrap();
+        let dir = root.join("huggingface/org/repo/Q8_0");
+        assert_eq!(highest_missing(&dir, root), Some(root.join("huggingface/org/repo")));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(highest_missing(&dir, root), None);
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert_eq!(highest_missing(&elsewhere.path().join("x/y"), root), None);
+    }
+}
