@@ -496,3 +496,42 @@ fn engines_list_shows_whether_docker_answers() {
     );
     assert_eq!(list[5]["docker"], Value::Null, "mlx has no Docker mode");
 }
+
+#[test]
+fn docker_mode_is_refused_where_the_engine_has_none_and_odd_images_or_gpus_are_refused() {
+    let scratch = Scratch::new();
+    let model = scratch.path().join("m.gguf");
+    std::fs::write(&model, b"GGUF").unwrap();
+    let run = |engine: &str, config: &[&str]| {
+        let mut command = scratch.kitt();
+        command.args(["run", "-m", model.to_str().unwrap(), "-e", engine, "-s", "quick"]);
+        for pair in config {
+            command.args(["--engine-config", pair]);
+        }
+        scratch.run(&mut command)
+    };
+    let mlx = run("mlx", &["mode=docker"]);
+    assert_eq!(mlx.code, 2, "{}", mlx.stderr);
+    assert!(mlx.stderr.contains("engine `mlx` has no Docker mode"), "{}", mlx.stderr);
+    let option = run("llama_cpp", &["mode=docker", "image=--privileged"]);
+    assert_eq!(option.code, 2, "{}", option.stderr);
+    assert!(option.stderr.contains("starts with `-`"), "{}", option.stderr);
+    let gpus = run("llama_cpp", &["mode=docker", "gpus=banana"]);
+    assert_eq!(gpus.code, 2, "{}", gpus.stderr);
+    assert!(gpus.stderr.contains("`banana` is not a GPU index or UUID"), "{}", gpus.stderr);
+
+    let config = scratch.write(
+        "c.yaml",
+        "campaign_name: d\nmodels:\n  - name: m\n    gguf_repo: org/m-GGUF\nengines:\n  - name: mlx\n    config:\n      mode: docker\n  - name: llama_cpp\n    config:\n      mode: docker\n      image: \"-v\"\n      gpus: banana\n",
+    );
+    let dry = scratch.run(scratch.kitt().args([
+        "campaign",
+        "run",
+        config.to_str().unwrap(),
+        "--dry-run",
+    ]));
+    assert_eq!(dry.code, 2, "{}", dry.stderr);
+    for wanted in ["engine `mlx` has no Docker mode", "starts with `-`", "`banana` is not a GPU"] {
+        assert!(dry.stderr.contains(wanted), "{wanted}: {}", dry.stderr);
+    }
+}

@@ -173,18 +173,28 @@ fn engine_config(
         match key {
             "binary" => config.binary = Some(expand_home(value)),
             "mode" if value == "native" => config.mode = EngineMode::Native,
-            "mode" if value == "docker" => config.mode = EngineMode::Docker,
+            "mode" if value == "docker" => {
+                if let Some(refusal) = crate::engine::docker::docker_refusal(kind) {
+                    return Err(KittError::Usage(format!(
+                        "--engine-config mode=docker: {refusal}"
+                    )));
+                }
+                config.mode = EngineMode::Docker;
+            }
             "mode" => {
                 return Err(KittError::Usage(format!(
                     "--engine-config mode `{value}` is unknown: use `native` or `docker`"
                 )));
             }
-            "image" if value.trim().is_empty() || value.contains(char::is_whitespace) => {
-                return Err(KittError::Usage(format!(
-                    "--engine-config image `{value}` is not a container image reference"
-                )));
+            "image" => {
+                if let Some(problem) = crate::engine::docker::image_problem(value.trim()) {
+                    return Err(KittError::Usage(format!(
+                        "--engine-config image `{value}` is not a container image reference: \
+                         {problem}"
+                    )));
+                }
+                config.image = Some(value.trim().to_owned());
             }
-            "image" => config.image = Some(value.to_owned()),
             "gpus" => {
                 let gpus = Gpus::parse(value).map_err(|message| {
                     KittError::Usage(format!("--engine-config gpus `{value}`: {message}"))

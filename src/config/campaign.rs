@@ -130,11 +130,17 @@ impl Gpus {
         }
     }
 
-    /// A device list: indexes or UUIDs (letters, digits and `-`).
+    /// A device list: indexes (`0`) or NVIDIA UUIDs (`GPU-…`, `MIG-…`).
     pub fn devices<'a>(devices: impl IntoIterator<Item = &'a str>) -> Result<Gpus, String> {
         let devices: Vec<String> = devices.into_iter().map(str::to_owned).collect();
         let valid = |device: &String| {
-            !device.is_empty() && device.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            let index = !device.is_empty() && device.chars().all(|c| c.is_ascii_digit());
+            let uuid = ["GPU-", "MIG-"].iter().any(|prefix| {
+                device.strip_prefix(prefix).is_some_and(|rest| {
+                    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+            });
+            index || uuid
         };
         match devices.iter().find(|device| !valid(device)) {
             _ if devices.is_empty() => Err("the GPU device list is empty".to_owned()),

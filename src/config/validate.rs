@@ -353,12 +353,14 @@ impl Checker {
         if let Some(mode) = raw.mode {
             config.mode = match mode.value.trim() {
                 "native" => EngineMode::Native,
-                "docker" if kind.is_managed() && kind != EngineKind::Mlx => EngineMode::Docker,
-                "docker" => {
-                    let message = format!("engine `{kind}` has no Docker mode");
-                    self.report(&mode, &format!("{field}.mode"), message);
-                    EngineMode::Native
-                }
+                "docker" => match crate::engine::docker::docker_refusal(kind) {
+                    None => EngineMode::Docker,
+                    Some(message) => {
+                        self.report(&mode, &format!("{field}.mode"), message)
+                            .hint("use `mode: native`");
+                        EngineMode::Native
+                    }
+                },
                 other => {
                     let message = format!("unknown mode `{other}`");
                     self.report(&mode, &format!("{field}.mode"), message)
@@ -384,8 +386,8 @@ impl Checker {
                     "`image` applies to Docker mode only".into(),
                 )
                 .hint("set `mode: docker`");
-            } else if text.is_empty() || text.contains(char::is_whitespace) {
-                let message = format!("`{text}` is not a container image reference");
+            } else if let Some(problem) = crate::engine::docker::image_problem(&text) {
+                let message = format!("`{text}` is not a container image reference: {problem}");
                 self.report(&image, &format!("{field}.image"), message).hint(
                     "write it as `repository[:tag]`, e.g. `ghcr.io/ggml-org/llama.cpp:server`",
                 );

@@ -66,6 +66,32 @@ pub fn default_image(kind: EngineKind, gpus: &Gpus) -> Option<&'static str> {
     }
 }
 
+/// Why `text` cannot be an image reference, if it cannot: empty, with
+/// whitespace or control characters, or starting with `-` (the docker CLI
+/// would read it as an option).
+pub fn image_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("it is empty")
+    } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("it contains whitespace")
+    } else if text.starts_with('-') {
+        Some("it starts with `-`")
+    } else {
+        None
+    }
+}
+
+/// Why `kind` cannot run in Docker mode, when it cannot.
+pub fn docker_refusal(kind: EngineKind) -> Option<String> {
+    if is_wired(kind) {
+        None
+    } else if default_image(kind, &Gpus::None).is_none() {
+        Some(format!("engine `{kind}` has no Docker mode"))
+    } else {
+        Some(format!("engine `{kind}` cannot run in Docker mode in this version of kitt yet"))
+    }
+}
+
 /// Whether kitt can start `kind` in Docker mode yet.
 pub fn is_wired(kind: EngineKind) -> bool {
     kind == EngineKind::LlamaCpp

@@ -320,9 +320,9 @@ pub enum EngineError {
         /// How to install it.
         hint: String,
     },
-    /// The engine is not available in this build of kitt.
-    #[error("engine `{0}` cannot be started by this version of kitt yet")]
-    Unsupported(EngineKind),
+    /// Docker mode was asked for an engine that has none (yet).
+    #[error("{0}; use `mode: native`")]
+    NoDockerMode(String),
     /// No model file was given to an engine that loads one.
     #[error("engine `{engine}` needs a model file")]
     NoModelFile {
@@ -436,6 +436,11 @@ pub const OUT_OF_MEMORY: &str = "out of memory at start-up";
 
 /// Starts (or connects to) the engine of `launch`.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
+    if launch.config.mode == crate::config::EngineMode::Docker
+        && let Some(refusal) = docker::docker_refusal(launch.kind)
+    {
+        return Err(EngineError::NoDockerMode(refusal));
+    }
     match launch.kind {
         EngineKind::LlamaCpp => llama_cpp::start(launch).await,
         EngineKind::Ollama => ollama::start(launch).await,
