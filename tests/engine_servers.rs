@@ -566,3 +566,26 @@ fn a_campaign_stores_comparability_and_does_not_retry_out_of_memory_with_the_sam
     assert_eq!(huge_starts(), 2, "a changed config is tried");
     assert_eq!(status()["failed_runs"][0]["attempts"], 2);
 }
+
+#[test]
+fn an_interpreter_without_sglang_is_a_missing_engine_not_a_failed_run() {
+    let fake = Fake::new();
+    // A real Python without the package, as a user's `binary` might name
+    // (the setup script needs python3, so every test machine has one).
+    let python = which_python().expect("python3 on PATH");
+
+    let outcome = fake.run_as("sglang", &python, &[], &[]);
+
+    assert_eq!(outcome.code, 3, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("has no `sglang` package"), "{}", outcome.stderr);
+}
+
+/// The first `python3` on `PATH`.
+fn which_python() -> Result<String, ()> {
+    let paths = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join("python3"))
+        .find(|candidate| candidate.is_file())
+        .map(|path| path.display().to_string())
+        .ok_or(())
+}

@@ -63,7 +63,18 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
     let python = find_interpreter(launch.config.binary.as_deref())?;
     let port = port::free_port().map_err(EngineError::Io)?;
     let plan = plan(launch, python, port)?;
-    let started = served::launch(&plan, launch).await?;
+    let started = served::launch(&plan, launch).await.map_err(|error| match error {
+        // The interpreter runs, but SGLang is not installed in it: a missing
+        // engine (exit 3), not a failed run.
+        EngineError::Died { log_tail, .. } if log_tail.contains("No module named 'sglang'") => {
+            EngineError::BinaryMissing {
+                engine: "sglang",
+                searched: format!("{} (has no `sglang` package)", plan.program.display()),
+                hint: LOOKUP.hint.to_owned(),
+            }
+        }
+        other => other,
+    })?;
     let version = server_version(started.base_url(), &plan.program).await;
     Ok(started.into_running(plan, version))
 }
