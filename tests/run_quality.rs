@@ -307,6 +307,11 @@ fn every_quality_benchmark_runs_on_the_real_llama_server() {
     assert_eq!(outcome.code, 0, "{}\n{}", outcome.stderr, outcome.stdout);
     let result: Value = serde_json::from_str(&outcome.stdout).unwrap();
     assert_eq!(result["engine"]["name"], "llama_cpp");
+    let comparability = &result["engine"]["comparability"];
+    assert!(
+        comparability["quality_requests"].as_str().unwrap().contains("without ignore_eos"),
+        "{comparability}"
+    );
     let hellaswag = benchmark(&result, "hellaswag");
     assert_eq!(hellaswag["status"]["state"], "not_run", "{hellaswag}");
     let reason = hellaswag["status"]["reason"].as_str().unwrap();

@@ -247,6 +247,13 @@ async fn measure(
             .comparability
             .insert("prompt_cache".into(), "defeated with a unique prefix per request".into());
     }
+    if suite.tests.iter().any(|test| test.kind == crate::suite::TestKind::Quality) {
+        // The pinning fields above apply to performance requests only.
+        running.comparability.insert(
+            "quality_requests".into(),
+            "sent without ignore_eos/min_tokens: answers end where the model ends them".into(),
+        );
+    }
 
     let mut benchmarks = Vec::new();
     for test in &suite.tests {
