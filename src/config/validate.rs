@@ -353,7 +353,7 @@ impl Checker {
         if let Some(mode) = raw.mode {
             config.mode = match mode.value.trim() {
                 "native" => EngineMode::Native,
-                "docker" if kind.is_managed() && kind != EngineKind::Mlx => EngineMode::Docker,
+                "docker" if kind.has_docker_mode() => EngineMode::Docker,
                 "docker" => {
                     let message = format!("engine `{kind}` has no Docker mode");
                     self.report(&mode, &format!("{field}.mode"), message);

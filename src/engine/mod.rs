@@ -147,6 +147,12 @@ impl EngineKind {
     pub fn is_managed(self) -> bool {
         self != EngineKind::Openai
     }
+
+    /// Whether kitt can run this engine in a container (`mode: docker`):
+    /// whether it has an official image.
+    pub fn has_docker_mode(self) -> bool {
+        docker::default_image(self, &crate::config::Gpus::None).is_some()
+    }
 }
 
 impl fmt::Display for EngineKind {
