@@ -492,3 +492,15 @@ fn mlx_has_no_docker_mode_and_every_other_engine_lists_its_image() {
         assert_eq!(row["docker"]["image"], image, "{row}");
     }
 }
+
+#[test]
+fn an_ollama_container_that_dies_while_loading_fails_the_run_with_its_log() {
+    let setup = Setup::new();
+
+    let outcome = setup.run("ollama", &["-m", "llama3.2:1b"], &[("FAKE_OLLAMA_DIE_ON_LOAD", "1")]);
+
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    let expected = "the engine exited while loading (container exited, exit code 2)";
+    assert!(outcome.stderr.contains(expected), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("error loading llama server"), "{}", outcome.stderr);
+}

@@ -8,10 +8,10 @@
 //! lines that mean it ran out of memory. This module does the rest the same
 //! way for all of them: start the server — a native process with its log
 //! captured ([`launch`]), or in Docker mode a container of the engine's image
-//! ([`container::launch`]) — wait until it is up and actually serves (a
+//! ([`launch_in_docker`]) — wait until it is up and actually serves (a
 //! one-token chat request succeeds), check that it serves the model asked for
 //! (and that a native process owns its port), and read a failed start-up from
-//! the log ([`ready`]). Measuring is not done here.
+//! the log. Measuring is not done here.
 
 mod container;
 mod ready;
