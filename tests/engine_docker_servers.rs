@@ -384,10 +384,15 @@ fn tabby_in_docker_runs_main_py_in_the_image_with_the_model_directory_mounted() 
 #[test]
 fn ollama_in_docker_pulls_inside_the_container_with_progress_into_its_volume() {
     let setup = Setup::new();
-    let pull = [("FAKE_OLLAMA_PULL_STEP_MS", "400")];
+    // Ollama settings of kitt's environment reach the container; kitt's own win.
+    let env = [
+        ("FAKE_OLLAMA_PULL_STEP_MS", "400"),
+        ("OLLAMA_FLASH_ATTENTION", "1"),
+        ("OLLAMA_KEEP_ALIVE", "5m"),
+    ];
     let args = ["-m", "llama3.2:1b", "--engine-config", "context_size=4096"];
 
-    let outcome = setup.run("ollama", &args, &pull);
+    let outcome = setup.run("ollama", &args, &env);
 
     let result = result_of(&outcome);
     let run = setup.docker_run();
@@ -395,6 +400,8 @@ fn ollama_in_docker_pulls_inside_the_container_with_progress_into_its_volume() {
     expected.extend(owned(&[
         "--volume",
         "kitt-ollama:/root/.ollama",
+        "--env",
+        "OLLAMA_FLASH_ATTENTION=1",
         "--env",
         "OLLAMA_NUM_PARALLEL=1",
         "--env",
@@ -425,6 +432,8 @@ fn ollama_in_docker_pulls_inside_the_container_with_progress_into_its_volume() {
     assert_eq!(percents.last(), Some(&100), "{log}");
 
     let requests = setup.events("ollama.jsonl");
+    assert_eq!(requests[0]["env"]["OLLAMA_FLASH_ATTENTION"], "1");
+    assert_eq!(requests[0]["env"]["OLLAMA_KEEP_ALIVE"], "-1");
     let volume = setup.docker.state_dir().join("volumes/kitt-ollama");
     assert_eq!(
         requests[0]["env"]["OLLAMA_MODELS"],
@@ -443,6 +452,7 @@ fn ollama_in_docker_pulls_inside_the_container_with_progress_into_its_volume() {
     assert_eq!(parameters["models_dir"], "docker volume kitt-ollama (/root/.ollama/models)");
     assert_eq!(parameters["mounts"], "kitt-ollama:/root/.ollama");
     assert_eq!(parameters["OLLAMA_NUM_PARALLEL"], "1");
+    assert_eq!(parameters["OLLAMA_FLASH_ATTENTION"], "1");
     assert_eq!(parameters["num_ctx"], "4096");
 }
 

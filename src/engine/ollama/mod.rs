@@ -203,10 +203,10 @@ async fn start_native(
     Ok(Server { handle, base_url, port, recorded, docker: None, binary: Some(binary) })
 }
 
-/// Runs the official image, whose entry point is `ollama` and whose
-/// `OLLAMA_HOST` is every interface, with `env` and the `OLLAMA_*` settings
-/// kitt's own environment has (except the host and the store, which are the
-/// container's), and the [`VOLUME`] as its store.
+/// Runs the official image, whose entry point is `ollama`, with `env`, the
+/// other `OLLAMA_*` settings kitt's own environment has (except the host and
+/// the store, which are the container's), `OLLAMA_HOST` on every interface
+/// of the container, and the [`VOLUME`] as its store.
 async fn start_in_docker(
     launch: &Launch<'_>,
     env: Vec<(String, String)>,
@@ -216,7 +216,8 @@ async fn start_in_docker(
     let image = docker::image_for(EngineKind::Ollama, launch.config.image.as_deref(), &gpus)?;
     let mut spec = ContainerSpec::new(image, CONTAINER_PORT);
     spec.args = vec!["serve".to_owned()];
-    spec.env = inherited().filter(|(name, _)| name != "OLLAMA_MODELS").collect();
+    let set_by_kitt = |name: &str| name == "OLLAMA_MODELS" || env.iter().any(|(n, _)| n == name);
+    spec.env = inherited().filter(|(name, _)| !set_by_kitt(name)).collect();
     spec.env.extend(env);
     spec.env.push(("OLLAMA_HOST".to_owned(), format!("0.0.0.0:{CONTAINER_PORT}")));
     spec.volumes = vec![(VOLUME.to_owned(), VOLUME_PATH.to_owned())];
