@@ -267,7 +267,7 @@ async fn serve(
     }
 
     let mut reporter = Reporter::new(launch.progress.clone(), &launch.log_path);
-    let prepared = while_alive(handle, model::prepare(api, launch, &mut reporter)).await?;
+    let prepared = while_alive(handle, api, model::prepare(api, launch, &mut reporter)).await?;
     let options = settings::options(launch);
     let deadline = launch.ready_deadline().max(ready_deadline_for(prepared.size_bytes));
     let warm = model::load_and_warm_up(
@@ -278,7 +278,7 @@ async fn serve(
         deadline,
         &mut reporter,
     );
-    if let Err(error) = while_alive(handle, warm).await {
+    if let Err(error) = while_alive(handle, api, warm).await {
         if let Some(imported) = prepared.imported {
             imported.remove().await;
         }
@@ -312,10 +312,15 @@ async fn wait_until_ready(
     }
 }
 
+/// How long a server that stopped answering may take to be seen ending: a
+/// container's end reaches kitt through Docker.
+const ENDING: Duration = Duration::from_secs(5);
+
 /// Runs one start-up step, turning the server's end during it into
 /// [`EngineError::Died`] whatever error the step itself saw.
 async fn while_alive<T>(
     handle: &mut EngineHandle,
+    api: &Api,
     step: impl Future<Output = Result<T, EngineError>>,
 ) -> Result<T, EngineError> {
     tokio::pin!(step);
@@ -323,9 +328,11 @@ async fn while_alive<T>(
     loop {
         tokio::select! {
             result = &mut step => {
-                if result.is_err() {
-                    // A request cut by the death may fail a moment before the exit is seen.
-                    for _ in 0..10 {
+                // A request cut by the server's death fails before its end is
+                // seen; a server that still answers made the step fail itself.
+                if result.is_err() && api.version().await.is_err() {
+                    let deadline = Instant::now() + ENDING;
+                    while Instant::now() < deadline {
                         if let Some(status) = handle.exited().await {
                             return Err(died(handle, status));
                         }
