@@ -357,19 +357,45 @@ fn start_long_run(
         let running = docker.containers().iter().any(|c| c["status"] == "running");
         running && !processes_mentioning(model).is_empty()
     });
-    // Past loading, into the suite.
-    std::thread::sleep(Duration::from_millis(1500));
+    let run = &docker.calls_of("run")[0];
+    let publish = &run[run.iter().position(|arg| arg == "--publish").unwrap() + 1];
+    let port: u16 = publish.split(':').nth(1).unwrap().parse().unwrap();
+    wait_until("the suite is under way", Duration::from_secs(120), || serving_requests(port));
     child
+}
+
+/// Whether the llama-server published on `port` has begun serving requests:
+/// its `/metrics` count a request in flight or a token generated.
+fn serving_requests(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut answer).is_err()
+    {
+        return false;
+    }
+    answer.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let counted = matches!(
+            fields.next(),
+            Some("llamacpp:requests_processing" | "llamacpp:tokens_predicted_total")
+        );
+        counted
+            && fields.next().and_then(|value| value.parse::<f64>().ok()).is_some_and(|v| v > 0.0)
+    })
 }
 
 #[test]
 fn ctrl_c_in_docker_mode_removes_the_container() {
     let Some(engine) = Engine::find() else { return };
-    let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
     let docker = FakeDocker::new();
     let slow = TinyModel { dtype: TensorType::F16, ..TinyModel::measurably_slow() };
+    // Written before the lock: it takes seconds, and needs no server.
     let model = model_in_folder(&scratch, &slow);
+    let _lock = ServerLock::acquire();
 
     let child = start_long_run(&scratch, &docker, &engine, &model);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
@@ -383,11 +409,12 @@ fn ctrl_c_in_docker_mode_removes_the_container() {
 #[test]
 fn after_kill_9_the_next_run_reaps_the_orphaned_container_and_spares_the_others() {
     let Some(engine) = Engine::find() else { return };
-    let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
     let docker = FakeDocker::new();
     let slow = TinyModel { dtype: TensorType::F16, ..TinyModel::measurably_slow() };
+    // Written before the lock: it takes seconds, and needs no server.
     let model = model_in_folder(&scratch, &slow);
+    let _lock = ServerLock::acquire();
 
     let mut child = start_long_run(&scratch, &docker, &engine, &model);
     child.kill().unwrap();

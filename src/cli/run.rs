@@ -173,13 +173,11 @@ fn engine_config(
         match key {
             "binary" => config.binary = Some(expand_home(value)),
             "mode" if value == "native" => config.mode = EngineMode::Native,
-            "mode" if value == "docker" => {
-                if let Some(refusal) = crate::engine::docker::docker_refusal(kind) {
-                    return Err(KittError::Usage(format!(
-                        "--engine-config mode=docker: {refusal}"
-                    )));
-                }
+            "mode" if value == "docker" && kind.has_docker_mode() => {
                 config.mode = EngineMode::Docker;
+            }
+            "mode" if value == "docker" => {
+                return Err(KittError::Usage(format!("engine `{kind}` has no Docker mode")));
             }
             "mode" => {
                 return Err(KittError::Usage(format!(
@@ -365,8 +363,6 @@ struct Availability {
 enum DockerColumn {
     /// The engine has no Docker mode.
     None,
-    /// kitt cannot start it in a container yet; its image.
-    NotWired(&'static str),
     /// Its image, and whether Docker answers.
     Image { image: &'static str, usable: bool },
 }
@@ -402,11 +398,6 @@ fn write_engines_json(
             let formats: Vec<&str> = row.kind.formats().iter().map(|f| f.name()).collect();
             let docker = match &row.docker {
                 DockerColumn::None => serde_json::Value::Null,
-                DockerColumn::NotWired(image) => serde_json::json!({
-                    "usable": false,
-                    "image": image,
-                    "detail": "not supported by this version of kitt yet",
-                }),
                 DockerColumn::Image { image, usable } => serde_json::json!({
                     "usable": usable, "image": image, "detail": docker_detail
                 }),
@@ -441,7 +432,6 @@ fn write_engines_table(
         };
         let docker = match &row.docker {
             DockerColumn::None => "-".to_owned(),
-            DockerColumn::NotWired(_) => "not yet".to_owned(),
             DockerColumn::Image { image, usable: true } => format!("yes: {image}"),
             DockerColumn::Image { image, usable: false } => format!("no ({image})"),
         };
@@ -455,7 +445,6 @@ fn write_engines_table(
 fn availability(kind: EngineKind, docker_usable: bool) -> Availability {
     let docker = match docker::default_image(kind, &Gpus::None) {
         None => DockerColumn::None,
-        Some(image) if !docker::is_wired(kind) => DockerColumn::NotWired(image),
         Some(image) => DockerColumn::Image { image, usable: docker_usable },
     };
     let (usable, detail) = match kind {

@@ -353,14 +353,12 @@ impl Checker {
         if let Some(mode) = raw.mode {
             config.mode = match mode.value.trim() {
                 "native" => EngineMode::Native,
-                "docker" => match crate::engine::docker::docker_refusal(kind) {
-                    None => EngineMode::Docker,
-                    Some(message) => {
-                        self.report(&mode, &format!("{field}.mode"), message)
-                            .hint("use `mode: native`");
-                        EngineMode::Native
-                    }
-                },
+                "docker" if kind.has_docker_mode() => EngineMode::Docker,
+                "docker" => {
+                    let message = format!("engine `{kind}` has no Docker mode");
+                    self.report(&mode, &format!("{field}.mode"), message);
+                    EngineMode::Native
+                }
                 other => {
                     let message = format!("unknown mode `{other}`");
                     self.report(&mode, &format!("{field}.mode"), message)

@@ -8,7 +8,9 @@
 //! - is named `kitt-<campaign>-<run>` (`kitt-run-<run>` for `kitt run`) and
 //!   labelled `kitt.owner`, `kitt.campaign`, `kitt.run` ([`owners`]);
 //! - publishes the server's port on `127.0.0.1:<free port>` only;
-//! - sees the model read-only under `/models` ([`mounts`]);
+//! - sees the model read-only under `/models` ([`mounts`]), and for vLLM a
+//!   GGUF's tokenizer directory under `/tokenizer`; Ollama's store is the
+//!   named volume `kitt-ollama`;
 //! - gets the GPUs of the config's `gpus` (default: all when `nvidia-smi`
 //!   finds a GPU, none otherwise) ([`resolve_gpus`]);
 //! - has its output followed into the run's `engine.log`.
@@ -18,15 +20,15 @@
 //! interrupted start), an immediate exit removes every container of this
 //! process, and a later kitt removes containers whose owning kitt died.
 //!
-//! Wiring an engine takes a few lines in its `start`: build a
-//! [`ContainerSpec`] (image, the port the server listens on inside,
-//! arguments with the model path from [`model_mount`] and `0.0.0.0` as
-//! host, environment, mounts, GPUs), call [`Container::start`], wrap it in
-//! [`EngineHandle::Container`](super::handle::EngineHandle) and wait for the
-//! engine's readiness probe on [`Container::base_url`] while checking
+//! Every engine with an official image ([`default_image`]) is wired:
+//! `llama_cpp::start_in_docker` and `ollama::start_in_docker` build their
+//! [`ContainerSpec`] themselves; vLLM, SGLang and TabbyAPI go through
+//! `served::launch_in_docker`, which builds the engine's native plan for the
+//! container (model path under `/models`, `0.0.0.0` and the image's port)
+//! and passes it after the image's entry point. Each then waits for the
+//! engine's own readiness probe on [`Container::base_url`] while checking
 //! [`EngineHandle::exited`](super::handle::EngineHandle::exited);
-//! [`Container::parameters`] says what to record on the result. See
-//! `llama_cpp::start_in_docker`.
+//! [`Container::parameters`] says what to record on the result.
 //!
 //! This module does not build images, log in to registries, or talk to a
 //! remote daemon specially (with `DOCKER_HOST` the loopback port mapping
@@ -44,7 +46,7 @@ pub use cli::{
     ContainerState, DockerCli, DockerError, DockerProgram, ImageInfo, Labelled, Pending,
 };
 pub use container::{Container, ContainerRun, ContainerSpec, gpus_flag};
-pub use mounts::{Mount, MountError, model_mount};
+pub use mounts::{MODELS_DIR, Mount, MountError, TOKENIZER_DIR, model_mount, mount_under};
 pub use owners::{reap_orphan_containers, remove_own_containers};
 
 use super::{EngineError, EngineKind};
@@ -79,22 +81,6 @@ pub fn image_problem(text: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// Why `kind` cannot run in Docker mode, when it cannot.
-pub fn docker_refusal(kind: EngineKind) -> Option<String> {
-    if is_wired(kind) {
-        None
-    } else if default_image(kind, &Gpus::None).is_none() {
-        Some(format!("engine `{kind}` has no Docker mode"))
-    } else {
-        Some(format!("engine `{kind}` cannot run in Docker mode in this version of kitt yet"))
-    }
-}
-
-/// Whether kitt can start `kind` in Docker mode yet.
-pub fn is_wired(kind: EngineKind) -> bool {
-    kind == EngineKind::LlamaCpp
 }
 
 /// The image a run uses: the config's `image`, else the engine's default.
@@ -137,7 +123,7 @@ mod tests {
     fn every_engine_with_docker_mode_has_an_image() {
         for kind in EngineKind::ALL {
             let has_mode = kind.is_managed() && *kind != EngineKind::Mlx;
-            assert_eq!(default_image(*kind, &Gpus::None).is_some(), has_mode, "{kind}");
+            assert_eq!(kind.has_docker_mode(), has_mode, "{kind}");
         }
         assert_eq!(
             default_image(EngineKind::LlamaCpp, &Gpus::Count(1)),

@@ -136,14 +136,10 @@ async fn start_in_docker(launch: &Launch<'_>, model: &Path) -> Result<Running, E
     // Inside its own network namespace the server must listen on every
     // interface for the published port to reach it.
     let parameters = parameters(launch, &model_inside, "0.0.0.0", CONTAINER_PORT);
-    let spec = ContainerSpec {
-        image,
-        container_port: CONTAINER_PORT,
-        args: arguments(launch, &parameters),
-        env: Vec::new(),
-        mounts: vec![mount],
-        gpus,
-    };
+    let mut spec = ContainerSpec::new(image, CONTAINER_PORT);
+    spec.args = arguments(launch, &parameters);
+    spec.mounts = vec![mount];
+    spec.gpus = gpus;
 
     let container = Container::start(docker, &spec, launch).await?;
     let base_url = container.base_url();

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::served::{self, Lookup, MemorySign, ModelCheck, ServerPlan};
+use super::served::{self, Lookup, MemorySign, ModelCheck, ServerPlan, Site};
 use super::{EngineError, EngineKind, Launch, Running, port, python};
 
 const LOOKUP: Lookup = Lookup {
@@ -70,21 +70,20 @@ pub fn availability() -> Result<String, String> {
 /// Starts `mlx_lm.server` and waits until it serves the model.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
     let binary = find_binary(launch.config.binary.as_deref())?;
-    let port = port::free_port().map_err(EngineError::Io)?;
-    let plan = plan(launch, binary.clone(), port)?;
+    let site = Site::native(port::free_port().map_err(EngineError::Io)?);
+    let plan = plan(launch, binary.clone(), &site)?;
     let started = served::launch(&plan, launch).await?;
     let version = python::off_runtime(move || version(&binary)).await;
-    let version = version.map_or_else(|| "unknown".to_owned(), |v| format!("mlx-lm {v}"));
-    Ok(started.into_running(plan, version))
+    Ok(started.into_running(plan, version.map(|version| format!("mlx-lm {version}"))))
 }
 
-/// The command line, checks and request fields for one launch.
-pub fn plan(launch: &Launch<'_>, binary: PathBuf, port: u16) -> Result<ServerPlan, EngineError> {
+/// The command line, checks and request fields for one launch at `site`.
+pub fn plan(launch: &Launch<'_>, binary: PathBuf, site: &Site) -> Result<ServerPlan, EngineError> {
     let model = served::check_model(launch, None)?;
-    let mut plan = ServerPlan::new(EngineKind::Mlx, binary, port);
-    plan.flag("--model", model.display());
-    plan.flag("--host", "127.0.0.1");
-    plan.flag("--port", port);
+    let mut plan = ServerPlan::new(EngineKind::Mlx, binary, site);
+    plan.flag("--model", site.path(model));
+    plan.flag("--host", site.host);
+    plan.flag("--port", site.port);
     plan.extra_args = launch.config.extra_args.clone();
 
     plan.ready_path = "/v1/models";

@@ -147,6 +147,12 @@ impl EngineKind {
     pub fn is_managed(self) -> bool {
         self != EngineKind::Openai
     }
+
+    /// Whether kitt can run this engine in a container (`mode: docker`):
+    /// whether it has an official image.
+    pub fn has_docker_mode(self) -> bool {
+        docker::default_image(self, &crate::config::Gpus::None).is_some()
+    }
 }
 
 impl fmt::Display for EngineKind {
@@ -436,10 +442,11 @@ pub const OUT_OF_MEMORY: &str = "out of memory at start-up";
 
 /// Starts (or connects to) the engine of `launch`.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
-    if launch.config.mode == crate::config::EngineMode::Docker
-        && let Some(refusal) = docker::docker_refusal(launch.kind)
-    {
-        return Err(EngineError::NoDockerMode(refusal));
+    if launch.config.mode == crate::config::EngineMode::Docker && !launch.kind.has_docker_mode() {
+        return Err(EngineError::NoDockerMode(format!(
+            "engine `{}` has no Docker mode",
+            launch.kind
+        )));
     }
     match launch.kind {
         EngineKind::LlamaCpp => llama_cpp::start(launch).await,

@@ -1,27 +1,32 @@
 //! Engines kitt starts as OpenAI-compatible HTTP servers: vLLM, SGLang,
 //! ExLlamaV2 through TabbyAPI, and `mlx_lm.server`.
 //!
-//! Each engine module says what differs as a [`ServerPlan`]: its command line,
-//! the path that answers once it is up, how the served model is checked, the
-//! request fields that make numbers comparable, and the log lines that mean
-//! it ran out of memory. This module does the rest the same way for all of
-//! them: spawn the program with its log captured, wait until it is up and
-//! actually serves (a one-token chat request succeeds), check that the
-//! process kitt started owns the port and serves the model asked for, and
-//! read a failed start-up from the log. Measuring is not done here.
-//!
-//! The start command is data ([`StartCommand`]), and the readiness steps take
-//! a base URL and a [`Liveness`], so a container runner can reuse them.
+//! Each engine module says what differs as a [`ServerPlan`], built for a
+//! [`Site`] (where the server listens and how it sees the model's path): its
+//! command line, the path that answers once it is up, how the served model
+//! is checked, the request fields that make numbers comparable, and the log
+//! lines that mean it ran out of memory. This module does the rest the same
+//! way for all of them: start the server — a native process with its log
+//! captured ([`launch`]), or in Docker mode a container of the engine's image
+//! ([`launch_in_docker`]) — wait until it is up and actually serves (a
+//! one-token chat request succeeds), check that it serves the model asked for
+//! (and that a native process owns its port), and read a failed start-up from
+//! the log. Measuring is not done here.
+
+mod container;
+mod ready;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::process::{EngineProcess, STOP_GRACE};
-use super::{EngineError, EngineKind, Format, Launch, Running};
+pub use container::{ImageLayout, launch as launch_in_docker};
+pub use ready::{check_served_model, json_field, out_of_memory};
+
+use super::docker::Mount;
+use super::process::EngineProcess;
+use super::{EngineError, EngineHandle, EngineKind, Format, Launch, Running};
 
 /// A program with its arguments, environment and working directory, not yet started.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +122,7 @@ pub struct ServerPlan {
     pub extra_args: Vec<String>,
     /// The working directory.
     pub dir: Option<PathBuf>,
-    /// The loopback port kitt chose.
+    /// The port the server listens on (inside its container in Docker mode).
     pub port: u16,
     /// The path that answers 2xx once the server is up.
     pub ready_path: &'static str,
@@ -137,7 +142,8 @@ pub struct ServerPlan {
 
 impl ServerPlan {
     /// A plan with no flags, checks or request fields yet.
-    pub fn new(kind: EngineKind, program: PathBuf, port: u16) -> Self {
+    pub fn new(kind: EngineKind, program: PathBuf, site: &Site) -> Self {
+        let port = site.port;
         ServerPlan {
             kind,
             program,
@@ -213,18 +219,60 @@ impl ServerPlan {
         }
         recorded
     }
+}
 
-    /// Where the server answers.
-    pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+/// Where a server runs: the address and port it listens on, and how it sees
+/// the host's paths (through the bind mounts of its container, if any).
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The address to listen on.
+    pub host: &'static str,
+    /// The port to listen on.
+    pub port: u16,
+    mounts: Vec<Mount>,
+}
+
+impl Site {
+    /// A native process on 127.0.0.1 and `port`.
+    pub fn native(port: u16) -> Self {
+        Site { host: "127.0.0.1", port, mounts: Vec::new() }
+    }
+
+    /// A container whose server listens on every interface of its own
+    /// network namespace (so the published port reaches it) on `port`, and
+    /// sees `mounts`.
+    pub fn container(port: u16, mounts: Vec<Mount>) -> Self {
+        Site { host: "0.0.0.0", port, mounts }
+    }
+
+    /// The bind mounts.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// Host path `path` as the server sees it.
+    pub fn path(&self, path: &Path) -> String {
+        self.mounts
+            .iter()
+            .find_map(|mount| mount.inside(path))
+            .unwrap_or_else(|| path.display().to_string())
+    }
+
+    /// A local directory as the server sees it; anything else (a Hugging
+    /// Face repository id) as given.
+    pub fn path_or_id(&self, text: &str) -> String {
+        let path = Path::new(text);
+        if path.is_dir() { self.path(path) } else { text.to_owned() }
     }
 }
 
-/// A server kitt started that is up, owns its port and serves the model asked for.
+/// A server kitt started that is up and serves the model asked for.
 #[derive(Debug)]
 pub struct Started {
-    process: EngineProcess,
+    handle: EngineHandle,
     base_url: String,
+    port: u16,
+    container: Option<container::Record>,
 }
 
 impl Started {
@@ -233,31 +281,49 @@ impl Started {
         &self.base_url
     }
 
-    /// The [`Running`] engine, with `version` and everything `plan` records.
-    pub fn into_running(self, plan: ServerPlan, version: String) -> Running {
+    /// Whether it runs in a container.
+    pub fn in_container(&self) -> bool {
+        self.container.is_some()
+    }
+
+    /// The [`Running`] engine, with everything `plan` records. `version` is
+    /// the engine's own (`None`: unknown); in a container the image's digest
+    /// is added to it, and the container's parameters to the plan's.
+    pub fn into_running(self, plan: ServerPlan, version: Option<String>) -> Running {
+        let mut parameters = plan.parameters();
+        let mut comparability = plan.comparability;
+        let (binary, version) = match self.container {
+            None => (Some(plan.program.clone()), version.unwrap_or_else(|| "unknown".into())),
+            Some(record) => {
+                parameters.extend(record.parameters);
+                let image = record.image;
+                comparability.insert("engine_mode".into(), format!("docker, image {image}"));
+                (None, version.map_or_else(|| image.clone(), |v| format!("{v} ({image})")))
+            }
+        };
         Running {
             kind: plan.kind,
             base_url: self.base_url,
-            served_model: plan.served_model.clone(),
+            served_model: plan.served_model,
             version,
-            binary: Some(plan.program.clone()),
-            parameters: plan.parameters(),
+            binary,
+            parameters,
             request_extras: plan.request_extras,
-            comparability: plan.comparability,
+            comparability,
             protocol: crate::measure::Protocol::OpenAi,
-            handle: Some(self.process.into()),
-            port: Some(plan.port),
+            handle: Some(self.handle),
+            port: Some(self.port),
             cleanup: None,
         }
     }
 }
 
-/// Starts the server of `plan` and waits until it serves; stops it again
-/// when any step fails.
+/// Starts the server of `plan` as a native process and waits until it
+/// serves; stops it again when any step fails.
 pub async fn launch(plan: &ServerPlan, launch: &Launch<'_>) -> Result<Started, EngineError> {
     let command = plan.command();
     tracing::info!(engine = %plan.kind, port = plan.port, "starting {}", plan.kind);
-    let mut process = EngineProcess::spawn_in(
+    let process = EngineProcess::spawn_in(
         &command.program,
         &command.args,
         &command.env,
@@ -265,211 +331,28 @@ pub async fn launch(plan: &ServerPlan, launch: &Launch<'_>) -> Result<Started, E
         &launch.log_path,
     )
     .map_err(EngineError::Io)?;
-    let base_url = plan.base_url();
-    let readied = ready(plan, &mut process, &base_url, launch.ready_deadline()).await;
-    if let Err(error) = readied {
-        let _ = process.stop(STOP_GRACE).await;
+    let base_url = format!("http://127.0.0.1:{}", plan.port);
+    let handle = until_ready(plan, process.into(), &base_url, plan.port, launch).await?;
+    Ok(Started { handle, base_url, port: plan.port, container: None })
+}
+
+/// Waits until the server behind `handle` serves; stops it when it does not.
+async fn until_ready(
+    plan: &ServerPlan,
+    mut handle: EngineHandle,
+    base_url: &str,
+    port: u16,
+    launch: &Launch<'_>,
+) -> Result<EngineHandle, EngineError> {
+    let waited = launch.ready_deadline();
+    if let Err(error) = ready::ready(plan, &mut handle, base_url, port, waited).await {
+        if let Err(stop) = handle.stop().await {
+            tracing::warn!("cannot stop the engine that failed to start: {stop}");
+        }
         return Err(error);
     }
-    tracing::info!(engine = %plan.kind, port = plan.port, "{} is serving", plan.kind);
-    Ok(Started { process, base_url })
-}
-
-async fn ready(
-    plan: &ServerPlan,
-    process: &mut EngineProcess,
-    base_url: &str,
-    waited: Duration,
-) -> Result<(), EngineError> {
-    let deadline = Instant::now() + waited;
-    let mut alive = Native { process, signs: plan.memory_signs, settings: &plan.memory_settings };
-    wait_until_up(base_url, plan.ready_path, &mut alive, deadline, waited).await?;
-    super::llama_cpp::check_port_owner(alive.process, plan.port)?;
-    check_served_model(base_url, &plan.model_check).await?;
-    wait_until_serving(base_url, &plan.served_model, &mut alive, deadline, waited).await
-}
-
-/// What readiness polling needs from whatever runs the server.
-pub trait Liveness {
-    /// `Err` with the reason (read from its log) when the server has stopped.
-    fn check(&mut self) -> Result<(), EngineError>;
-    /// The error for a server still not ready after `waited`.
-    fn not_ready(&self, waited: Duration) -> EngineError;
-}
-
-/// A native process and the memory errors its log may show.
-struct Native<'a> {
-    process: &'a mut EngineProcess,
-    signs: &'static [MemorySign],
-    settings: &'a str,
-}
-
-impl Liveness for Native<'_> {
-    fn check(&mut self) -> Result<(), EngineError> {
-        let Some(status) = self.process.exited() else { return Ok(()) };
-        let log = self.process.log_tail(LOG_SEARCH_LINES);
-        Err(out_of_memory(self.signs, self.settings, &log).unwrap_or_else(|| EngineError::Died {
-            status: status.to_string(),
-            log_tail: last_lines(&log, 20),
-        }))
-    }
-
-    fn not_ready(&self, waited: Duration) -> EngineError {
-        let log = self.process.log_tail(LOG_SEARCH_LINES);
-        out_of_memory(self.signs, self.settings, &log)
-            .unwrap_or_else(|| EngineError::NotReady { waited, log_tail: last_lines(&log, 20) })
-    }
-}
-
-/// How far back in the log a memory error is looked for.
-const LOG_SEARCH_LINES: usize = 400;
-
-/// Polls `GET {base_url}{path}` until it answers 2xx.
-pub async fn wait_until_up(
-    base_url: &str,
-    path: &str,
-    alive: &mut impl Liveness,
-    deadline: Instant,
-    waited: Duration,
-) -> Result<(), EngineError> {
-    let client = http_client(Duration::from_secs(5))?;
-    let url = format!("{base_url}{path}");
-    poll(alive, deadline, waited, || get_ok(&client, &url)).await
-}
-
-/// Sends one-token chat requests until one succeeds: some servers answer
-/// their health check before the engine behind them serves.
-pub async fn wait_until_serving(
-    base_url: &str,
-    model: &str,
-    alive: &mut impl Liveness,
-    deadline: Instant,
-    waited: Duration,
-) -> Result<(), EngineError> {
-    let client = http_client(Duration::from_secs(60))?;
-    let url = format!("{base_url}/v1/chat/completions");
-    let body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": "Hello"}],
-        "max_tokens": 1,
-        "temperature": 0,
-        "stream": false,
-    });
-    poll(alive, deadline, waited, || one_token(&client, &url, &body)).await
-}
-
-async fn poll<F, Fut>(
-    alive: &mut impl Liveness,
-    deadline: Instant,
-    waited: Duration,
-    mut attempt: F,
-) -> Result<(), EngineError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let mut delay = Duration::from_millis(50);
-    loop {
-        alive.check()?;
-        match attempt().await {
-            Ok(()) => return Ok(()),
-            Err(reason) => tracing::debug!("engine not ready yet: {reason}"),
-        }
-        // The attempt may have failed because the server just died.
-        alive.check()?;
-        if Instant::now() > deadline {
-            return Err(alive.not_ready(waited));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
-}
-
-fn http_client(timeout: Duration) -> Result<reqwest::Client, EngineError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|error| EngineError::Io(std::io::Error::other(error)))
-}
-
-async fn get_ok(client: &reqwest::Client, url: &str) -> Result<(), String> {
-    let response = client.get(url).send().await.map_err(|error| error.to_string())?;
-    let status = response.status();
-    if status.is_success() { Ok(()) } else { Err(format!("{url}: HTTP {}", status.as_u16())) }
-}
-
-async fn one_token(client: &reqwest::Client, url: &str, body: &Value) -> Result<(), String> {
-    let response = client.post(url).json(body).send().await.map_err(|error| error.to_string())?;
-    let status = response.status();
-    let text = response.text().await.map_err(|error| error.to_string())?;
-    let answered = serde_json::from_str::<Value>(&text)
-        .is_ok_and(|reply| reply["choices"].as_array().is_some_and(|c| !c.is_empty()));
-    if status.is_success() && answered {
-        return Ok(());
-    }
-    let excerpt: String = text.chars().take(200).collect();
-    Err(format!("one-token request: HTTP {}: {excerpt}", status.as_u16()))
-}
-
-/// Checks that the server serves the model asked for.
-pub async fn check_served_model(base_url: &str, check: &ModelCheck) -> Result<(), EngineError> {
-    match check {
-        ModelCheck::StartedWith => Ok(()),
-        ModelCheck::Listed(expected) => {
-            let served = super::served_models(base_url).await?;
-            if served.contains(expected) {
-                Ok(())
-            } else {
-                Err(EngineError::WrongModel { expected: expected.clone(), served })
-            }
-        }
-        ModelCheck::Loaded(expected) => {
-            let url = format!("{base_url}/v1/model");
-            let loaded = json_field(&url, "id").await.ok_or_else(|| EngineError::Unreachable {
-                url: url.clone(),
-                reason: "no loaded model id in the answer".into(),
-            })?;
-            if &loaded == expected {
-                Ok(())
-            } else {
-                Err(EngineError::WrongModel { expected: expected.clone(), served: vec![loaded] })
-            }
-        }
-    }
-}
-
-/// A text field of the JSON object `GET url` answers, if any.
-pub async fn json_field(url: &str, field: &str) -> Option<String> {
-    let client = http_client(Duration::from_secs(10)).ok()?;
-    let response = client.get(url).send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    let body: Value = response.json().await.ok()?;
-    body[field].as_str().map(str::to_owned).filter(|text| !text.is_empty())
-}
-
-/// The out-of-memory error `log` shows, from its last line that matches a sign.
-pub fn out_of_memory(signs: &[MemorySign], settings: &str, log: &str) -> Option<EngineError> {
-    let lines: Vec<&str> = log.lines().collect();
-    let (at, sign) = lines.iter().enumerate().rev().find_map(|(at, line)| {
-        signs.iter().find(|sign| line.contains(sign.needle)).map(|sign| (at, sign))
-    })?;
-    let hint = if settings.is_empty() {
-        sign.hint.to_owned()
-    } else {
-        format!("{} (this run: {settings})", sign.hint)
-    };
-    Some(EngineError::OutOfMemory {
-        cause: sign.cause.to_owned(),
-        hint,
-        log_tail: lines[at.saturating_sub(19)..=at].join("\n"),
-    })
-}
-
-fn last_lines(log: &str, count: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(count)..].join("\n")
+    tracing::info!(engine = %plan.kind, base_url, "{} is serving", plan.kind);
+    Ok(handle)
 }
 
 /// Why engine `kind` cannot load the model at `path`, or `None` when it can.
@@ -528,30 +411,9 @@ pub fn check_model<'a>(
 mod tests {
     use super::*;
 
-    const SIGNS: &[MemorySign] = &[
-        MemorySign { needle: "KV cache", cause: "kv", hint: "lower `context_size`" },
-        MemorySign { needle: "out of memory", cause: "oom", hint: "use a smaller quant" },
-    ];
-
-    #[test]
-    fn the_last_matching_line_decides_and_ends_the_tail() {
-        let log = "loading\nCUDA out of memory\nmore\n\
-                   ValueError: max seq len larger than KV cache\n\
-                   RuntimeError: Engine core initialization failed\n";
-        let Some(EngineError::OutOfMemory { cause, hint, log_tail }) =
-            out_of_memory(SIGNS, "max-model-len 4096", log)
-        else {
-            panic!("not classified");
-        };
-        assert_eq!(cause, "kv");
-        assert_eq!(hint, "lower `context_size` (this run: max-model-len 4096)");
-        assert!(log_tail.ends_with("larger than KV cache"), "{log_tail}");
-        assert!(out_of_memory(SIGNS, "", "Segmentation fault\n").is_none());
-    }
-
     #[test]
     fn the_command_line_is_leading_flags_then_extra_args() {
-        let mut plan = ServerPlan::new(EngineKind::Vllm, "vllm".into(), 8000);
+        let mut plan = ServerPlan::new(EngineKind::Vllm, "vllm".into(), &Site::native(8000));
         plan.leading = vec!["serve".into(), "/m".into()];
         plan.flag("--port", 8000);
         plan.switch("--no-enable-prefix-caching");

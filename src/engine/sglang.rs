@@ -7,11 +7,16 @@
 //! `--max-running-requests` the requests it has in flight, and the radix
 //! (prefix) cache off. SGLang answers `/health` 503 while it starts; ready
 //! means `/health` 200, the model listed, and a one-token chat request served.
+//!
+//! In Docker mode the image (which has no entry point) runs `python3 -m
+//! sglang.launch_server` with the same flags, the model under `/models` and
+//! the server on 0.0.0.0:30000 inside the container.
 
 use std::path::{Path, PathBuf};
 
-use super::served::{self, Lookup, MemorySign, ModelCheck, ServerPlan};
+use super::served::{self, ImageLayout, Lookup, MemorySign, ModelCheck, ServerPlan, Site};
 use super::{EngineError, EngineKind, Launch, Running, port, python};
+use crate::config::EngineMode;
 
 const LOOKUP: Lookup = Lookup {
     engine: "sglang",
@@ -44,6 +49,9 @@ const MEMORY_SIGNS: &[MemorySign] = &[
     },
 ];
 
+/// The official image has no entry point; SGLang's default port is 30000.
+const IMAGE: ImageLayout = ImageLayout { entry: &[], port: 30000 };
+
 /// Finds the Python interpreter that runs SGLang.
 pub fn find_interpreter(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
     served::find_program(&LOOKUP, configured)
@@ -58,52 +66,65 @@ pub fn availability() -> Result<String, String> {
     }
 }
 
-/// Starts the SGLang server and waits until it serves the model.
+/// Starts the SGLang server (natively, or in a container in Docker mode)
+/// and waits until it serves the model.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
-    let python = find_interpreter(launch.config.binary.as_deref())?;
-    let port = port::free_port().map_err(EngineError::Io)?;
-    let plan = plan(launch, python, port)?;
-    let started = served::launch(&plan, launch).await.map_err(|error| match error {
-        // The interpreter runs, but SGLang is not installed in it: a missing
-        // engine (exit 3), not a failed run.
-        EngineError::Died { log_tail, .. } if log_tail.contains("No module named 'sglang'") => {
-            EngineError::BinaryMissing {
-                engine: "sglang",
-                searched: format!("{} (has no `sglang` package)", plan.program.display()),
-                hint: LOOKUP.hint.to_owned(),
-            }
+    let (plan, started) = match launch.config.mode {
+        EngineMode::Native => {
+            let python = find_interpreter(launch.config.binary.as_deref())?;
+            let site = Site::native(port::free_port().map_err(EngineError::Io)?);
+            let plan = plan(launch, python, &site)?;
+            let started = served::launch(&plan, launch).await.map_err(|error| match error {
+                // The interpreter runs, but SGLang is not installed in it: a
+                // missing engine (exit 3), not a failed run.
+                EngineError::Died { log_tail, .. }
+                    if log_tail.contains("No module named 'sglang'") =>
+                {
+                    EngineError::BinaryMissing {
+                        engine: "sglang",
+                        searched: format!("{} (has no `sglang` package)", plan.program.display()),
+                        hint: LOOKUP.hint.to_owned(),
+                    }
+                }
+                other => other,
+            })?;
+            (plan, started)
         }
-        other => other,
-    })?;
-    let version = server_version(started.base_url(), &plan.program).await;
+        EngineMode::Docker => {
+            let build = |site: &Site| plan(launch, "python3".into(), site);
+            served::launch_in_docker(launch, &IMAGE, None, build).await?
+        }
+    };
+    let mut version = reported_version(started.base_url()).await;
+    if version.is_none() && !started.in_container() {
+        let python = plan.program.clone();
+        version = python::off_runtime(move || python::package_version(&python, "sglang")).await;
+    }
     Ok(started.into_running(plan, version))
 }
 
 /// The version the server reports (`/server_info`, or `/get_server_info` of
-/// older releases), else the installed package's.
-async fn server_version(base_url: &str, python: &Path) -> String {
+/// older releases).
+async fn reported_version(base_url: &str) -> Option<String> {
     for path in ["/server_info", "/get_server_info"] {
         if let Some(version) = served::json_field(&format!("{base_url}{path}"), "version").await {
-            return version;
+            return Some(version);
         }
     }
-    let python = python.to_owned();
-    python::off_runtime(move || python::package_version(&python, "sglang"))
-        .await
-        .unwrap_or_else(|| "unknown".into())
+    None
 }
 
-/// The command line, checks and request fields for one launch.
-pub fn plan(launch: &Launch<'_>, python: PathBuf, port: u16) -> Result<ServerPlan, EngineError> {
+/// The command line, checks and request fields for one launch at `site`.
+pub fn plan(launch: &Launch<'_>, python: PathBuf, site: &Site) -> Result<ServerPlan, EngineError> {
     let config = launch.config;
     let model = served::check_model(launch, None)?;
     let context = launch.context_per_request();
 
-    let mut plan = ServerPlan::new(EngineKind::Sglang, python, port);
+    let mut plan = ServerPlan::new(EngineKind::Sglang, python, site);
     plan.leading = vec!["-m".into(), "sglang.launch_server".into()];
-    plan.flag("--model-path", model.display());
-    plan.flag("--host", "127.0.0.1");
-    plan.flag("--port", port);
+    plan.flag("--model-path", site.path(model));
+    plan.flag("--host", site.host);
+    plan.flag("--port", site.port);
     plan.flag("--served-model-name", launch.model_name);
     plan.flag("--context-length", context);
     plan.flag("--max-running-requests", launch.slots);

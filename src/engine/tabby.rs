@@ -8,11 +8,17 @@
 //! the model named by `--model-name` from `--model-dir` and serves it under
 //! its directory name; ready means `/health` 200, that model loaded
 //! (`/v1/model`), and a one-token chat request served.
+//!
+//! In Docker mode the image's entry point (`python3`, in `/app`) runs
+//! `main.py` with the same flags, the model directory mounted as
+//! `/models/<name>` (so `--model-dir /models`) and the server on
+//! 0.0.0.0:5000 inside the container.
 
 use std::path::{Path, PathBuf};
 
-use super::served::{self, Lookup, MemorySign, ModelCheck, ServerPlan};
+use super::served::{self, ImageLayout, Lookup, MemorySign, ModelCheck, ServerPlan, Site};
 use super::{EngineError, EngineKind, Launch, Running, port, python};
+use crate::config::EngineMode;
 
 const LOOKUP: Lookup = Lookup {
     engine: "exllamav2",
@@ -36,6 +42,10 @@ const MEMORY_SIGNS: &[MemorySign] = &[
         hint: "use a smaller quant (fewer bits per weight) or lower `context_size`",
     },
 ];
+
+/// The official image's entry point is `python3`, run in `/app` where
+/// `main.py` is; TabbyAPI's default port is 5000.
+const IMAGE: ImageLayout = ImageLayout { entry: &["python3"], port: 5000 };
 
 /// ExLlamaV2's cache is allocated in pages of this many tokens.
 const CACHE_PAGE: u32 = 256;
@@ -81,21 +91,59 @@ fn version(entry: &Path) -> String {
         .map_or_else(|| "unknown".to_owned(), |version| format!("exllamav2 {version}"))
 }
 
-/// Starts TabbyAPI and waits until it serves the model.
+/// Starts TabbyAPI (natively, or in a container in Docker mode) and waits
+/// until it serves the model.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
-    let entry = find_entry(launch.config.binary.as_deref())?;
-    let port = port::free_port().map_err(EngineError::Io)?;
-    let plan = plan(launch, &entry, port)?;
-    let started = served::launch(&plan, launch).await?;
-    let version = python::off_runtime(move || Some(version(&entry))).await;
-    Ok(started.into_running(plan, version.unwrap_or_else(|| "unknown".into())))
+    let (plan, started, version) = match launch.config.mode {
+        EngineMode::Native => {
+            let entry = find_entry(launch.config.binary.as_deref())?;
+            let site = Site::native(port::free_port().map_err(EngineError::Io)?);
+            let plan = plan(launch, &entry, &site)?;
+            let started = served::launch(&plan, launch).await?;
+            let version = python::off_runtime(move || Some(version(&entry))).await;
+            (plan, started, version)
+        }
+        EngineMode::Docker => {
+            let build = |site: &Site| {
+                let mut plan = ServerPlan::new(EngineKind::Exllamav2, "python3".into(), site);
+                plan.leading = vec!["main.py".into()];
+                configure(plan, launch, site)
+            };
+            let (plan, started) = served::launch_in_docker(launch, &IMAGE, None, build).await?;
+            (plan, started, None)
+        }
+    };
+    Ok(started.into_running(plan, version))
 }
 
-/// The command line, checks and request fields for one launch.
-pub fn plan(launch: &Launch<'_>, entry: &Path, port: u16) -> Result<ServerPlan, EngineError> {
+/// The command line, checks and request fields for one launch at `site`,
+/// started through `entry`.
+pub fn plan(launch: &Launch<'_>, entry: &Path, site: &Site) -> Result<ServerPlan, EngineError> {
+    let mut plan = if entry.extension().is_some_and(|ext| ext == "py") {
+        let python = interpreter(entry).ok_or_else(|| EngineError::BinaryMissing {
+            engine: "exllamav2",
+            searched: "the checkout's venv/bin/python and `python3` on PATH".into(),
+            hint: LOOKUP.hint.into(),
+        })?;
+        let mut plan = ServerPlan::new(EngineKind::Exllamav2, python, site);
+        plan.leading = vec![entry.display().to_string()];
+        plan
+    } else {
+        ServerPlan::new(EngineKind::Exllamav2, entry.to_owned(), site)
+    };
+    plan.dir = entry.parent().map(Path::to_owned);
+    configure(plan, launch, site)
+}
+
+/// Adds the flags, checks and request fields to a plan that starts TabbyAPI.
+fn configure(
+    mut plan: ServerPlan,
+    launch: &Launch<'_>,
+    site: &Site,
+) -> Result<ServerPlan, EngineError> {
     let model = served::check_model(launch, None)?;
     // TabbyAPI runs in its checkout: a relative model path would point elsewhere.
-    let model = std::path::absolute(model).map_err(EngineError::Io)?;
+    let model = PathBuf::from(site.path(&std::path::absolute(model).map_err(EngineError::Io)?));
     let (Some(model_dir), Some(name)) = (model.parent(), model.file_name()) else {
         return Err(EngineError::Model {
             engine: "exllamav2",
@@ -108,21 +156,8 @@ pub fn plan(launch: &Launch<'_>, entry: &Path, port: u16) -> Result<ServerPlan, 
     // Every request in flight needs its own sequence in the cache.
     let cache = (context.saturating_mul(launch.slots)).div_ceil(CACHE_PAGE) * CACHE_PAGE;
 
-    let mut plan = if entry.extension().is_some_and(|ext| ext == "py") {
-        let python = interpreter(entry).ok_or_else(|| EngineError::BinaryMissing {
-            engine: "exllamav2",
-            searched: "the checkout's venv/bin/python and `python3` on PATH".into(),
-            hint: LOOKUP.hint.into(),
-        })?;
-        let mut plan = ServerPlan::new(EngineKind::Exllamav2, python, port);
-        plan.leading = vec![entry.display().to_string()];
-        plan
-    } else {
-        ServerPlan::new(EngineKind::Exllamav2, entry.to_owned(), port)
-    };
-    plan.dir = entry.parent().map(Path::to_owned);
-    plan.flag("--host", "127.0.0.1");
-    plan.flag("--port", port);
+    plan.flag("--host", site.host);
+    plan.flag("--port", site.port);
     plan.flag("--disable-auth", "true");
     plan.flag("--model-dir", model_dir.display());
     plan.flag("--model-name", &name);

@@ -7,12 +7,18 @@
 //! model's safetensors checkpoint). vLLM's `/health` can answer before the
 //! engine serves, so ready means `/health` 200 and then a one-token chat
 //! request that succeeds. Requests carry `ignore_eos` and `min_tokens`.
+//!
+//! In Docker mode the same flags follow the image's entry point (`vllm
+//! serve`), with the model under `/models`, a tokenizer directory under
+//! `/tokenizer` (a repository id is passed as given), and the server on
+//! 0.0.0.0:8000 inside the container.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::served::{self, Lookup, MemorySign, ModelCheck, ServerPlan};
+use super::served::{self, ImageLayout, Lookup, MemorySign, ModelCheck, ServerPlan, Site};
 use super::{EngineError, EngineKind, Format, Launch, Running, port, python};
+use crate::config::EngineMode;
 
 const LOOKUP: Lookup = Lookup {
     engine: "vllm",
@@ -60,6 +66,9 @@ const MEMORY_SIGNS: &[MemorySign] = &[
     },
 ];
 
+/// The official image runs `vllm serve`, listening on 8000.
+const IMAGE: ImageLayout = ImageLayout { entry: &["vllm", "serve"], port: 8000 };
+
 /// Finds the `vllm` program.
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, EngineError> {
     served::find_program(&LOOKUP, configured)
@@ -79,44 +88,58 @@ pub fn availability() -> Result<String, String> {
     Ok(format!("{} ({version})", binary.display()))
 }
 
-/// Starts `vllm serve` and waits until it serves the model.
+/// Starts `vllm serve` (natively, or in a container in Docker mode) and
+/// waits until it serves the model.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
-    let binary = find_binary(launch.config.binary.as_deref())?;
-    let port = port::free_port().map_err(EngineError::Io)?;
-    let plan = plan(launch, binary, port)?;
-    let started = served::launch(&plan, launch).await?;
-    let version = match served::json_field(&format!("{}/version", started.base_url()), "version")
-        .await
-    {
-        Some(version) => version,
+    let (plan, started) = match launch.config.mode {
+        EngineMode::Native => {
+            let binary = find_binary(launch.config.binary.as_deref())?;
+            let site = Site::native(port::free_port().map_err(EngineError::Io)?);
+            let plan = plan(launch, binary, &site)?;
+            let started = served::launch(&plan, launch).await?;
+            (plan, started)
+        }
+        EngineMode::Docker => {
+            let build = |site: &Site| plan(launch, "vllm".into(), site);
+            served::launch_in_docker(launch, &IMAGE, served_tokenizer(launch), build).await?
+        }
+    };
+    let reported = served::json_field(&format!("{}/version", started.base_url()), "version").await;
+    let version = match reported {
+        Some(version) => Some(version),
+        None if started.in_container() => None,
         None => {
             let binary = plan.program.clone();
-            python::off_runtime(move || version(&binary)).await.unwrap_or_else(|| "unknown".into())
+            python::off_runtime(move || version(&binary)).await
         }
     };
     Ok(started.into_running(plan, version))
 }
 
-/// The command line, checks and request fields for one launch.
-pub fn plan(launch: &Launch<'_>, binary: PathBuf, port: u16) -> Result<ServerPlan, EngineError> {
+/// The tokenizer vLLM is given: the config's, else the model's; only a GGUF needs one.
+fn served_tokenizer<'a>(launch: &'a Launch<'_>) -> Option<&'a str> {
+    let tokenizer = launch.config.tokenizer.as_deref().or(launch.tokenizer);
+    tokenizer.filter(|_| launch.format == Some(Format::Gguf))
+}
+
+/// The command line, checks and request fields for one launch at `site`.
+pub fn plan(launch: &Launch<'_>, binary: PathBuf, site: &Site) -> Result<ServerPlan, EngineError> {
     let config = launch.config;
-    let tokenizer = config.tokenizer.as_deref().or(launch.tokenizer);
+    let tokenizer = served_tokenizer(launch);
     let model = served::check_model(launch, tokenizer)?;
     let context = launch.context_per_request();
 
-    let mut plan = ServerPlan::new(EngineKind::Vllm, binary, port);
-    plan.leading = vec!["serve".into(), model.display().to_string()];
-    plan.flag("--host", "127.0.0.1");
-    plan.flag("--port", port);
+    let mut plan = ServerPlan::new(EngineKind::Vllm, binary, site);
+    plan.leading = vec!["serve".into(), site.path(model)];
+    plan.flag("--host", site.host);
+    plan.flag("--port", site.port);
     plan.flag("--served-model-name", launch.model_name);
     plan.flag("--max-model-len", context);
     plan.flag("--max-num-seqs", launch.slots);
     // Repeated prompts must be computed again, or prefill is measured from cache.
     plan.switch("--no-enable-prefix-caching");
-    if launch.format == Some(Format::Gguf)
-        && let Some(tokenizer) = tokenizer
-    {
-        plan.flag("--tokenizer", tokenizer);
+    if let Some(tokenizer) = tokenizer {
+        plan.flag("--tokenizer", site.path_or_id(tokenizer));
     }
     if let Some(share) = config.gpu_memory_utilization {
         plan.flag("--gpu-memory-utilization", share);
@@ -168,7 +191,8 @@ mod tests {
     fn the_context_is_one_requests_need_and_the_gguf_gets_its_tokenizer() {
         let config = EngineConfig { gpu_memory_utilization: Some(0.8), ..EngineConfig::default() };
         let gguf = Path::new("/m/model-Q4_K_M.gguf");
-        let plan = plan(&launch(&config, gguf, Format::Gguf), "vllm".into(), 9000).unwrap();
+        let site = Site::native(9000);
+        let plan = plan(&launch(&config, gguf, Format::Gguf), "vllm".into(), &site).unwrap();
         let args = plan.command().args.join(" ");
         assert!(args.starts_with("serve /m/model-Q4_K_M.gguf --host 127.0.0.1 --port 9000"));
         assert!(args.contains("--max-model-len 1000 --max-num-seqs 4"), "{args}");
@@ -181,7 +205,8 @@ mod tests {
     fn a_file_is_not_a_checkpoint() {
         let config = EngineConfig::default();
         let file = Path::new("/etc/hostname");
-        let refused = plan(&launch(&config, file, Format::Safetensors), "vllm".into(), 1);
+        let site = Site::native(1);
+        let refused = plan(&launch(&config, file, Format::Safetensors), "vllm".into(), &site);
         assert!(matches!(refused, Err(EngineError::Model { .. })), "{refused:?}");
     }
 }

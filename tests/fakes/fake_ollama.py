@@ -257,9 +257,11 @@ class Handler(BaseHTTPRequestHandler):
             write_blob(data)
             layers.append({"mediaType": f"application/vnd.ollama.image.{media}",
                            "digest": digest, "size": total})
-        for status in ("verifying sha256 digest", "writing manifest", "success"):
-            self.stream_line({"status": status})
+        self.stream_line({"status": "verifying sha256 digest"})
+        self.stream_line({"status": "writing manifest"})
+        # As the real server does, the model is in the store before `success`.
         write_manifest(name, layers)
+        self.stream_line({"status": "success"})
         log("INFO", "pulled model", model=name)
         self.end_stream()
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cli::{DockerCli, DockerError, ImageInfo};
 use super::mounts::Mount;
@@ -30,8 +30,37 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Bind mounts (the model, read-only).
     pub mounts: Vec<Mount>,
+    /// Named volumes, `(name, path inside)`, which Docker creates on first use
+    /// and keeps after the container is gone (Ollama's model store).
+    pub volumes: Vec<(String, String)>,
+    /// The size of `/dev/shm`, for servers whose processes share tensors
+    /// through it (Docker's default is 64 MB).
+    pub shm_size: Option<&'static str>,
     /// The GPUs the container gets.
     pub gpus: Gpus,
+}
+
+impl ContainerSpec {
+    /// A spec of `image` serving on `container_port`, with no arguments,
+    /// environment, mounts or GPUs yet.
+    pub fn new(image: String, container_port: u16) -> Self {
+        ContainerSpec {
+            image,
+            container_port,
+            args: Vec::new(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            volumes: Vec::new(),
+            shm_size: None,
+            gpus: Gpus::None,
+        }
+    }
+
+    /// `--volume` values: the bind mounts, then the named volumes.
+    fn volume_flags(&self) -> Vec<String> {
+        let named = self.volumes.iter().map(|(name, inside)| format!("{name}:{inside}"));
+        self.mounts.iter().map(Mount::volume).chain(named).collect()
+    }
 }
 
 /// One `docker run -d`, as [`DockerCli::run`] takes it.
@@ -58,8 +87,11 @@ impl ContainerRun<'_> {
         }
         let publish = format!("127.0.0.1:{}:{}", self.host_port, spec.container_port);
         args.extend(["--publish".to_owned(), publish]);
-        for mount in &spec.mounts {
-            args.extend(["--volume".to_owned(), mount.volume()]);
+        for volume in spec.volume_flags() {
+            args.extend(["--volume".to_owned(), volume]);
+        }
+        if let Some(size) = spec.shm_size {
+            args.extend(["--shm-size".to_owned(), size.to_owned()]);
         }
         for (key, value) in &spec.env {
             args.extend(["--env".to_owned(), format!("{key}={value}")]);
@@ -95,8 +127,14 @@ pub struct Container {
     log_path: PathBuf,
     logs: Option<EngineProcess>,
     pid: Option<u32>,
+    inspected: Option<Instant>,
     removed: bool,
 }
+
+/// How often a running container's state is asked of Docker while its
+/// output is still being followed: `docker logs --follow` ends when the
+/// container does, so its end is noticed at once without asking.
+const INSPECT_EVERY: Duration = Duration::from_secs(1);
 
 impl Container {
     /// Makes sure the image is here, then creates and starts the container
@@ -120,6 +158,7 @@ impl Container {
             log_path: launch.log_path.clone(),
             logs: None,
             pid: None,
+            inspected: None,
             removed: false,
         };
         let labels = owners::labels(launch.campaign, launch.run_id);
@@ -157,7 +196,7 @@ impl Container {
     /// What to record about the container on the result: image and digest,
     /// GPUs and mounts.
     pub fn parameters(&self, spec: &ContainerSpec) -> BTreeMap<String, String> {
-        let mounts: Vec<String> = spec.mounts.iter().map(Mount::volume).collect();
+        let mounts = spec.volume_flags();
         BTreeMap::from([
             ("mode".to_owned(), "docker".to_owned()),
             ("image".to_owned(), spec.image.clone()),
@@ -176,6 +215,11 @@ impl Container {
     /// How the container ended, if it has; `None` while it runs (or while
     /// Docker does not answer: the caller's deadline covers that).
     pub async fn exited(&mut self) -> Option<String> {
+        let following = self.logs.as_mut().is_some_and(|logs| logs.exited().is_none());
+        if following && self.inspected.is_some_and(|at| at.elapsed() < INSPECT_EVERY) {
+            return None;
+        }
+        self.inspected = Some(Instant::now());
         let ended = match self.docker.state(&self.name).await {
             Ok(Some(state)) if !state.has_ended() => return None,
             Ok(Some(state)) => format!("container {}, exit code {}", state.status, state.exit_code),
@@ -204,7 +248,8 @@ impl Container {
         crate::engine::process::log_tail(&self.log_path, lines)
     }
 
-    /// `docker stop` (SIGTERM, 10 s, SIGKILL), then `docker rm --force`.
+    /// `docker stop` (SIGTERM, 10 s, SIGKILL; Docker returns as soon as the
+    /// server has exited), then `docker rm --force`.
     pub async fn stop(&mut self) -> Result<(), EngineError> {
         if self.removed {
             return Ok(());
@@ -286,6 +331,8 @@ mod tests {
                 container: "/models".into(),
                 read_only: true,
             }],
+            volumes: vec![("kitt-store".into(), "/store".into())],
+            shm_size: Some("16g"),
             gpus,
         }
     }
@@ -309,6 +356,10 @@ mod tests {
                 "127.0.0.1:40001:8080",
                 "--volume",
                 "/data/m:/models:ro",
+                "--volume",
+                "kitt-store:/store",
+                "--shm-size",
+                "16g",
                 "--env",
                 "A=1",
                 "--gpus",

@@ -1,4 +1,4 @@
-//! Ollama as a native process (`ollama serve`).
+//! Ollama's server, `ollama serve`, as a native process or in a container.
 //!
 //! The binary is found through the engine config's `binary`, then
 //! `KITT_OLLAMA`, then `PATH`. kitt starts `ollama serve` in its own process
@@ -12,9 +12,17 @@
 //! `options.num_ctx` and `keep_alive` and ends each stream with the
 //! server's counters.
 //!
-//! Only [`start`] knows about the process: [`api`], [`model`] and
-//! [`settings`] work against a base URL, so a Docker mode can reuse them.
-//! The process dying at any step is [`EngineError::Died`] with its log tail.
+//! In Docker mode the official image runs `ollama serve` with the same
+//! environment, `OLLAMA_HOST=0.0.0.0:11434` inside the container (published
+//! on a free loopback port), and the named volume [`VOLUME`] as its store at
+//! `/root/.ollama`: pulls persist across runs without writing root-owned
+//! files into the user's native store, and the native and container stores
+//! never mix versions. Everything after the start is the same in both modes:
+//! a GGUF is imported by upload through the API, tags are pulled through it.
+//!
+//! Only [`start`] knows whether a process or a container runs the server:
+//! [`api`], [`model`] and [`settings`] work against a base URL. The server
+//! ending at any step is [`EngineError::Died`] with its log tail.
 
 pub mod api;
 pub mod model;
@@ -27,9 +35,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::docker::{self, Container, ContainerSpec};
 use super::llama_cpp::{executable, on_path};
-use super::process::{EngineProcess, STOP_GRACE};
-use super::{Cleanup, EngineError, EngineKind, Launch, Running, port, ready_deadline_for};
+use super::process::EngineProcess;
+use super::{
+    Cleanup, EngineError, EngineHandle, EngineKind, Launch, Running, port, ready_deadline_for,
+};
+use crate::config::EngineMode;
 use crate::measure::Protocol;
 use api::Api;
 pub use model::{Imported, check_tag, normalise_tag};
@@ -87,9 +99,18 @@ fn parse_version(text: &str) -> Option<String> {
     after("client version is ").or_else(|| after("version is "))
 }
 
-/// Starts `ollama serve`, makes the model ready, loads and warms it up.
+/// The port `ollama serve` listens on inside its container.
+const CONTAINER_PORT: u16 = 11434;
+
+/// The named volume that holds the models of Ollama's containers.
+pub const VOLUME: &str = "kitt-ollama";
+
+/// Where the official image keeps Ollama's data (the store is `models` in it).
+const VOLUME_PATH: &str = "/root/.ollama";
+
+/// Starts `ollama serve` (natively, or in a container in Docker mode), makes
+/// the model ready, loads and warms it up.
 pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
-    let binary = find_binary(launch.config.binary.as_deref())?;
     let keep_alive = settings::keep_alive(
         launch.config.keep_alive.as_deref().unwrap_or(settings::DEFAULT_KEEP_ALIVE),
     )
@@ -97,111 +118,209 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
     let extra = settings::extra_environment(&launch.config.extra_args)
         .map_err(|reason| EngineError::InvalidSetting { key: "extra_args", reason })?;
     let env = settings::environment(launch, &keep_alive, extra);
+    let server = match launch.config.mode {
+        EngineMode::Native => start_native(launch, env).await?,
+        EngineMode::Docker => start_in_docker(launch, env).await?,
+    };
+    let Server { mut handle, base_url, port, mut recorded, docker, binary } = server;
+    let api = Api::new(&base_url).map_err(|error| EngineError::Unreachable {
+        url: base_url.clone(),
+        reason: error.to_string(),
+    })?;
+
+    let prepared = match serve(&mut handle, &api, launch, &keep_alive, port).await {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            handle.discard().await;
+            return Err(error);
+        }
+    };
+    let options = settings::options(launch);
+    recorded.extend(settings::recorded(&options, &keep_alive));
+    recorded.insert("port".into(), port.to_string());
+    recorded.insert("model_bytes".into(), prepared.size_bytes.to_string());
+    recorded.extend(prepared.recorded);
+    let mut comparability = settings::comparability(launch, &keep_alive);
+    let version = match docker {
+        None => prepared.version,
+        Some(image) => {
+            comparability.insert("engine_mode".into(), format!("docker, image {image}"));
+            format!("{} ({image})", prepared.version)
+        }
+    };
+    Ok(Running {
+        kind: EngineKind::Ollama,
+        base_url,
+        served_model: prepared.served,
+        version,
+        binary,
+        parameters: recorded,
+        request_extras: settings::request_extras(&options, &keep_alive),
+        comparability,
+        protocol: Protocol::Ollama,
+        handle: Some(handle),
+        port: Some(port),
+        cleanup: prepared.imported.map(Cleanup::OllamaModel),
+    })
+}
+
+/// A started `ollama serve`, not yet known to answer.
+struct Server {
+    handle: EngineHandle,
+    base_url: String,
+    /// The loopback port that reaches it.
+    port: u16,
+    /// Its environment and where its store is, for the result.
+    recorded: BTreeMap<String, String>,
+    /// The digest reference of its image, in Docker mode.
+    docker: Option<String>,
+    binary: Option<PathBuf>,
+}
+
+/// Runs `ollama serve` with `env` on a free loopback port.
+async fn start_native(
+    launch: &Launch<'_>,
+    env: Vec<(String, String)>,
+) -> Result<Server, EngineError> {
+    let binary = find_binary(launch.config.binary.as_deref())?;
     let port = port::free_port().map_err(EngineError::Io)?;
     let host = format!("127.0.0.1:{port}");
     let mut spawn_env = env.clone();
     spawn_env.push(("OLLAMA_HOST".to_owned(), host.clone()));
 
     tracing::info!(port, model = ?launch.model_path, "starting ollama serve");
-    let mut process =
+    let process =
         EngineProcess::spawn(&binary, &["serve".to_owned()], &spawn_env, &launch.log_path)
             .map_err(EngineError::Io)?;
+    let mut recorded: BTreeMap<String, String> = inherited().collect();
+    recorded.extend(env);
+    if !recorded.contains_key("OLLAMA_MODELS") {
+        let store = crate::acquire::local::ollama_models_dir();
+        recorded.insert("models_dir".into(), store.display().to_string());
+    }
     let base_url = format!("http://{host}");
-    let api = Api::new(&base_url).map_err(|error| EngineError::Unreachable {
-        url: base_url.clone(),
-        reason: error.to_string(),
-    })?;
-    let version = wait_until_ready(&mut process, &api, launch.ready_deadline()).await?;
-    check_port_owner(&process, port)?;
+    let handle = process.into();
+    Ok(Server { handle, base_url, port, recorded, docker: None, binary: Some(binary) })
+}
+
+/// Runs the official image, whose entry point is `ollama`, with `env`, the
+/// other `OLLAMA_*` settings kitt's own environment has (except the host and
+/// the store, which are the container's), `OLLAMA_HOST` on every interface
+/// of the container, and the [`VOLUME`] as its store.
+async fn start_in_docker(
+    launch: &Launch<'_>,
+    env: Vec<(String, String)>,
+) -> Result<Server, EngineError> {
+    let docker = docker::cli()?;
+    let gpus = docker::resolve_gpus(launch.config.gpus.as_ref());
+    let image = docker::image_for(EngineKind::Ollama, launch.config.image.as_deref(), &gpus)?;
+    let mut spec = ContainerSpec::new(image, CONTAINER_PORT);
+    spec.args = vec!["serve".to_owned()];
+    let set_by_kitt = |name: &str| name == "OLLAMA_MODELS" || env.iter().any(|(n, _)| n == name);
+    spec.env = inherited().filter(|(name, _)| !set_by_kitt(name)).collect();
+    spec.env.extend(env);
+    spec.env.push(("OLLAMA_HOST".to_owned(), format!("0.0.0.0:{CONTAINER_PORT}")));
+    spec.volumes = vec![(VOLUME.to_owned(), VOLUME_PATH.to_owned())];
+    spec.gpus = gpus;
+
+    let container = Container::start(docker, &spec, launch).await?;
+    let mut recorded: BTreeMap<String, String> = spec.env.iter().cloned().collect();
+    recorded.remove("OLLAMA_HOST");
+    recorded.insert("models_dir".into(), format!("docker volume {VOLUME} ({VOLUME_PATH}/models)"));
+    recorded.extend(container.parameters(&spec));
+    let image = container.image().reference().to_owned();
+    let (base_url, port) = (container.base_url(), container.host_port());
+    let handle = container.into();
+    Ok(Server { handle, base_url, port, recorded, docker: Some(image), binary: None })
+}
+
+/// The `OLLAMA_*` variables of kitt's environment but `OLLAMA_HOST`, which is kitt's choice.
+fn inherited() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(name, value)| {
+        let name = name.into_string().ok().filter(|name| name.starts_with("OLLAMA_"))?;
+        let value = value.to_string_lossy().into_owned();
+        (name != "OLLAMA_HOST").then_some((name, value))
+    })
+}
+
+/// The model kitt will ask for, ready and warm, and the server's version.
+struct Served {
+    version: String,
+    served: String,
+    size_bytes: u64,
+    imported: Option<Imported>,
+    recorded: BTreeMap<String, String>,
+}
+
+/// Waits until the server answers, makes the model ready, loads and warms
+/// it up; the server ending at any step is [`EngineError::Died`].
+async fn serve(
+    handle: &mut EngineHandle,
+    api: &Api,
+    launch: &Launch<'_>,
+    keep_alive: &Value,
+    port: u16,
+) -> Result<Served, EngineError> {
+    let version = wait_until_ready(handle, api, launch.ready_deadline()).await?;
+    if let Some(process) = handle.process() {
+        check_port_owner(process, port)?;
+    }
 
     let mut reporter = Reporter::new(launch.progress.clone(), &launch.log_path);
-    let prepared = while_alive(&mut process, model::prepare(&api, launch, &mut reporter)).await?;
+    let prepared = while_alive(handle, api, model::prepare(api, launch, &mut reporter)).await?;
     let options = settings::options(launch);
     let deadline = launch.ready_deadline().max(ready_deadline_for(prepared.size_bytes));
-    let served = prepared.served.clone();
-    let warm =
-        model::load_and_warm_up(&api, &served, &options, &keep_alive, deadline, &mut reporter);
-    if let Err(error) = while_alive(&mut process, warm).await {
+    let warm = model::load_and_warm_up(
+        api,
+        &prepared.served,
+        &options,
+        keep_alive,
+        deadline,
+        &mut reporter,
+    );
+    if let Err(error) = while_alive(handle, api, warm).await {
         if let Some(imported) = prepared.imported {
             imported.remove().await;
         }
         return Err(error);
     }
-
-    let parameters = recorded(&options, &keep_alive, &env, port, &prepared);
-    Ok(Running {
-        kind: EngineKind::Ollama,
-        base_url,
-        served_model: served,
-        version,
-        binary: Some(binary),
-        parameters,
-        request_extras: settings::request_extras(&options, &keep_alive),
-        comparability: settings::comparability(launch, &keep_alive),
-        protocol: Protocol::Ollama,
-        handle: Some(process.into()),
-        port: Some(port),
-        cleanup: prepared.imported.map(Cleanup::OllamaModel),
-    })
-}
-
-/// The result's parameters: request options, the server's environment
-/// (inherited `OLLAMA_*` variables included; `OLLAMA_HOST` is the port), the
-/// model store when `OLLAMA_MODELS` does not name it, the model's size in the
-/// store, and what `prepare` recorded.
-fn recorded(
-    options: &serde_json::Map<String, Value>,
-    keep_alive: &Value,
-    env: &[(String, String)],
-    port: u16,
-    prepared: &Prepared,
-) -> BTreeMap<String, String> {
-    let mut recorded = settings::recorded(options, keep_alive);
-    let inherited = std::env::vars_os().filter_map(|(name, value)| {
-        let name = name.into_string().ok().filter(|name| name.starts_with("OLLAMA_"))?;
-        Some((name, value.to_string_lossy().into_owned()))
-    });
-    recorded.extend(inherited.filter(|(name, _)| name != "OLLAMA_HOST"));
-    recorded.extend(env.iter().cloned());
-    if !recorded.contains_key("OLLAMA_MODELS") {
-        let store = crate::acquire::local::ollama_models_dir();
-        recorded.insert("models_dir".into(), store.display().to_string());
-    }
-    recorded.insert("port".into(), port.to_string());
-    recorded.insert("model_bytes".into(), prepared.size_bytes.to_string());
-    recorded.extend(prepared.recorded.clone());
-    recorded
+    let Prepared { served, size_bytes, imported, recorded } = prepared;
+    Ok(Served { version, served, size_bytes, imported, recorded })
 }
 
 /// Waits until `GET /api/version` answers; its version.
 async fn wait_until_ready(
-    process: &mut EngineProcess,
+    handle: &mut EngineHandle,
     api: &Api,
     deadline: Duration,
 ) -> Result<String, EngineError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(20);
     loop {
-        if let Some(status) = process.exited() {
-            return Err(died(process, status));
+        if let Some(status) = handle.exited().await {
+            return Err(died(handle, status));
         }
         match api.version().await {
             Ok(version) => return Ok(version),
             Err(error) => tracing::debug!("ollama not answering yet: {error}"),
         }
         if started.elapsed() > deadline {
-            let _ = process.stop(STOP_GRACE).await;
-            return Err(EngineError::NotReady { waited: deadline, log_tail: process.log_tail(20) });
+            return Err(EngineError::NotReady { waited: deadline, log_tail: handle.log_tail(20) });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(500));
     }
 }
 
-/// Runs one start-up step, turning the process's death during it into
+/// How long a server that stopped answering may take to be seen ending: a
+/// container's end reaches kitt through Docker.
+const ENDING: Duration = Duration::from_secs(5);
+
+/// Runs one start-up step, turning the server's end during it into
 /// [`EngineError::Died`] whatever error the step itself saw.
 async fn while_alive<T>(
-    process: &mut EngineProcess,
+    handle: &mut EngineHandle,
+    api: &Api,
     step: impl Future<Output = Result<T, EngineError>>,
 ) -> Result<T, EngineError> {
     tokio::pin!(step);
@@ -209,11 +328,13 @@ async fn while_alive<T>(
     loop {
         tokio::select! {
             result = &mut step => {
-                if result.is_err() {
-                    // A request cut by the death may fail a moment before the exit is seen.
-                    for _ in 0..10 {
-                        if let Some(status) = process.exited() {
-                            return Err(died(process, status));
+                // A request cut by the server's death fails before its end is
+                // seen; a server that still answers made the step fail itself.
+                if result.is_err() && api.version().await.is_err() {
+                    let deadline = Instant::now() + ENDING;
+                    while Instant::now() < deadline {
+                        if let Some(status) = handle.exited().await {
+                            return Err(died(handle, status));
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -221,16 +342,16 @@ async fn while_alive<T>(
                 return result;
             }
             _ = ticker.tick() => {
-                if let Some(status) = process.exited() {
-                    return Err(died(process, status));
+                if let Some(status) = handle.exited().await {
+                    return Err(died(handle, status));
                 }
             }
         }
     }
 }
 
-fn died(process: &EngineProcess, status: std::process::ExitStatus) -> EngineError {
-    EngineError::Died { status: status.to_string(), log_tail: process.log_tail(20) }
+fn died(handle: &EngineHandle, status: String) -> EngineError {
+    EngineError::Died { status, log_tail: handle.log_tail(20) }
 }
 
 fn check_port_owner(process: &EngineProcess, port: u16) -> Result<(), EngineError> {
