@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Scratch};
+use common::{Outcome, Scratch, processes_mentioning};
 use kitt::gguf::TinyModel;
 use kitt::store::{ResultFilter, Store};
 use nix::sys::signal::Signal;
@@ -94,25 +94,10 @@ fn result_count(scratch: &Scratch) -> usize {
     store.results(&ResultFilter::default()).unwrap().len()
 }
 
-/// Live processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &Path) -> Vec<u32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&needle) && !stat.contains(") Z ")
-        })
-        .collect()
-}
-
 fn no_engine_left(scratch: &Scratch) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = processes_mentioning(&scratch.models());
+        let left = processes_mentioning(scratch.models());
         if left.is_empty() {
             return;
         }
@@ -318,7 +303,7 @@ fn kill_9_mid_run_then_resume_redoes_only_the_interrupted_run() {
     let path = file.to_str().unwrap();
 
     let child = start_until_benchmarking(&scratch, &engine, &["run", path], "Slow|llama_cpp|F16");
-    assert!(!processes_mentioning(&scratch.models()).is_empty(), "the engine runs");
+    assert!(!processes_mentioning(scratch.models()).is_empty(), "the engine runs");
     // A second driver of the same campaign is refused while the first runs.
     let second = run(&scratch, &engine, &["run", path, "--resume"]);
     assert_eq!(second.code, 3, "{second:?}");
@@ -570,13 +555,13 @@ fn an_engine_orphaned_behind_a_wrapper_is_stopped_by_the_next_run() {
     signal(&child, Signal::SIGKILL);
     let _ = finish(child);
     std::thread::sleep(Duration::from_millis(500));
-    let orphans = processes_mentioning(&scratch.models());
+    let orphans = processes_mentioning(scratch.models());
     assert!(!orphans.is_empty(), "the server behind the wrapper outlived kitt");
 
     let resumed = run(&scratch, &engine, &["--json", "run", path, "--resume"]);
     assert!(resumed.stderr.contains("left running by a kitt that died"), "{}", resumed.stderr);
     for pid in &orphans {
-        assert!(!processes_mentioning(&scratch.models()).contains(pid), "orphan {pid} still runs");
+        assert!(!processes_mentioning(scratch.models()).contains(pid), "orphan {pid} still runs");
     }
     let done = summary(&resumed, 0);
     assert_eq!(done["runs"][0]["status"], "success", "{done}");

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Scratch};
+use common::{Outcome, Scratch, processes_mentioning};
 use kitt::gguf::{TensorType, TinyModel};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -55,21 +55,6 @@ fn outcome(command: &mut Command) -> (Outcome, u32) {
 fn result_of(outcome: &Outcome) -> Value {
     assert_eq!(outcome.code, 0, "stderr: {}\nstdout: {}", outcome.stderr, outcome.stdout);
     serde_json::from_str(&outcome.stdout).expect("one JSON object")
-}
-
-/// Live processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &Path) -> Vec<u32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&needle) && !stat.contains(") Z ")
-        })
-        .collect()
 }
 
 /// Start time of a process in clock ticks, as kitt's owner tag records it.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Scratch};
+use common::{Outcome, Scratch, processes_mentioning};
 use kitt::gguf::TinyModel;
 use kitt::store::{ResultFilter, Store};
 use serde_json::{Value, json};
@@ -80,20 +80,6 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// Live processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(needle) && !stat.contains(") Z ")
-        })
-        .collect()
 }
 
 fn result_of(outcome: &Outcome) -> Value {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Scratch};
+use common::{Outcome, Scratch, processes_mentioning};
 use kitt::gguf::{TensorType, TinyModel};
 use kitt::store::Store;
 use nix::sys::signal::Signal;
@@ -22,20 +22,6 @@ fn kitt_run(scratch: &Scratch, engine: &Engine, args: &[&str]) -> Outcome {
     let mut command = scratch.kitt();
     command.env("KITT_LLAMA_SERVER", &engine.server).arg("--json").arg("run").args(args);
     scratch.run(&mut command)
-}
-
-/// Processes whose command line mentions `needle` (running, not zombies).
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(needle) && !stat.contains(") Z ")
-        })
-        .collect()
 }
 
 fn result_of(outcome: &Outcome) -> Value {

@@ -88,3 +88,18 @@ impl Scratch {
         text.replace(&self.path().display().to_string(), "[SCRATCH]")
     }
 }
+
+/// Live processes (not zombies) whose command line mentions `needle`.
+pub fn processes_mentioning(needle: impl AsRef<Path>) -> Vec<u32> {
+    let needle = needle.as_ref().display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(&needle) && !stat.contains(") Z ")
+        })
+        .collect()
+}
