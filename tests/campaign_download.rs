@@ -7,7 +7,8 @@
 //! waited out; a hash mismatch, exhausted retries and a gated repository
 //! failing only their own model; Ctrl-C during a download and `--resume`
 //! continuing the partial file, or restarting it when its `ETag` changed;
-//! `campaign status` showing the bytes. One llama-server at a time
+//! `campaign status` showing the bytes; the next run's model downloading
+//! while the current run measures (prefetch). One llama-server at a time
 //! (`ServerLock`).
 
 mod common;
@@ -23,7 +24,7 @@ use kitt::store::{DownloadRow, Store};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::engine::{Engine, ServerLock};
-use support::files::{Fault, FileServer, Logged};
+use support::files::{Fault, FileServer, Gate, Logged};
 use support::{FakeHub, GateMode};
 
 /// The `quick` suite made quicker in the test's home: one short throughput pass.
@@ -501,4 +502,144 @@ fn an_interrupted_download_resumes_from_its_partial_file() {
     let rows = downloads(&scratch, id);
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(rows.iter().all(|row| row.status == "present"), "{rows:?}");
+}
+
+/// The store's view of the run `key` of `campaign`.
+fn run_row(scratch: &Scratch, campaign: &str, key: &str) -> Option<kitt::store::RunRow> {
+    let store = Store::open(&scratch.home()).ok()?;
+    store.campaign_runs(campaign, None, None).ok()?.into_iter().find(|run| run.key == key)
+}
+
+fn at(text: &str) -> jiff::Timestamp {
+    text.parse().unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn the_next_model_downloads_while_the_current_run_measures() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    setup(&scratch);
+    let alpha = model(&engine, 7);
+    let beta = model(&engine, 8);
+    let remote = Remote::start();
+    remote.serve("test/alpha-GGUF", &[("alpha-Q8_0.gguf", &alpha.q8)]);
+    remote.serve("test/beta-GGUF", &[("beta-Q8_0.gguf", &beta.q8)]);
+    // Beta's file is held back until Alpha's run is seen measuring, so its
+    // download certainly spans Alpha's measurements.
+    let gate = Gate::default();
+    remote.faults("test/beta-GGUF", "beta-Q8_0.gguf", &[Fault::Hold(gate.clone())]);
+    let models = [("Alpha", "test/alpha-GGUF"), ("Beta", "test/beta-GGUF")];
+    let disk = "disk:\n  reserve_gb: 0\n  cleanup_after_run: true\n";
+    let file = scratch.write("c.yaml", &config("ahead", &models, disk));
+    let path = file.to_str().unwrap();
+    let (alpha_key, beta_key) = ("Alpha|llama_cpp|Q8_0", "Beta|llama_cpp|Q8_0");
+
+    let args = ["--json", "run", path, "--campaign-id", "ahead"];
+    let mut command = campaign(&scratch, &engine, &remote, &args);
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let phase = run_row(&scratch, "ahead", alpha_key).and_then(|run| run.phase);
+        if phase.as_deref().is_some_and(|phase| phase.starts_with("throughput")) {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the campaign ended ({status}) before Alpha measured: {:?}", finish(child));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("Alpha never measured: {:?}", finish(child));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Beta's download is already under way (recorded before its first byte).
+    let beta_id = run_row(&scratch, "ahead", beta_key).unwrap().id;
+    let early = downloads(&scratch, "ahead");
+    assert!(early.iter().any(|row| row.run_id == beta_id), "{early:?}");
+    gate.open();
+    let outcome = finish(child);
+    let done = summary(&outcome, 0);
+    let statuses: Vec<(String, String)> =
+        runs(&done).into_iter().map(|(key, status, _)| (key, status)).collect();
+    assert_eq!(
+        statuses,
+        [(alpha_key.into(), "success".into()), (beta_key.into(), "success".into())],
+        "{}",
+        outcome.stderr
+    );
+
+    // The store's timestamps: Beta's download began after Alpha's attempt
+    // started and before it finished, and ended before Beta's own attempt.
+    let alpha_run = run_row(&scratch, "ahead", alpha_key).unwrap();
+    let beta_run = run_row(&scratch, "ahead", beta_key).unwrap();
+    let rows = downloads(&scratch, "ahead");
+    let beta_row = rows.iter().find(|row| row.run_id == beta_run.id).unwrap();
+    let began = at(&beta_row.started_at);
+    assert!(at(alpha_run.started_at.as_deref().unwrap()) <= began, "{alpha_run:?} {beta_row:?}");
+    assert!(began < at(alpha_run.finished_at.as_deref().unwrap()), "{alpha_run:?} {beta_row:?}");
+    let fetched = at(beta_row.finished_at.as_deref().unwrap());
+    assert!(fetched <= at(beta_run.finished_at.as_deref().unwrap()), "{beta_run:?} {beta_row:?}");
+    assert_eq!(remote.log("test/beta-GGUF", "beta-Q8_0.gguf").len(), 1, "downloaded once");
+
+    // Alpha's result says a download ran beside its measurements; Beta's does not.
+    let store = Store::open(&scratch.home()).unwrap();
+    let result = |run: &kitt::store::RunRow| {
+        store.result(run.result_id.as_deref().unwrap()).unwrap().unwrap()
+    };
+    let beside = result(&alpha_run).engine.comparability.get("concurrent_activity").cloned();
+    let beside = beside.unwrap_or_else(|| panic!("{:?}", result(&alpha_run).engine));
+    assert!(beside.contains("test/beta-GGUF") && beside.contains(beta_key), "{beside}");
+    assert!(!result(&beta_run).engine.comparability.contains_key("concurrent_activity"));
+    assert!(
+        outcome.stderr.contains(&format!("next {beta_key}: downloading test/beta-GGUF")),
+        "{}",
+        outcome.stderr
+    );
+    // Both downloads were removed after their runs.
+    assert!(rows.iter().all(|row| row.status == "removed"), "{rows:?}");
+}
+
+#[test]
+fn a_failed_prefetch_fails_its_own_run_and_prefetch_can_be_switched_off() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    setup(&scratch);
+    let alpha = model(&engine, 9);
+    let remote = Remote::start();
+    remote.serve("test/alpha-GGUF", &[("alpha-Q8_0.gguf", &alpha.q8)]);
+    // Beta's storage serves bytes whose hash is not the one the Hub lists.
+    remote.serve("test/beta-GGUF", &[("beta-Q8_0.gguf", &alpha.q8)]);
+    let mut corrupt = alpha.q8.clone();
+    corrupt[2000] ^= 0xFF;
+    remote.cdn.put(&FakeHub::cdn_path("test/beta-GGUF", "beta-Q8_0.gguf"), corrupt);
+    let models = [("Alpha", "test/alpha-GGUF"), ("Beta", "test/beta-GGUF")];
+    let disk = "disk:\n  reserve_gb: 0\n  cleanup_after_run: false\n";
+    let file = scratch.write("c.yaml", &config("sour", &models, disk));
+    let path = file.to_str().unwrap();
+    let outcome = scratch.run(&mut campaign(&scratch, &engine, &remote, &["--json", "run", path]));
+    let done = summary(&outcome, 1);
+    let ran = runs(&done);
+    assert_eq!((ran[0].0.as_str(), ran[0].1.as_str()), ("Alpha|llama_cpp|Q8_0", "success"));
+    assert_eq!((ran[1].0.as_str(), ran[1].1.as_str()), ("Beta|llama_cpp|Q8_0", "failed"));
+    assert!(ran[1].2.contains("SHA-256") || ran[1].2.contains("hash"), "{:?}", ran[1]);
+    assert!(outcome.stderr.contains("next Beta|llama_cpp|Q8_0: downloading"), "{}", outcome.stderr);
+    assert!(!repo_dir(&scratch, "test/beta-GGUF").join("beta-Q8_0.gguf").exists());
+
+    // With `disk.prefetch: false` nothing downloads beside a run.
+    let scratch = Scratch::new();
+    setup(&scratch);
+    remote.serve("test/beta-GGUF", &[("beta-Q8_0.gguf", &alpha.q8)]);
+    let disk = "disk:\n  reserve_gb: 0\n  cleanup_after_run: false\n  prefetch: false\n";
+    let file = scratch.write("c.yaml", &config("plain", &models, disk));
+    let path = file.to_str().unwrap();
+    let args = ["--json", "run", path, "--campaign-id", "plain"];
+    let outcome = scratch.run(&mut campaign(&scratch, &engine, &remote, &args));
+    summary(&outcome, 0);
+    assert!(!outcome.stderr.contains("next "), "{}", outcome.stderr);
+    let alpha_run = run_row(&scratch, "plain", "Alpha|llama_cpp|Q8_0").unwrap();
+    let rows = downloads(&scratch, "plain");
+    let beta_row = rows.iter().find(|row| row.repo == "test/beta-GGUF").unwrap();
+    assert!(at(alpha_run.finished_at.as_deref().unwrap()) <= at(&beta_row.started_at));
 }

@@ -3,10 +3,13 @@
 //! Before the first byte, [`Downloads::prepare`] lists the repository (sizes
 //! and SHA-256), finds which files are missing under the storage root and
 //! checks the real missing bytes plus `disk.reserve_gb` against the free
-//! space. [`Downloads::fetch`] then records every missing file in the store,
-//! runs [`variant::download`] as a task and turns its events into store rows,
-//! the run's phase and the progress view; the task only sends events, so the
-//! same loop can later watch a download that runs beside a benchmark.
+//! space. [`Downloads::start`] then runs the download as a task of its own,
+//! with its own store connection: it records every missing file before its
+//! first byte, runs [`variant::download`] and turns its events into store
+//! rows, the run's phase and texts it sends to the progress view. The same
+//! task serves a download in the foreground ([`Downloads::finish`] right
+//! away) and a prefetch: the next run's download started while the current
+//! run benchmarks, shown beside it and finished when its run comes.
 //!
 //! Decisions:
 //! - A 401/403 on a download is permanent for its repository: the other runs
@@ -17,6 +20,8 @@
 //!   them, so `--resume` continues where it stopped.
 //! - A file at a download's final path with the wrong size that kitt did not
 //!   download fails the run rather than being overwritten.
+//! - A prefetch's failure is its run's: the task's outcome waits, unread,
+//!   until that run starts, and ends it the way a foreground download would.
 //!
 //! What the download shows is [`super::download_view`]'s; what is deleted
 //! after the run, [`super::cleanup`]'s.
@@ -25,11 +30,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
 use super::cleanup::{campaign_downloads, created_dirs, is_checkpoint, prune};
 use super::coordinator::{RunContext, Unavailable};
-use super::download_view::{View, record_phase};
+use super::download_view::{Shown, View, record_phase};
 use super::progress::Progress;
-use crate::acquire::download::{self, DownloadError};
+use crate::acquire::download::{self, DownloadError, Downloader};
 use crate::acquire::hub::HubClient;
 use crate::acquire::local::free_space;
 use crate::acquire::variant::{self, Variant, VariantFile};
@@ -52,6 +60,13 @@ pub(super) struct Pending {
     missing: Vec<VariantFile>,
 }
 
+impl Pending {
+    /// The repository.
+    pub(super) fn repo(&self) -> &str {
+        &self.variant.repo
+    }
+}
+
 /// How a run's download ended.
 pub(super) enum Acquired {
     /// Every file is under the storage root; the variant's directory.
@@ -62,6 +77,77 @@ pub(super) enum Acquired {
     Skip(String),
     /// Not downloaded, for this reason; the run failed.
     Fail(String),
+}
+
+/// What [`Downloads::start`] did.
+pub(super) enum Started {
+    /// The download runs.
+    Running(Download),
+    /// There was nothing to start: the outcome.
+    Ended(Acquired),
+}
+
+/// A download running as a task of its own.
+pub(super) struct Download {
+    /// The run it is for.
+    pub(super) run_id: i64,
+    task: JoinHandle<Result<Ended, KittError>>,
+    shown: UnboundedReceiver<Shown>,
+    /// Whether the task may still send something to show.
+    open: bool,
+}
+
+impl Download {
+    /// The next text to show; `None` once the task can send nothing more
+    /// (and from then on, without waiting). Use with `if download.is_open()`.
+    pub(super) async fn next_shown(&mut self) -> Option<Shown> {
+        let shown = self.shown.recv().await;
+        self.open = shown.is_some();
+        shown
+    }
+
+    /// Whether [`Download::next_shown`] may still return something.
+    pub(super) fn is_open(&self) -> bool {
+        self.open
+    }
+}
+
+/// A dropped download stops (its partial files stay for a resume).
+impl Drop for Download {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Aborts a spawned task when dropped, so a stopped download task stops
+/// the transfer it runs too.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a download task ends with: the outcome, and a repository's refusal
+/// for the session to remember.
+struct Ended {
+    acquired: Acquired,
+    refused: Option<(String, String)>,
+}
+
+/// Everything a download task owns.
+struct Job {
+    home: PathBuf,
+    campaign_id: String,
+    storage_root: PathBuf,
+    skip_gated: bool,
+    session_id: i64,
+    run_id: i64,
+    pending: Pending,
+    downloader: Downloader,
+    cancel: Cancel,
+    shown: UnboundedSender<Shown>,
 }
 
 /// The Hub repository a run downloads from, when its source is the Hub.
@@ -87,7 +173,7 @@ impl Downloads {
     ) -> Result<Pending, Unavailable> {
         if let Some(reason) = self.refused.get(repo) {
             tracing::debug!(key = %planned.key, repo, "not asking the Hub again: {reason}");
-            return Err(refusal(context, reason.clone()));
+            return Err(refusal(context.campaign.skip_gated, reason.clone()));
         }
         let hub = self.hub.as_ref().map_err(|error| Unavailable::Fail(error.clone()))?;
         let listing = hub
@@ -117,82 +203,154 @@ impl Downloads {
         Ok(Pending { variant, missing })
     }
 
-    /// Downloads what `pending` misses, recording each file before its first byte.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts downloading what `pending` misses as a task of its own, unless
+    /// nothing is missing or the downloader cannot be built.
+    pub(super) fn start(
+        &self,
+        context: &RunContext<'_>,
+        session_id: i64,
+        run_id: i64,
+        pending: Pending,
+        cancel: &Cancel,
+    ) -> Started {
+        if pending.missing.is_empty() {
+            return Started::Ended(Acquired::Ready(pending.variant.dir));
+        }
+        let downloader = match self.hub.as_ref().map(HubClient::downloader) {
+            Ok(Ok(downloader)) => downloader,
+            Ok(Err(error)) => return Started::Ended(Acquired::Fail(with_causes(&error))),
+            Err(error) => return Started::Ended(Acquired::Fail(error.clone())),
+        };
+        let (shown, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            home: context.home.to_owned(),
+            campaign_id: context.campaign_id.to_owned(),
+            storage_root: context.storage_root.clone(),
+            skip_gated: context.campaign.skip_gated,
+            session_id,
+            run_id,
+            pending,
+            downloader,
+            cancel: cancel.clone(),
+            shown,
+        };
+        let task = tokio::spawn(job.run());
+        Started::Running(Download { run_id, task, shown: receiver, open: true })
+    }
+
+    /// Waits for `download` to end, showing what it reports as the current
+    /// run's phase.
+    pub(super) async fn finish(
+        &mut self,
+        mut download: Download,
+        progress: &mut Progress,
+    ) -> Result<Acquired, KittError> {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let Download { task, shown: received, open, .. } = &mut download;
+        let joined = loop {
+            tokio::select! {
+                biased;
+                shown = received.recv(), if *open => match shown {
+                    Some(shown) => shown.apply(progress),
+                    None => *open = false,
+                },
+                joined = &mut *task => break joined,
+                _ = ticker.tick() => progress.tick(),
+            }
+        };
+        while let Ok(shown) = download.shown.try_recv() {
+            shown.apply(progress);
+        }
+        let ended = match joined {
+            Ok(ended) => ended?,
+            Err(error) => {
+                return Ok(Acquired::Fail(format!("the download task stopped: {error}")));
+            }
+        };
+        if let Some((repo, reason)) = ended.refused {
+            self.refused.insert(repo, reason);
+        }
+        Ok(ended.acquired)
+    }
+
+    /// Downloads what `pending` misses in the foreground.
     pub(super) async fn fetch(
         &mut self,
         context: &RunContext<'_>,
-        store: &Store,
         session_id: i64,
         run_id: i64,
         pending: Pending,
         cancel: &Cancel,
         progress: &mut Progress,
     ) -> Result<Acquired, KittError> {
-        let Pending { variant, missing } = pending;
-        if missing.is_empty() {
-            return Ok(Acquired::Ready(variant.dir));
+        match self.start(context, session_id, run_id, pending, cancel) {
+            Started::Running(download) => self.finish(download, progress).await,
+            Started::Ended(acquired) => Ok(acquired),
         }
-        let downloader = match self.hub.as_ref().map(HubClient::downloader) {
-            Ok(Ok(downloader)) => downloader,
-            Ok(Err(error)) => return Ok(Acquired::Fail(with_causes(&error))),
-            Err(error) => return Ok(Acquired::Fail(error.clone())),
-        };
+    }
+}
+
+impl Job {
+    /// The download: store rows first, then the files, then the outcome.
+    async fn run(self) -> Result<Ended, KittError> {
+        let store = Store::open(&self.home).map_err(environment)?;
+        let Pending { variant, missing } = &self.pending;
         let mut rows = HashMap::new();
-        for file in &missing {
-            let recorded = record_start(context, store, session_id, run_id, &variant.repo, file)
-                .map_err(environment)?;
+        for file in missing {
+            let recorded = self.record_start(&store, &variant.repo, file).map_err(environment)?;
             rows.insert(file.path.clone(), recorded);
         }
-
+        let run_id = self.run_id;
         let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let mut task = tokio::spawn(variant::download(downloader, missing.clone(), events));
+        let downloader = self.downloader.clone();
+        let mut task =
+            AbortOnDrop(tokio::spawn(variant::download(downloader, missing.clone(), events)));
+        let task = &mut task.0;
         let ids = rows.iter().map(|(path, recorded)| (path.clone(), recorded.row)).collect();
-        let mut view = View::new(&variant.repo, &missing, ids);
+        let mut view = View::new(&variant.repo, missing, ids);
+        let shown = &self.shown;
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let joined = loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => {
+                () = self.cancel.cancelled() => {
                     task.abort();
-                    let _ = (&mut task).await;
+                    let _ = task.await;
                     while let Ok(event) = received.try_recv() {
-                        view.see(store, run_id, event, progress);
+                        view.see(&store, run_id, event, shown);
                     }
-                    view.flush(store, run_id);
-                    return Ok(Acquired::Interrupted);
+                    view.flush(&store, run_id);
+                    return Ok(Ended { acquired: Acquired::Interrupted, refused: None });
                 }
-                Some(event) = received.recv() => view.see(store, run_id, event, progress),
-                joined = &mut task => break joined,
-                _ = ticker.tick() => {
-                    view.flush(store, run_id);
-                    progress.tick();
-                }
+                Some(event) = received.recv() => view.see(&store, run_id, event, shown),
+                joined = &mut *task => break joined,
+                _ = ticker.tick() => view.flush(&store, run_id),
             }
         };
         while let Ok(event) = received.try_recv() {
-            view.see(store, run_id, event, progress);
+            view.see(&store, run_id, event, shown);
         }
-        view.flush(store, run_id);
+        view.flush(&store, run_id);
 
         let failure = match joined {
             Ok(Ok(())) => {
                 let done = view.finished_text();
-                record_phase(store, run_id, &done);
-                progress.phase(&done);
-                return Ok(Acquired::Ready(variant.dir));
+                record_phase(&store, run_id, &done);
+                let _ = shown.send(Shown::Phase(done));
+                let acquired = Acquired::Ready(variant.dir.clone());
+                return Ok(Ended { acquired, refused: None });
             }
             Ok(Err(failed)) => failed,
             Err(error) => {
                 let reason = format!("the download of `{}` stopped: {error}", variant.repo);
-                abandon(store, &rows, None, &reason);
-                prune_created(store, context, &rows);
-                return Ok(Acquired::Fail(reason));
+                abandon(&store, &rows, None, &reason);
+                self.prune_created(&store, &rows);
+                return Ok(Ended { acquired: Acquired::Fail(reason), refused: None });
             }
         };
         let error = with_causes(&failure.error);
-        abandon(store, &rows, Some(&failure.path), &error);
-        prune_created(store, context, &rows);
+        abandon(&store, &rows, Some(&failure.path), &error);
+        self.prune_created(&store, &rows);
         let repo = &variant.repo;
         Ok(match &failure.error {
             DownloadError::Refused { status, hint, .. } => {
@@ -200,20 +358,55 @@ impl Downloads {
                     "`{repo}` refused the download of `{}` (HTTP {status}); {hint}",
                     failure.path
                 );
-                self.refused.insert(repo.clone(), reason.clone());
-                match refusal(context, reason) {
+                let acquired = match refusal(self.skip_gated, reason.clone()) {
                     Unavailable::Skip(reason) => Acquired::Skip(reason),
                     Unavailable::Fail(reason) => Acquired::Fail(reason),
-                }
+                };
+                Ended { acquired, refused: Some((repo.clone(), reason)) }
             }
-            error => Acquired::Fail(format!("cannot download `{repo}`: {}", with_causes(error))),
+            error => {
+                let reason = format!("cannot download `{repo}`: {}", with_causes(error));
+                Ended { acquired: Acquired::Fail(reason), refused: None }
+            }
         })
+    }
+
+    /// Records `file` as downloading before its first byte.
+    fn record_start(
+        &self,
+        store: &Store,
+        repo: &str,
+        file: &VariantFile,
+    ) -> Result<Recorded, StoreError> {
+        let dest = &file.spec.dest;
+        let created = dest.parent().and_then(|dir| highest_missing(dir, &self.storage_root));
+        let path = dest.display().to_string();
+        let created_text = created.as_ref().map(|dir| dir.display().to_string());
+        let row = store.download_started(&NewDownload {
+            campaign_id: &self.campaign_id,
+            run_id: self.run_id,
+            session_id: self.session_id,
+            repo,
+            file: &file.path,
+            path: &path,
+            created_dir: created_text.as_deref(),
+            bytes: file.spec.size.unwrap_or(0),
+            bytes_done: download::resumable_bytes(&file.spec),
+        })?;
+        Ok(Recorded { row, dest: dest.clone() })
+    }
+
+    /// After a failed download: prunes the empty directories the downloads created.
+    fn prune_created(&self, store: &Store, rows: &HashMap<String, Recorded>) {
+        let files: Vec<PathBuf> = rows.values().map(|recorded| recorded.dest.clone()).collect();
+        let created = created_dirs(&campaign_downloads(store, &self.campaign_id));
+        prune(&self.storage_root, &files, &created, &[]);
     }
 }
 
 /// The outcome of a run whose repository refused a download.
-fn refusal(context: &RunContext<'_>, reason: String) -> Unavailable {
-    if context.campaign.skip_gated {
+fn refusal(skip_gated: bool, reason: String) -> Unavailable {
+    if skip_gated {
         Unavailable::Skip(format!("gated: {reason}"))
     } else {
         Unavailable::Fail(reason)
@@ -249,33 +442,6 @@ struct Recorded {
     dest: PathBuf,
 }
 
-/// Records `file` as downloading before its first byte.
-fn record_start(
-    context: &RunContext<'_>,
-    store: &Store,
-    session_id: i64,
-    run_id: i64,
-    repo: &str,
-    file: &VariantFile,
-) -> Result<Recorded, StoreError> {
-    let dest = &file.spec.dest;
-    let created = dest.parent().and_then(|dir| highest_missing(dir, context.storage_root));
-    let path = dest.display().to_string();
-    let created_text = created.as_ref().map(|dir| dir.display().to_string());
-    let row = store.download_started(&NewDownload {
-        campaign_id: context.campaign_id,
-        run_id,
-        session_id,
-        repo,
-        file: &file.path,
-        path: &path,
-        created_dir: created_text.as_deref(),
-        bytes: file.spec.size.unwrap_or(0),
-        bytes_done: download::resumable_bytes(&file.spec),
-    })?;
-    Ok(Recorded { row, dest: dest.clone() })
-}
-
 /// The highest directory of `dir`'s ancestors, below `root`, that does not
 /// exist yet: what a download into `dir` creates.
 fn highest_missing(dir: &Path, root: &Path) -> Option<PathBuf> {
@@ -303,13 +469,6 @@ fn abandon(store: &Store, rows: &HashMap<String, Recorded>, failed: Option<&str>
             tracing::warn!(%error, "cannot record a failed download");
         }
     }
-}
-
-/// After a failed download: prunes the empty directories the downloads created.
-fn prune_created(store: &Store, context: &RunContext<'_>, rows: &HashMap<String, Recorded>) {
-    let files: Vec<PathBuf> = rows.values().map(|recorded| recorded.dest.clone()).collect();
-    let created = created_dirs(&campaign_downloads(store, context.campaign_id));
-    prune(context.storage_root, &files, &created);
 }
 
 fn environment(error: StoreError) -> KittError {

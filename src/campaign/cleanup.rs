@@ -56,7 +56,10 @@ pub(super) fn after_run(
     }
     let bytes: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
     let files: Vec<PathBuf> = removed.iter().map(|(path, _)| path.clone()).collect();
-    prune(root, &files, &created_dirs(&own));
+    // A later run's directory stays: its download may be running beside
+    // this run (a prefetch) and is about to put files there.
+    let needed: Vec<PathBuf> = later.iter().flat_map(|run| storage_paths(root, run)).collect();
+    prune(root, &files, &created_dirs(&own), &needed);
     progress.note(&format!(
         "{}: removed {} downloaded file(s), {}",
         planned.key,
@@ -125,14 +128,16 @@ pub(super) fn created_dirs(rows: &[DownloadRow]) -> Vec<PathBuf> {
 
 /// Removes the empty directories above each of `files` that lie within a
 /// directory the campaign's downloads created (`created`), deepest first;
-/// never the storage root, never a directory that holds anything.
-pub(super) fn prune(root: &Path, files: &[PathBuf], created: &[PathBuf]) {
+/// never the storage root, never a directory that holds anything, never
+/// one that holds (or will hold) a path of `needed`.
+pub(super) fn prune(root: &Path, files: &[PathBuf], created: &[PathBuf], needed: &[PathBuf]) {
     let mut files = files.to_vec();
     files.sort_by_key(|file| std::cmp::Reverse(file.components().count()));
     let ours = |dir: &Path| {
         dir != root
             && dir.starts_with(root)
             && created.iter().any(|top| top.starts_with(root) && dir.starts_with(top))
+            && !needed.iter().any(|path| path.starts_with(dir))
     };
     for file in &files {
         for dir in file.ancestors().skip(1) {
@@ -191,17 +196,25 @@ mod tests {
         std::fs::create_dir_all(root.join("huggingface/org/other")).unwrap();
         // The repository's directory came with the first file, `Q8_0` with the second.
         let created = [repo.clone(), repo.join("Q8_0")];
-        prune(root, &[repo.join("a.gguf"), repo.join("Q8_0/b.gguf")], &created);
+        prune(root, &[repo.join("a.gguf"), repo.join("Q8_0/b.gguf")], &created, &[]);
         assert!(!repo.exists());
         assert!(root.join("huggingface/org/other").is_dir());
 
         // A directory that holds something else stays, and so does one kitt did not create.
         std::fs::create_dir_all(&repo).unwrap();
         std::fs::write(repo.join("user.txt"), b"mine").unwrap();
-        prune(root, &[repo.join("a.gguf")], &created);
+        prune(root, &[repo.join("a.gguf")], &created, &[]);
         assert!(repo.join("user.txt").is_file());
         let theirs = root.join("huggingface/org/other");
-        prune(root, &[theirs.join("c.gguf")], &created);
+        prune(root, &[theirs.join("c.gguf")], &created, &[]);
         assert!(theirs.is_dir());
+
+        // An empty directory a later run's file goes into stays, and its parents.
+        std::fs::remove_file(repo.join("user.txt")).unwrap();
+        std::fs::create_dir_all(repo.join("Q8_0")).unwrap();
+        let later = [repo.join("b.gguf")];
+        prune(root, &[repo.join("Q8_0/a.gguf")], &created, &later);
+        assert!(!repo.join("Q8_0").exists());
+        assert!(repo.is_dir());
     }
 }

@@ -7,13 +7,24 @@
 //! phase events update the store and the progress view, record the end, clean
 //! up what the run downloaded ([`super::cleanup`]). A run's failure is recorded and the campaign
 //! goes on.
+//!
+//! Prefetch (`disk.prefetch`, on by default): once a run's model is on disk,
+//! the next run's download starts beside it when that run's model comes from
+//! the Hub and the free space holds its missing bytes plus the reserve (the
+//! current model already being on disk, the reserve then holds for both).
+//! Its progress shows as `next …`; its outcome is read when its run starts,
+//! so a failed prefetch fails that run, not the current one. When it was
+//! still downloading while a benchmark measured, the current result records
+//! it (`concurrent_activity`). Not prefetched: a next run whose model an
+//! engine pulls itself (Ollama tags), and anything while the current run's
+//! engine pulls one, whose size kitt cannot hold back.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::acquire::{Acquired, Downloads, hub_repo};
+use super::acquire::{Acquired, Download, Downloads, Started, hub_repo};
 use super::cleanup;
 use super::lock::{CampaignLock, LockError, host_name};
 use super::progress::{Display, Progress};
@@ -26,7 +37,9 @@ use crate::notify::{Message, Notifier};
 use crate::plan::matrix::disk_shortfall_message;
 use crate::plan::{Plan, PlannedRun, RunPlan};
 use crate::results::model::{BenchmarkStatus, RunResult};
-use crate::run::{Cancel, ModelFile, Phase, RunError, RunRequest, STORING_PHASE, resolve_model};
+use crate::run::{
+    Beside, Cancel, ModelFile, Phase, RunError, RunRequest, STORING_PHASE, resolve_model,
+};
 use crate::store::{
     CampaignStatus, Headline, NewCampaign, RunCounts, RunEnd, RunRow, RunSpec, RunStatus, Session,
     Store, StoreError,
@@ -218,6 +231,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
     let token = campaign.hf_token.as_ref().map(|token| token.expose().to_owned());
     let mut downloads = Downloads::new(HubClient::from_env(token).map_err(|e| e.to_string()));
     let mut interrupted = false;
+    let mut prefetch: Option<Prefetch> = None;
     for (position, &(run_id, planned)) in todo.iter().enumerate() {
         if cancel.is_cancelled() {
             interrupted = true;
@@ -225,8 +239,10 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         }
         progress.run_started(&planned.key);
         let session = Attempt { session_id, run_id };
+        let next = todo.get(position + 1).map(|&(id, run)| (id, run));
+        let mut acquiring = Acquiring { downloads: &mut downloads, prefetch: &mut prefetch, next };
         let ended =
-            run_one(&context, &mut store, &mut downloads, session, planned, cancel, &mut progress)
+            run_one(&context, &mut store, &mut acquiring, session, planned, cancel, &mut progress)
                 .await?;
         match ended {
             Ended::Interrupted => {
@@ -253,6 +269,12 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 }
             }
         }
+    }
+    // Stopped with a prefetch running: it ends itself (keeping its partial
+    // files for the resume) once it sees the stop.
+    if let Some(Prefetch { download, .. }) = prefetch.take() {
+        downloads.finish(download, &mut progress).await?;
+        progress.next_run_done();
     }
     progress.finish();
 
@@ -407,6 +429,25 @@ pub(super) struct RunContext<'a> {
     pub(super) local: LocalIndex,
 }
 
+/// The next run's download, running beside the current run.
+struct Prefetch {
+    /// The next run's key.
+    key: String,
+    /// Its repository.
+    repo: String,
+    download: Download,
+}
+
+/// What a run needs to get its model and start the next one's.
+struct Acquiring<'a, 'p> {
+    downloads: &'a mut Downloads,
+    /// A download running beside the runs: for this run (started by the
+    /// previous one), or for the next (started by this one).
+    prefetch: &'a mut Option<Prefetch>,
+    /// The next run, to prefetch for.
+    next: Option<(i64, &'p PlannedRun)>,
+}
+
 /// The session and the stored run an attempt belongs to.
 #[derive(Clone, Copy)]
 struct Attempt {
@@ -429,7 +470,7 @@ enum Ended {
 async fn run_one(
     context: &RunContext<'_>,
     store: &mut Store,
-    downloads: &mut Downloads,
+    acquiring: &mut Acquiring<'_, '_>,
     session: Attempt,
     planned: &PlannedRun,
     cancel: &Cancel,
@@ -440,18 +481,23 @@ async fn run_one(
         store.run_skipped(run_id, &reason).map_err(environment)?;
         Ok(Ended::Done { outcome: format!("skipped: {reason}"), seconds: None, failure: None })
     };
+    // This run's download, when the previous run started it; anything else
+    // (never expected) is dropped, which stops it.
+    let prefetched = acquiring.prefetch.take().filter(|p| p.download.run_id == run_id);
+    let downloads = &mut *acquiring.downloads;
     if let Some(reason) = disk_shortfall(context, planned) {
         return skipped(store, reason);
     }
     // A Hub model is checked now (listing, free space for what is really
     // missing) and downloaded once the attempt has started.
-    let model = match hub_repo(planned) {
-        Some(repo) => match downloads.prepare(context, store, planned, repo).await {
-            Ok(pending) => Ok(Source::Download(Box::new(pending))),
+    let model = match (prefetched, hub_repo(planned)) {
+        (Some(prefetched), _) => Ok(Source::Fetch(Fetch::Prefetched(Box::new(prefetched)))),
+        (None, Some(repo)) => match downloads.prepare(context, store, planned, repo).await {
+            Ok(pending) => Ok(Source::Fetch(Fetch::Pending(Box::new(pending)))),
             Err(Unavailable::Skip(reason)) => return skipped(store, reason),
             Err(Unavailable::Fail(error)) => Err(error),
         },
-        None => match local_model(context, planned, None) {
+        (None, None) => match local_model(context, planned, None) {
             Ok(model) => Ok(Source::Local(model)),
             Err(Unavailable::Skip(reason)) => return skipped(store, reason),
             Err(Unavailable::Fail(error)) => Err(error),
@@ -484,10 +530,22 @@ async fn run_one(
     };
     let model = match model {
         Source::Local(model) => model,
-        Source::Download(pending) => {
-            let fetched =
-                downloads.fetch(context, store, session_id, run_id, *pending, cancel, progress);
-            let dir = match fetched.await? {
+        Source::Fetch(fetch) => {
+            let acquired = match fetch {
+                Fetch::Pending(pending) => {
+                    let fetched =
+                        downloads.fetch(context, session_id, run_id, *pending, cancel, progress);
+                    fetched.await?
+                }
+                Fetch::Prefetched(prefetched) => {
+                    let Prefetch { repo, download, .. } = *prefetched;
+                    progress.phase(&format!("the download of {repo} began beside the last run"));
+                    let acquired = downloads.finish(download, progress).await?;
+                    progress.next_run_done();
+                    acquired
+                }
+            };
+            let dir = match acquired {
                 Acquired::Ready(dir) => dir,
                 Acquired::Interrupted => {
                     let seconds = started.elapsed().as_secs_f64();
@@ -513,6 +571,11 @@ async fn run_one(
             }
         }
     };
+    *acquiring.prefetch = start_prefetch(context, store, acquiring, session_id, planned, cancel)
+        .await
+        .inspect(|started| progress.next_run(&started.key, "downloading beside this run", false));
+    let prefetch = &mut *acquiring.prefetch;
+    let beside = Beside::default();
     let engine = &context.campaign.engines[planned.engine_index];
     let (phases, mut phase_events) = tokio::sync::mpsc::unbounded_channel();
     let run_id_text = crate::run::new_id();
@@ -527,6 +590,7 @@ async fn run_one(
         output_root: context.home.to_owned(),
         phases: Some(phases),
         defer_store: true,
+        beside: Some(&beside),
     };
     let execution = crate::run::execute(&request, cancel);
     tokio::pin!(execution);
@@ -541,7 +605,22 @@ async fn run_one(
                 if let Err(error) = store.run_phase(run_id, &phase.text) {
                     tracing::warn!(%error, "cannot record the run's phase");
                 }
+                if phase.measuring
+                    && let Some(next) = prefetch.as_ref().filter(|p| p.download.is_open())
+                {
+                    beside.add(&format!(
+                        "the download of {} for the next run ({}) ran while it measured",
+                        next.repo, next.key
+                    ));
+                }
                 progress.phase(&phase.text);
+            }
+            shown = next_shown(prefetch), if prefetch.as_ref().is_some_and(|p| p.download.is_open()) => {
+                let key = prefetch.as_ref().map(|p| p.key.clone()).unwrap_or_default();
+                match shown {
+                    Some(shown) => shown.apply_next(&key, progress),
+                    None => progress.next_run_done(),
+                }
             }
             _ = ticker.tick() => progress.tick(),
         }
@@ -615,6 +694,45 @@ async fn run_one(
     })
 }
 
+/// Starts the next run's download beside this run when it may: prefetch on,
+/// the next model from the Hub with bytes missing, room for them plus the
+/// reserve now, and this run's engine not pulling a model of its own.
+async fn start_prefetch(
+    context: &RunContext<'_>,
+    store: &Store,
+    acquiring: &mut Acquiring<'_, '_>,
+    session_id: i64,
+    current: &PlannedRun,
+    cancel: &Cancel,
+) -> Option<Prefetch> {
+    let (next_id, next) = acquiring.next?;
+    let pulls = current.engine == EngineKind::Ollama && current.source.starts_with("ollama:");
+    if !context.campaign.disk.prefetch || pulls || cancel.is_cancelled() {
+        return None;
+    }
+    let repo = hub_repo(next)?;
+    let pending = match acquiring.downloads.prepare(context, store, next, repo).await {
+        Ok(pending) => pending,
+        Err(Unavailable::Skip(why) | Unavailable::Fail(why)) => {
+            tracing::debug!(key = %next.key, "not prefetched: {why}");
+            return None;
+        }
+    };
+    let repo = pending.repo().to_owned();
+    match acquiring.downloads.start(context, session_id, next_id, pending, cancel) {
+        Started::Running(download) => Some(Prefetch { key: next.key.clone(), repo, download }),
+        Started::Ended(_) => None,
+    }
+}
+
+/// What the prefetch shows next (never, without one).
+async fn next_shown(prefetch: &mut Option<Prefetch>) -> Option<super::download_view::Shown> {
+    match prefetch {
+        Some(prefetch) => prefetch.download.next_shown().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// When the engine started and when it had stopped, from the run's phases.
 #[derive(Default)]
 struct EngineTiming {
@@ -641,7 +759,15 @@ enum Source {
     /// On this machine (or pulled by the engine itself).
     Local(ModelFile),
     /// To download from the Hub first.
-    Download(Box<super::acquire::Pending>),
+    Fetch(Fetch),
+}
+
+/// A Hub model's download.
+enum Fetch {
+    /// Checked, to start now.
+    Pending(Box<super::acquire::Pending>),
+    /// Running since the previous run started it.
+    Prefetched(Box<Prefetch>),
 }
 
 /// The reserve re-checked with the real free space now. A Hub download is

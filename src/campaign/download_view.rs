@@ -6,10 +6,43 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc::UnboundedSender;
+
 use super::progress::{Progress, clock};
 use crate::acquire::variant::{VariantEvent, VariantFile};
 use crate::plan::matrix::human_bytes;
 use crate::store::Store;
+
+/// What a download task sends to the progress view.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Shown {
+    /// A new phase: a file starts, the download ends.
+    Phase(String),
+    /// New numbers for the phase: bytes, rate, ETA.
+    Update(String),
+    /// A note beside the phase: a retry.
+    Note(String),
+}
+
+impl Shown {
+    /// Shows it as the current run's.
+    pub(super) fn apply(self, progress: &mut Progress) {
+        match self {
+            Shown::Phase(text) => progress.phase(&text),
+            Shown::Update(text) => progress.update(&text),
+            Shown::Note(text) => progress.note(&text),
+        }
+    }
+
+    /// Shows it as the prefetch of the next run, `key`.
+    pub(super) fn apply_next(self, key: &str, progress: &mut Progress) {
+        match self {
+            Shown::Phase(text) => progress.next_run(key, &text, false),
+            Shown::Update(text) => progress.next_run(key, &text, true),
+            Shown::Note(text) => progress.note(&format!("next {key}: {text}")),
+        }
+    }
+}
 
 /// What the progress view and the store show of a running download.
 pub(super) struct View {
@@ -55,8 +88,9 @@ impl View {
         store: &Store,
         run_id: i64,
         event: VariantEvent,
-        progress: &mut Progress,
+        shown: &UnboundedSender<Shown>,
     ) {
+        // A closed channel (nobody watching any more) does not stop the download.
         match event {
             VariantEvent::FileStarted { index, count, path, size, resumed } => {
                 self.resumed += resumed;
@@ -74,7 +108,7 @@ impl View {
                 );
                 self.current = Some((path, resumed, index, count));
                 record_phase(store, run_id, &text);
-                progress.phase(&text);
+                let _ = shown.send(Shown::Phase(text));
             }
             VariantEvent::Progress { path, done } => {
                 if let Some(current) = self.current.as_mut().filter(|current| current.0 == path) {
@@ -82,11 +116,12 @@ impl View {
                 }
                 self.dirty = true;
                 self.meter.sample(self.received());
-                progress.update(&self.text());
+                let _ = shown.send(Shown::Update(self.text()));
             }
             VariantEvent::Retrying { path, why, wait } => {
                 tracing::warn!(repo = %self.repo, path, "download attempt failed: {why}");
-                progress.note(&format!("{}/{path}: {why}; retrying in {}", self.repo, clock(wait)));
+                let note = format!("{}/{path}: {why}; retrying in {}", self.repo, clock(wait));
+                let _ = shown.send(Shown::Note(note));
             }
             VariantEvent::FileDone { path, fetched } => {
                 self.completed += self.sizes.get(&path).copied().unwrap_or(0);

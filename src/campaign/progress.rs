@@ -7,6 +7,10 @@
 //! and a heartbeat line when a phase lasts longer than the heartbeat
 //! interval (`KITT_HEARTBEAT_SECS`, default 60), so a log shows the campaign
 //! is alive.
+//!
+//! A download for the next run that runs beside the current one (a
+//! prefetch) is shown after the current run on the live line (`· next …`)
+//! and as its own `next <key>:` lines in plain output.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -30,8 +34,16 @@ pub struct Progress {
     started: Instant,
     durations: (f64, u64),
     current: Option<Current>,
+    /// The next run's key and what its prefetch shows.
+    next: Option<Next>,
     heartbeat: Duration,
     drawn: bool,
+}
+
+struct Next {
+    key: String,
+    text: String,
+    last_line: Instant,
 }
 
 struct Current {
@@ -58,6 +70,7 @@ impl Progress {
             started: Instant::now(),
             durations: mean_seconds.map_or((0.0, 0), |mean| (mean, 1)),
             current: None,
+            next: None,
             heartbeat,
             drawn: false,
         }
@@ -123,6 +136,40 @@ impl Progress {
         }
         self.current = None;
         self.line(&format!("{position} {key}: {outcome}"));
+    }
+
+    /// What the prefetch for the run `key` (the next one) shows: a new
+    /// phase (`update` false) or new numbers for it (`update` true, printed
+    /// as plain lines at most every [`UPDATE_LINES`]).
+    pub fn next_run(&mut self, key: &str, text: &str, update: bool) {
+        let every = self.heartbeat.min(UPDATE_LINES);
+        let now = Instant::now();
+        let print = match &mut self.next {
+            Some(next) if next.key == key => {
+                let print = !update || next.last_line.elapsed() >= every;
+                next.text = text.to_owned();
+                if print {
+                    next.last_line = now;
+                }
+                print
+            }
+            _ => {
+                self.next =
+                    Some(Next { key: key.to_owned(), text: text.to_owned(), last_line: now });
+                true
+            }
+        };
+        match self.display {
+            Display::Live(_) if update => self.redraw(),
+            _ if print => self.line(&format!("next {key}: {text}")),
+            _ => {}
+        }
+    }
+
+    /// The prefetch for the next run ended (its run shows the rest).
+    pub fn next_run_done(&mut self) {
+        self.next = None;
+        self.redraw();
     }
 
     /// A note that is not about the current phase (a warning, a skip).
@@ -216,8 +263,13 @@ impl Progress {
 
     fn status_line(&self) -> Option<String> {
         let current = self.current.as_ref()?;
+        let next = self
+            .next
+            .as_ref()
+            .map(|next| format!(" · next {}: {}", next.key, next.text))
+            .unwrap_or_default();
         Some(format!(
-            "{} done {}/{} · {} · {} {} · elapsed {}{}",
+            "{} done {}/{} · {} · {} {} · elapsed {}{}{next}",
             spinner(self.started.elapsed()),
             self.done,
             self.total,
@@ -352,6 +404,32 @@ mod tests {
             "{:?}",
             live.text()
         );
+    }
+
+    #[test]
+    fn a_prefetch_shows_beside_the_current_run() {
+        let sink = Sink::default();
+        let mut progress = Progress::new(Display::Lines(Box::new(sink.clone())), 2, 0, None);
+        progress.run_started("a");
+        progress.phase("throughput (run 1 of 1)");
+        progress.next_run("b", "downloading org/b [1/1] b.gguf (1.0 MiB)", false);
+        progress.next_run("b", "downloading org/b [1/1] b.gguf 50%", true);
+        assert_eq!(
+            sink.text(),
+            "[1/2] a: throughput (run 1 of 1)\n\
+             next b: downloading org/b [1/1] b.gguf (1.0 MiB)\n"
+        );
+        progress.heartbeat = Duration::ZERO;
+        progress.next_run("b", "downloading org/b [1/1] b.gguf 90%", true);
+        assert!(sink.text().ends_with("next b: downloading org/b [1/1] b.gguf 90%\n"));
+
+        let live = Sink::default();
+        let mut progress = Progress::new(Display::Live(Box::new(live.clone())), 2, 0, None);
+        progress.run_started("a");
+        progress.next_run("b", "downloading org/b 50%", true);
+        assert!(live.text().ends_with("· next b: downloading org/b 50%"), "{:?}", live.text());
+        progress.next_run_done();
+        assert!(!live.text().ends_with("50%"), "{:?}", live.text());
     }
 
     #[test]

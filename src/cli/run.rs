@@ -76,6 +76,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         home,
         output_root,
         phases: Some(phases),
+        beside: None,
         defer_store: false,
     };
     crate::campaign::coordinator::reap_orphan_engines();

@@ -231,6 +231,9 @@ pub struct DiskPolicy {
     pub storage_path: Option<PathBuf>,
     /// Delete what kitt downloaded for a run once the run is over.
     pub cleanup_after_run: bool,
+    /// `disk.prefetch`: download the next run's model while the current run
+    /// benchmarks, when the reserve allows both (default on).
+    pub prefetch: bool,
 }
 
 /// Events a notification can be sent for.

@@ -116,6 +116,7 @@ pub struct RawDisk {
     pub reserve_gb: Option<Spanned<f64>>,
     pub storage_path: Option<Spanned<String>>,
     pub cleanup_after_run: Option<bool>,
+    pub prefetch: Option<bool>,
 }
 
 /// `notifications`.

@@ -533,6 +533,7 @@ impl Checker {
             reserve_bytes: reserve,
             storage_path,
             cleanup_after_run: raw.cleanup_after_run.unwrap_or(true),
+            prefetch: raw.prefetch.unwrap_or(true),
         }
     }
 

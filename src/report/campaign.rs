@@ -117,6 +117,8 @@ pub struct StatusView {
     pub interrupted_runs: u64,
     /// The run being executed.
     pub current_run: Option<RunRow>,
+    /// The next run while its model downloads beside the current one.
+    pub next_run: Option<RunRow>,
     /// Failed runs with their errors.
     pub failed_runs: Vec<RunRow>,
     /// Failed runs in all (the table shows the first few).
@@ -153,6 +155,12 @@ pub fn status_view(
         (true, Some(run)) => store.campaign_run(run)?,
         _ => None,
     };
+    let next_run = if live {
+        let pending = store.campaign_runs(&campaign.id, Some(RunStatus::Pending), None)?;
+        pending.into_iter().find(|run| run.in_config && run.phase.is_some())
+    } else {
+        None
+    };
     let limit = (!all_failed).then_some(FAILED_SHOWN);
     let failed_runs = store.campaign_runs(&campaign.id, Some(RunStatus::Failed), limit)?;
     let eta_seconds = if live {
@@ -180,6 +188,7 @@ pub fn status_view(
         interrupted_runs: if live { 0 } else { counts.running },
         counts,
         current_run,
+        next_run,
         failed_runs,
         failed_total: counts.failed,
         eta_seconds,
@@ -227,6 +236,10 @@ pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io:
         let phase = run.phase.as_deref().unwrap_or("starting");
         let since = run.started_at.as_deref().unwrap_or("?");
         writeln!(out, "Current:  {} — {phase} (attempt {}, since {since})", run.key, run.attempts)?;
+    }
+    if let Some(run) = &view.next_run {
+        let phase = run.phase.as_deref().unwrap_or_default();
+        writeln!(out, "Next:     {} — {phase} (beside the current run)", run.key)?;
     }
     if let Some(eta) = view.eta_seconds {
         writeln!(out, "ETA:      {}", clock(Duration::from_secs_f64(eta.max(0.0))))?;

@@ -83,6 +83,31 @@ pub struct RunRequest<'a> {
     /// Leave storing the result to the caller (who stores it together with
     /// its own state in one transaction); the run directory is still written.
     pub defer_store: bool,
+    /// What else ran on the machine while the suite measured, filled in by
+    /// the caller during the run and recorded with the result.
+    pub beside: Option<&'a Beside>,
+}
+
+/// What ran beside a run's measurements (a download for the next run of a
+/// campaign), recorded in the result's comparability notes as
+/// `concurrent_activity` so a reader can judge interference.
+#[derive(Debug, Default)]
+pub struct Beside(std::sync::Mutex<Vec<String>>);
+
+impl Beside {
+    /// Notes an activity (once, however often it is added).
+    pub fn add(&self, activity: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !seen.iter().any(|known| known == activity) {
+            seen.push(activity.to_owned());
+        }
+    }
+
+    /// Every activity noted, `; `-separated; `None` when there was none.
+    pub fn text(&self) -> Option<String> {
+        let seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!seen.is_empty()).then(|| seen.join("; "))
+    }
 }
 
 /// A run entering a phase.
@@ -92,12 +117,24 @@ pub struct Phase {
     pub at: std::time::Instant,
     /// What it does now, e.g. `starting llama_cpp`, `throughput (run 1 of 3)`.
     pub text: String,
+    /// Whether the suite measures in this phase (a benchmark runs).
+    pub measuring: bool,
 }
 
 impl RunRequest<'_> {
     fn phase(&self, phase: impl FnOnce() -> String) {
+        self.send_phase(phase, false);
+    }
+
+    /// A phase in which a benchmark measures.
+    fn measuring_phase(&self, phase: impl FnOnce() -> String) {
+        self.send_phase(phase, true);
+    }
+
+    fn send_phase(&self, phase: impl FnOnce() -> String, measuring: bool) {
         if let Some(phases) = &self.phases {
-            let _ = phases.send(Phase { at: std::time::Instant::now(), text: phase() });
+            let at = std::time::Instant::now();
+            let _ = phases.send(Phase { at, text: phase(), measuring });
         }
     }
 
@@ -105,7 +142,8 @@ impl RunRequest<'_> {
     fn start_progress(&self) -> StartProgress {
         match self.phases.clone() {
             Some(phases) => StartProgress::new(move |text| {
-                let _ = phases.send(Phase { at: std::time::Instant::now(), text });
+                let at = std::time::Instant::now();
+                let _ = phases.send(Phase { at, text, measuring: false });
             }),
             None => StartProgress::default(),
         }
@@ -190,6 +228,9 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     if let Some(observed) = output_length_observed(&benchmarks) {
         running.comparability.insert("output_length_observed".into(), observed);
     }
+    if let Some(beside) = request.beside.and_then(Beside::text) {
+        running.comparability.insert("concurrent_activity".into(), beside);
+    }
 
     let result = RunResult {
         id,
@@ -261,7 +302,8 @@ async fn measure(
             if cancel.is_cancelled() {
                 return Err(RunError::Interrupted);
             }
-            request.phase(|| format!("{} (run {run_number} of {})", test.name, test.runs));
+            request
+                .measuring_phase(|| format!("{} (run {run_number} of {})", test.name, test.runs));
             let measures = test.kind != crate::suite::TestKind::Quality;
             let warmup = if test.warmup && measures {
                 bench::warm_up(&target, suite).await

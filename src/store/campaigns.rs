@@ -616,6 +616,12 @@ impl Store {
             [session.campaign_id],
         )
         .doing(&path, "recover interrupted runs")?;
+        // A pending run's phase is that of a prefetch, which ended with its session.
+        tx.execute(
+            "UPDATE campaign_runs SET phase = NULL WHERE campaign_id = ?1 AND status = 'pending'",
+            [session.campaign_id],
+        )
+        .doing(&path, "recover interrupted runs")?;
         tx.execute(
             "UPDATE campaign_runs SET in_config = 0 WHERE campaign_id = ?1",
             [session.campaign_id],

@@ -3,10 +3,12 @@
 //! byte ranges (`Range: bytes=N-`) honoured only while `If-Range` matches,
 //! 416 for a range past the end, and faults a test queues per file: a
 //! connection dropped after some bytes, a stall, an error status with
-//! `Retry-After`, a changed file. Every request is logged with its range and
-//! the bytes sent, so tests can prove a resume.
+//! `Retry-After`, a changed file, an answer held until the test releases it.
+//! A rate limit paces every body (for measurements of overlap). Every request
+//! is logged with its range and the bytes sent, so tests can prove a resume.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +34,23 @@ pub enum Fault {
     Status(u16, Option<u64>),
     /// Answer 416 whatever the range.
     RangeNotSatisfiable,
+    /// Answer nothing until the flag is set (see [`Gate`]), then normally.
+    Hold(Gate),
+}
+
+/// A flag a test sets to release a held request.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// Lets the held request go on.
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// One logged request.
@@ -57,6 +76,8 @@ struct FilesState {
     files: HashMap<String, (Bytes, String)>,
     faults: HashMap<String, VecDeque<Fault>>,
     log: Vec<Logged>,
+    /// Bytes per second every body is paced to, when set.
+    rate: Option<u64>,
 }
 
 type Shared = Arc<Mutex<FilesState>>;
@@ -107,6 +128,12 @@ impl FileServer {
         self
     }
 
+    /// Paces every body to `bytes_per_second` from now on.
+    pub fn throttle(&self, bytes_per_second: u64) -> &Self {
+        lock(&self.state).rate = Some(bytes_per_second.max(1));
+        self
+    }
+
     /// Every request so far.
     pub fn log(&self) -> Vec<Logged> {
         lock(&self.state).log.clone()
@@ -139,11 +166,17 @@ async fn serve(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let if_range = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let authorized = headers.contains_key(header::AUTHORIZATION);
-    let (file, fault) = {
+    let (file, mut fault, rate) = {
         let mut state = lock(&state);
         let fault = state.faults.get_mut(&path).and_then(VecDeque::pop_front);
-        (state.files.get(&path).cloned(), fault)
+        (state.files.get(&path).cloned(), fault, state.rate)
     };
+    if let Some(Fault::Hold(gate)) = &fault {
+        while !gate.is_open() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fault = None;
+    }
     let log = |status: u16, sent: u64| {
         lock(&state).log.push(Logged {
             path: path.clone(),
@@ -197,9 +230,27 @@ async fn serve(
         _ => (None, None),
     };
     log(status.as_u16(), cut.unwrap_or(length));
-    let stream_body = match cut {
-        None => Body::from(body),
-        Some(cut) => {
+    let stream_body = match (cut, rate) {
+        (None, None) => Body::from(body),
+        (None, Some(rate)) => {
+            // Tenths of a second's worth of bytes, a tenth of a second apart.
+            let step = (rate / 10).max(1) as usize;
+            let chunks = futures_util::stream::unfold(0usize, move |at| {
+                let body = body.clone();
+                async move {
+                    if at >= body.len() {
+                        return None;
+                    }
+                    if at > 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let end = (at + step).min(body.len());
+                    Some((Ok::<Bytes, std::io::Error>(body.slice(at..end)), end))
+                }
+            });
+            Body::from_stream(chunks)
+        }
+        (Some(cut), _) => {
             let head = body.slice(..cut as usize);
             let chunks = futures_util::stream::unfold(0u8, move |step| {
                 let head = head.clone();
