@@ -6,7 +6,7 @@
 //! how much of the downloading the benchmarks hide.
 //!
 //! Run with `cargo bench --bench prefetch` (`KITT_BENCH_PREFETCH_RATE_KIB`
-//! sets the pace, default 2048 KiB/s).
+//! sets the pace, default 4096 KiB/s).
 
 // The fakes of the tests, included alone: their parent `tests/support/mod.rs`
 // brings fakes this benchmark does not need.
@@ -32,10 +32,10 @@ use kitt::store::Store;
 /// Runs in the campaign.
 const RUNS: u64 = 4;
 
-/// The suite: two short throughput passes, about as long as a paced download.
+/// The suite: 24 throughput requests, about as long as a paced download.
 const SUITE: &str = "name: quick\nversion: 1\ndescription: Short.\nruns: 1\n\
-     sampling:\n  temperature: 0.0\n  max_tokens: 32\ntests: [throughput]\n\
-     test_overrides:\n  throughput:\n    concurrency: [1]\n    iterations: 6\n    warmup: false\n";
+     sampling:\n  temperature: 0.0\n  max_tokens: 64\ntests: [throughput]\n\
+     test_overrides:\n  throughput:\n    concurrency: [1]\n    iterations: 24\n    warmup: false\n";
 
 fn main() {
     let Some(server) = llama_server() else {
@@ -45,7 +45,7 @@ fn main() {
     let rate_kib: u64 = std::env::var("KITT_BENCH_PREFETCH_RATE_KIB")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(2048);
+        .unwrap_or(4096);
     let dir = tempfile::tempdir().expect("temp dir");
     let hub = FakeHub::start();
     let cdn = FileServer::start();
