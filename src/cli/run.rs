@@ -77,6 +77,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         output_root,
         phases: Some(phases),
         defer_store: false,
+        pulls: crate::engine::pulls::PullRules::from_env(),
     };
     crate::campaign::coordinator::reap_orphan_engines();
     let outcome = block_on_interruptible(|cancel| async move {

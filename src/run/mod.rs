@@ -83,6 +83,8 @@ pub struct RunRequest<'a> {
     /// Leave storing the result to the caller (who stores it together with
     /// its own state in one transaction); the run directory is still written.
     pub defer_store: bool,
+    /// What the engine may do with models it pulls (Ollama).
+    pub pulls: crate::engine::pulls::PullRules,
 }
 
 /// A run entering a phase.
@@ -176,6 +178,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         slots,
         log_path: log_path.clone(),
         progress: request.start_progress(),
+        pulls: request.pulls.clone(),
     };
     request.phase(|| format!("starting {}", request.engine));
     let mut running = start_engine(launch, cancel).await?;
@@ -184,6 +187,9 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         () = cancel.cancelled() => Err(RunError::Interrupted),
     };
     request.phase(|| format!("stopping {}", request.engine));
+    if cancel.is_cancelled() {
+        running.keep_pulled_model();
+    }
     let stopped = running.stop().await;
     let benchmarks = measured?;
     stopped?;
