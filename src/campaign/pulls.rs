@@ -20,7 +20,8 @@
 //!   every run, so this is decided at launch ([`rules`]). A model the store
 //!   already had has no record and is never deleted; a failed deletion is a
 //!   warning, not a failed run. An interrupted run keeps the model: it is
-//!   redone on resume.
+//!   redone on resume. So does a last run whose server never got going (a
+//!   missing binary): the model waits for that run to be redone.
 //! - **Records.** Every note of the engine ([`PullNote`]) is written to the
 //!   store before the engine may go on, so a pull is the campaign's from
 //!   before its first byte.
