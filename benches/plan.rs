@@ -58,6 +58,7 @@ fn bench_plan(c: &mut Criterion) {
         storage_root: PathBuf::from("/models"),
         ollama_dir: PathBuf::from("/ollama"),
         free_space: Box::new(|_| Some(u64::MAX / 2)),
+        has_ollama_tag: Box::new(|_, _| false),
     };
     let runs = plan(&campaign, &discovery, &env).runs.len();
     assert_eq!(runs, MODELS * ENGINES * QUANTS.len());

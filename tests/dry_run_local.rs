@@ -162,6 +162,9 @@ fn disk_reserve_above_free_space_skips_with_the_numbers() {
         "campaign_name: c\nmodels:\n  - name: M\n    params: 8B\n    ollama_tag: \"llama3.1:8b\"\n\
          engines:\n  - name: ollama\ndisk:\n  reserve_gb: 999999\n",
     );
+    // Offline (as every test is), only a tag Ollama already has can run; it
+    // downloads nothing, and the reserve still holds.
+    scratch.write("ollama/manifests/registry.ollama.ai/library/llama3.1/8b", "{}");
 
     let plan: Value =
         serde_json::from_str(&scratch.dry_run("campaign.yaml", &["--json"]).stdout).unwrap();
@@ -169,8 +172,9 @@ fn disk_reserve_above_free_space_skips_with_the_numbers() {
 
     assert_eq!(run["status"], "skipped");
     let reason = run["reason"].as_str().unwrap();
-    assert!(reason.starts_with("not enough disk under"), "{reason}");
-    assert!(reason.contains("reserve 999999.0 GiB"), "{reason}");
+    let store = scratch.path().join("ollama");
+    assert!(reason.starts_with(&format!("not enough disk under {}", store.display())), "{reason}");
+    assert!(reason.contains("(download 0.0 GiB + reserve 999999.0 GiB)"), "{reason}");
 }
 
 #[test]
@@ -258,6 +262,10 @@ fn a_relative_storage_root_is_still_checked_for_free_space() {
         "campaign.yaml",
         "campaign_name: c\nmodels:\n  - name: M\n    params: 8B\n    ollama_tag: \"llama3.1:8b-instruct-q4_K_M\"\n\
          engines:\n  - name: ollama\ndisk:\n  reserve_gb: 999999\n",
+    );
+    scratch.write(
+        "relative/ollama/manifests/registry.ollama.ai/library/llama3.1/8b-instruct-q4_K_M",
+        "{}",
     );
     let mut command = scratch.kitt();
     command.env("KITT_MODELS_DIR", "not/there/models").env("OLLAMA_MODELS", "relative/ollama");

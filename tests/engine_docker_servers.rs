@@ -55,6 +55,10 @@ impl Setup {
     fn run(&self, engine: &str, args: &[&str], env: &[(&str, &str)]) -> Outcome {
         let mut command = self.scratch.kitt();
         self.docker.configure(&mut command, None);
+        if engine == "ollama" {
+            // Ollama pulls the tags the tests name (from the fake, over loopback).
+            command.env_remove("KITT_OFFLINE");
+        }
         command
             .env("FAKE_DOCKER_IMAGES", [VLLM, SGLANG, TABBY, OLLAMA].join(","))
             .env("FAKE_SERVER_LOG", self.scratch.path().join("server.jsonl"))

@@ -12,75 +12,17 @@
 mod common;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Scratch, processes_mentioning};
+use common::Outcome;
+use common::ollama::{OllamaSetup as Setup, to};
 use kitt::gguf::TinyModel;
 use kitt::store::{ResultFilter, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::FakeOllama;
-
-const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakes/fake_ollama.py");
-
-/// A scratch home with its own copy of the fake as `bin/ollama`, so that
-/// "no server left" looks only at this test's processes.
-struct Setup {
-    scratch: Scratch,
-    ollama: PathBuf,
-}
-
-impl Setup {
-    fn new() -> Self {
-        let scratch = Scratch::new();
-        let bin = scratch.path().join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let ollama = bin.join("ollama");
-        std::fs::copy(FAKE, &ollama).unwrap();
-        Setup { scratch, ollama }
-    }
-
-    /// `kitt --json run … -e ollama`, the fake found through `KITT_OLLAMA`,
-    /// its requests recorded to `log`.
-    fn run(&self, log: &str, args: &[&str], env: &[(&str, &str)]) -> Outcome {
-        let mut command = self.scratch.kitt();
-        command
-            .env("KITT_OLLAMA", &self.ollama)
-            .env("FAKE_OLLAMA_REQUESTS", self.scratch.path().join(log))
-            .env("FAKE_OLLAMA_PULL_STEP_MS", "800")
-            .envs(env.iter().copied())
-            .args(["--json", "run", "-e", "ollama"])
-            .args(args);
-        let outcome = self.scratch.run(&mut command);
-        self.no_server_left();
-        outcome
-    }
-
-    /// The requests the fake recorded in `log`.
-    fn requests(&self, log: &str) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.scratch.path().join(log)).unwrap_or_default();
-        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.scratch.path().join("ollama")
-    }
-
-    fn no_server_left(&self) {
-        let needle = self.ollama.display().to_string();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = processes_mentioning(&needle);
-            if left.is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "fake Ollama servers left: {left:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 fn result_of(outcome: &Outcome) -> Value {
     assert_eq!(outcome.code, 0, "stderr: {}\nstdout: {}", outcome.stderr, outcome.stdout);
@@ -94,11 +36,6 @@ fn run_file(result: &Value, name: &str) -> String {
 
 fn records(result: &Value) -> Vec<Value> {
     run_file(result, "requests.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// The recorded requests to `path`, in order.
-fn to<'a>(requests: &'a [Value], method: &str, path: &str) -> Vec<&'a Value> {
-    requests.iter().filter(|r| r["method"] == method && r["path"] == path).collect()
 }
 
 /// The `content` of a chat request's first message, `None` for a load (no messages).
@@ -222,7 +159,7 @@ fn a_library_tag_is_pulled_once_and_measured_through_the_native_api() {
 }
 
 #[test]
-fn an_unknown_tag_or_a_failed_pull_fails_the_run_with_the_servers_reason() {
+fn an_unknown_tag_or_a_full_disk_fails_the_pull_at_once_with_the_servers_reason() {
     let setup = Setup::new();
 
     let outcome =
@@ -236,12 +173,46 @@ fn an_unknown_tag_or_a_failed_pull_fails_the_run_with_the_servers_reason() {
         outcome.stderr
     );
     let requests = setup.requests("unknown.jsonl");
+    assert_eq!(to(&requests, "POST", "/api/pull").len(), 1, "a missing tag is not retried");
     assert!(to(&requests, "POST", "/api/chat").is_empty(), "nothing is measured");
 
-    let env = [("FAKE_OLLAMA_PULL_FAIL", "qwen2.5:0.5b"), ("FAKE_OLLAMA_PULL_STEP_MS", "10")];
-    let outcome = setup.run("midway.jsonl", &["-m", "qwen2.5:0.5b"], &env);
+    let env = [("FAKE_OLLAMA_PULL_FAULTS", "nospace"), ("FAKE_OLLAMA_PULL_STEP_MS", "10")];
+    let outcome = setup.run("full.jsonl", &["-m", "qwen2.5:0.5b"], &env);
     assert_eq!(outcome.code, 1, "{outcome:?}");
-    assert!(outcome.stderr.contains("max retries exceeded: unexpected EOF"), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("no space left on device"), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("free space there"), "{}", outcome.stderr);
+    assert_eq!(to(&setup.requests("full.jsonl"), "POST", "/api/pull").len(), 1);
+}
+
+/// Every attempt fails at the same point of the same layer, which Ollama
+/// resumes: after the first, no attempt gets further, and after five such
+/// attempts in a row kitt gives up (waiting 1, 1, 2, 4 and 8 s between them).
+#[test]
+fn a_pull_that_keeps_failing_is_given_up_naming_the_attempts_and_the_last_cause() {
+    let setup = Setup::new();
+    let env = [("FAKE_OLLAMA_PULL_FAIL", "qwen2.5:0.5b"), ("FAKE_OLLAMA_PULL_STEP_MS", "10")];
+
+    let outcome = setup.run("midway.jsonl", &["-m", "qwen2.5:0.5b"], &env);
+
+    assert_eq!(outcome.code, 1, "{outcome:?}");
+    let expected = "cannot make `qwen2.5:0.5b` available: gave up on the pull of \
+                    `qwen2.5:0.5b` after 6 attempts, the last 5 without new bytes; last: \
+                    max retries exceeded: unexpected EOF";
+    assert!(outcome.stderr.contains(expected), "{}", outcome.stderr);
+    let requests = setup.requests("midway.jsonl");
+    assert_eq!(to(&requests, "POST", "/api/pull").len(), 6);
+    assert!(to(&requests, "POST", "/api/chat").is_empty(), "nothing is measured");
+    let phases: Vec<&str> = outcome
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("pulling qwen2.5:0.5b: attempt"))
+        .collect();
+    assert_eq!(phases.len(), 5, "a phase for each retry: {}", outcome.stderr);
+    assert_eq!(
+        phases[0],
+        "pulling qwen2.5:0.5b: attempt 1 failed (max retries exceeded: unexpected EOF); \
+         retrying in 1 s"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! hand, and a chosen amount of free space.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kitt::acquire::hub::Gate;
 use kitt::config;
@@ -28,6 +28,7 @@ fn plan_of(yaml: &str, repos: Vec<(String, RepoLookup)>, free: u64) -> Plan {
         storage_root: PathBuf::from("/models"),
         ollama_dir: PathBuf::from("/ollama"),
         free_space: Box::new(move |_| Some(free)),
+        has_ollama_tag: Box::new(|_, _| false),
     };
     plan(&campaign, &discovery, &env)
 }
@@ -203,6 +204,7 @@ fn unknown_sizes_fall_back_to_estimate_then_config() {
         storage_root: PathBuf::from("/m"),
         ollama_dir: PathBuf::from("/o"),
         free_space: Box::new(|_| Some(u64::MAX)),
+        has_ollama_tag: Box::new(|_, _| false),
     };
     let plan = plan(&campaign, &discovery, &env);
 
@@ -241,4 +243,96 @@ fn size_limit_is_checked_before_disk_space() {
 
     let reason = run(&plan, "M|llama_cpp|Q8_0").reason.clone().unwrap();
     assert!(reason.starts_with("size 4.0 GiB exceeds"), "{reason}");
+}
+
+#[test]
+fn ollama_tags_are_checked_against_the_store_their_server_pulls_into() {
+    let yaml = "campaign_name: t\nmodels:\n  - name: Have\n    ollama_tag: \"m:1b\"\n\
+                \x20 - name: Lack\n    ollama_tag: \"n:1b\"\n\
+                engines:\n  - name: ollama\n    config:\n      extra_args: [OLLAMA_MODELS=/big]\n\
+                disk:\n  reserve_gb: 1\n";
+    let campaign = config::parse(yaml, "t.yaml".as_ref()).unwrap();
+    let sized = |full: &str| vec![TagVariant { size: Some(2 * GIB), ..TagVariant::new(full) }];
+    let tags =
+        HashMap::from([("m:1b".to_owned(), sized("m:1b")), ("n:1b".to_owned(), sized("n:1b"))]);
+    let discovery = Discovery { tags, ..Discovery::default() };
+    let env = PlanEnv {
+        storage_root: PathBuf::from("/models"),
+        ollama_dir: PathBuf::from("/home/u/.ollama/models"),
+        free_space: Box::new(|dir| Some(if dir == Path::new("/big") { 5 * GIB / 2 } else { 0 })),
+        has_ollama_tag: Box::new(|dir, tag| dir == Path::new("/big") && tag == "m:1b"),
+    };
+
+    let plan = plan(&campaign, &discovery, &env);
+
+    let have = run(&plan, "Have|ollama|1b");
+    assert_eq!((have.status, have.download_bytes), (RunPlan::Planned, 0), "{have:?}");
+    assert_eq!(have.size_bytes, Some(2 * GIB));
+    let lack = run(&plan, "Lack|ollama|1b");
+    assert_eq!(
+        lack.reason.as_deref(),
+        Some(
+            "not enough disk under /big: needs 3.0 GiB (download 2.0 GiB + reserve 1.0 GiB), \
+             2.5 GiB free"
+        )
+    );
+    assert_eq!(plan.download_bytes, 0);
+}
+
+#[test]
+fn ollama_cannot_pull_cloud_models_sharded_hub_quants_or_anything_offline() {
+    let yaml = "campaign_name: t\nmodels:\n  - name: Cloud\n    ollama_tag: \"m:120b-cloud\"\n\
+                \x20 - name: Split\n    ollama_tag: \"hf.co/org/M-GGUF:Q8_0\"\n\
+                \x20 - name: Absent\n    ollama_tag: \"hf.co/org/M-GGUF:Q2_K\"\n\
+                \x20 - name: Whole\n    ollama_tag: \"hf.co/org/M-GGUF:Q4_K_M\"\n\
+                engines:\n  - name: ollama\ndisk:\n  reserve_gb: 0\n";
+    let campaign = config::parse(yaml, "t.yaml".as_ref()).unwrap();
+    let cloud = TagVariant {
+        missing: Some("`m:120b-cloud` is a cloud model".into()),
+        ..TagVariant::new("m:120b-cloud")
+    };
+    let as_written = |full: &str| (full.to_owned(), vec![TagVariant::new(full)]);
+    let mut tags = HashMap::from([
+        as_written("hf.co/org/M-GGUF:Q8_0"),
+        as_written("hf.co/org/M-GGUF:Q2_K"),
+        as_written("hf.co/org/M-GGUF:Q4_K_M"),
+    ]);
+    tags.insert("m:120b-cloud".into(), vec![cloud]);
+    let repos = vec![repo(
+        "org/M-GGUF",
+        &[
+            ("M-Q4_K_M.gguf", GIB),
+            ("M-Q8_0-00001-of-00002.gguf", GIB),
+            ("M-Q8_0-00002-of-00002.gguf", GIB),
+        ],
+    )];
+    let discovery = |offline| Discovery {
+        tags: tags.clone(),
+        repos: repos.clone().into_iter().collect(),
+        ollama_offline: offline,
+        ..Discovery::default()
+    };
+    let env = PlanEnv {
+        storage_root: PathBuf::from("/models"),
+        ollama_dir: PathBuf::from("/ollama"),
+        free_space: Box::new(|_| Some(u64::MAX)),
+        has_ollama_tag: Box::new(|_, _| false),
+    };
+
+    let online = plan(&campaign, &discovery(false), &env);
+    let offline = plan(&campaign, &discovery(true), &env);
+
+    assert_eq!(run(&online, "Cloud|ollama|120b-cloud").status, RunPlan::Skipped);
+    let split = run(&online, "Split|ollama|Q8_0").reason.clone().unwrap_or_default();
+    assert!(
+        split.starts_with("Ollama cannot pull a sharded GGUF: `Q8_0` of `org/M-GGUF`"),
+        "{split}"
+    );
+    let absent = run(&online, "Absent|ollama|Q2_K").reason.clone();
+    assert_eq!(absent.as_deref(), Some("`org/M-GGUF` has no `Q2_K` GGUF for Ollama to pull"));
+    let whole = run(&online, "Whole|ollama|Q4_K_M");
+    assert_eq!((whole.status, whole.download_bytes), (RunPlan::Planned, GIB));
+    let whole = run(&offline, "Whole|ollama|Q4_K_M");
+    assert_eq!(whole.status, RunPlan::Skipped);
+    assert!(whole.reason.as_ref().unwrap().contains("KITT_OFFLINE is on"), "{whole:?}");
 }

@@ -194,12 +194,8 @@ impl Downloader {
             client,
             token,
             token_origin: token_origin.map(|origin| origin.trim_end_matches('/').to_owned()),
-            policy: RetryPolicy {
-                attempts: 5,
-                base_delay: Duration::from_secs(1),
-                max_delay: Duration::from_secs(60),
-            },
-            stall: stall_from_env().unwrap_or(DEFAULT_STALL),
+            policy: retry_policy(),
+            stall: stall_timeout(),
         })
     }
 
@@ -590,6 +586,22 @@ fn transport(error: &reqwest::Error) -> Attempt {
         format!("the connection failed: {}", crate::error::with_causes(error))
     };
     Attempt::Retry { why, wait: None }
+}
+
+/// How model downloads retry (Hub files and Ollama pulls alike): five
+/// attempts in a row without a new byte, waiting 1 s doubling up to 60 s.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 5,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(60),
+    }
+}
+
+/// How long a model download may go without progress: `KITT_DOWNLOAD_STALL_SECS`
+/// (fractions allowed), else [`DEFAULT_STALL`].
+pub fn stall_timeout() -> Duration {
+    stall_from_env().unwrap_or(DEFAULT_STALL)
 }
 
 fn stall_from_env() -> Option<Duration> {

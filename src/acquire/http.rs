@@ -45,10 +45,20 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Exponential backoff before retry number `retry` (1-based), capped at `max_delay`.
-    fn backoff(&self, retry: u32) -> Duration {
+    pub fn backoff(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.saturating_sub(1));
         self.base_delay.saturating_mul(factor).min(self.max_delay)
     }
+}
+
+/// Whether an environment flag's value switches it on (`1`, `true`, `yes`, `on`, any case).
+pub fn is_truthy(value: &str) -> bool {
+    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+}
+
+/// Whether `KITT_OFFLINE` is on: kitt then asks no remote source for anything.
+pub fn kitt_offline() -> bool {
+    std::env::var("KITT_OFFLINE").is_ok_and(|value| is_truthy(&value))
 }
 
 /// The `User-Agent` kitt sends: `kitt/<version>`.

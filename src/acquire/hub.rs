@@ -233,7 +233,7 @@ impl HubClient {
         let token = token.filter(given).or_else(|| lookup("HF_TOKEN").filter(given));
         let offline = ["HF_HUB_OFFLINE", "KITT_OFFLINE"]
             .iter()
-            .any(|name| lookup(name).is_some_and(|value| is_truthy(&value)));
+            .any(|name| lookup(name).is_some_and(|value| http::is_truthy(&value)));
         let client = Self::with_endpoint(endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT), token)?;
         Ok(client.with_offline(offline))
     }
@@ -491,11 +491,6 @@ impl HubClient {
             _ => HubError::Status { repo, status: status.as_u16() },
         }
     }
-}
-
-/// Whether an environment flag is switched on.
-fn is_truthy(value: &str) -> bool {
-    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
 /// A [`HubError::BadResponse`] for `repo`.

@@ -122,9 +122,7 @@ impl OllamaClient {
         };
         let library = setting("KITT_OLLAMA_LIBRARY_URL", DEFAULT_LIBRARY_URL);
         let registry = setting("KITT_OLLAMA_REGISTRY_URL", DEFAULT_REGISTRY_URL);
-        let offline = lookup("KITT_OFFLINE").is_some_and(|value| {
-            matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-        });
+        let offline = lookup("KITT_OFFLINE").is_some_and(|value| http::is_truthy(&value));
         Ok(Self::with_endpoints(&library, &registry)?.with_offline(offline))
     }
 

@@ -28,10 +28,12 @@ use super::acquire::{Acquired, Download, Downloads, Started, hub_repo};
 use super::cleanup;
 use super::lock::{CampaignLock, LockError, host_name};
 use super::progress::{Display, Progress};
+use super::pulls;
 use crate::acquire::hub::HubClient;
 use crate::acquire::local::{LocalIndex, free_space, hf_cache_dir};
 use crate::config::{Campaign, NotifyEvent};
 use crate::engine::EngineKind;
+use crate::engine::pulls::PullLedger;
 use crate::error::{KittError, with_causes};
 use crate::notify::{Message, Notifier};
 use crate::plan::matrix::disk_shortfall_message;
@@ -240,10 +242,19 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         progress.run_started(&planned.key);
         let session = Attempt { session_id, run_id };
         let next = todo.get(position + 1).map(|&(id, run)| (id, run));
+        let later: Vec<&PlannedRun> =
+            todo[position + 1..].iter().map(|(_, later)| *later).collect();
         let mut acquiring = Acquiring { downloads: &mut downloads, prefetch: &mut prefetch, next };
-        let ended =
-            run_one(&context, &mut store, &mut acquiring, session, planned, cancel, &mut progress)
-                .await?;
+        let ended = run_one(
+            &context,
+            &mut store,
+            &mut acquiring,
+            session,
+            (planned, &later),
+            cancel,
+            &mut progress,
+        )
+        .await?;
         match ended {
             Ended::Interrupted => {
                 progress.run_finished(&planned.key, "interrupted; redone on resume", None);
@@ -251,8 +262,6 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 break;
             }
             Ended::Done { outcome, seconds, failure } => {
-                let later: Vec<&PlannedRun> =
-                    todo[position + 1..].iter().map(|(_, later)| *later).collect();
                 cleanup::after_run(&context, &store, run_id, planned, &later, &mut progress);
                 progress.run_finished(&planned.key, &outcome, seconds);
                 if let Some(error) = failure
@@ -467,12 +476,13 @@ enum Ended {
     Interrupted,
 }
 
+/// Runs `planned` (`later` are the session's runs after it).
 async fn run_one(
     context: &RunContext<'_>,
     store: &mut Store,
     acquiring: &mut Acquiring<'_, '_>,
     session: Attempt,
-    planned: &PlannedRun,
+    (planned, later): (&PlannedRun, &[&PlannedRun]),
     cancel: &Cancel,
     progress: &mut Progress,
 ) -> Result<Ended, KittError> {
@@ -578,6 +588,8 @@ async fn run_one(
     let beside = Beside::default();
     let engine = &context.campaign.engines[planned.engine_index];
     let (phases, mut phase_events) = tokio::sync::mpsc::unbounded_channel();
+    let (ledger, mut pull_notes) = PullLedger::channel();
+    let pull_rules = pulls::rules(context, store, planned, later, ledger);
     let run_id_text = crate::run::new_id();
     let request = RunRequest {
         id: run_id_text.clone(),
@@ -591,6 +603,7 @@ async fn run_one(
         phases: Some(phases),
         defer_store: true,
         beside: Some(&beside),
+        pulls: pull_rules,
     };
     let execution = crate::run::execute(&request, cancel);
     tokio::pin!(execution);
@@ -600,6 +613,9 @@ async fn run_one(
         tokio::select! {
             biased;
             executed = &mut execution => break executed,
+            Some(note) = pull_notes.recv() => {
+                pulls::record(context, store, (session_id, run_id), planned, note, progress);
+            }
             Some(phase) = phase_events.recv() => {
                 timing.see(&phase);
                 if let Err(error) = store.run_phase(run_id, &phase.text) {
@@ -625,9 +641,13 @@ async fn run_one(
             _ = ticker.tick() => progress.tick(),
         }
     };
-    // Phases sent just before the run returned.
+    // Phases and notes sent just before the run returned (a note whose sender
+    // stopped waiting is still recorded).
     while let Ok(phase) = phase_events.try_recv() {
         timing.see(&phase);
+    }
+    while let Ok(note) = pull_notes.try_recv() {
+        pulls::record(context, store, (session_id, run_id), planned, note, progress);
     }
     let seconds = started.elapsed().as_secs_f64();
     if let Some(engine) = timing.engine() {
@@ -706,7 +726,7 @@ async fn start_prefetch(
     cancel: &Cancel,
 ) -> Option<Prefetch> {
     let (next_id, next) = acquiring.next?;
-    let pulls = current.engine == EngineKind::Ollama && current.source.starts_with("ollama:");
+    let pulls = pulls::ollama_tag(current).is_some();
     if !context.campaign.disk.prefetch || pulls || cancel.is_cancelled() {
         return None;
     }
@@ -771,10 +791,14 @@ enum Fetch {
 }
 
 /// The reserve re-checked with the real free space now. A Hub download is
-/// checked against the bytes it really misses when it is prepared instead.
+/// checked against the bytes it really misses when it is prepared instead,
+/// an Ollama pull against the free space of the server's store.
 fn disk_shortfall(context: &RunContext<'_>, planned: &PlannedRun) -> Option<String> {
     if planned.engine == EngineKind::Openai || hub_repo(planned).is_some() {
         return None;
+    }
+    if let Some(tag) = pulls::ollama_tag(planned) {
+        return pulls::disk_shortfall(context, planned, tag);
     }
     let root = context.storage_root;
     let free = free_space(root)?;

@@ -27,6 +27,7 @@ pub mod coordinator;
 mod download_view;
 pub mod lock;
 pub mod progress;
+mod pulls;
 
 use std::path::Path;
 

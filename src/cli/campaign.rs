@@ -164,6 +164,7 @@ pub fn plan_campaign(campaign: &Campaign) -> Result<Plan, KittError> {
         storage_root: root,
         ollama_dir: ollama_models_dir(),
         free_space: Box::new(free_space),
+        has_ollama_tag: Box::new(crate::engine::ollama::store::has_tag),
     };
     let mut plan = plan(campaign, &discovery, &env);
     plan.warnings.extend(root_warning);

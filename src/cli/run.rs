@@ -78,6 +78,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         phases: Some(phases),
         beside: None,
         defer_store: false,
+        pulls: crate::engine::pulls::PullRules::from_env(),
     };
     crate::campaign::coordinator::reap_orphan_engines();
     let outcome = block_on_interruptible(|cancel| async move {

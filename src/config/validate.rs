@@ -25,8 +25,12 @@ pub const SUITES: &[&str] = &["quick", "standard", "performance"];
 const DEFAULT_RESERVE_GB: f64 = 100.0;
 
 static OLLAMA_TAG: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^([a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-        .expect("static regex")
+    // A library tag, or a Hugging Face GGUF repository Ollama pulls itself
+    // (`hf.co/org/Repo-GGUF:Q4_K_M`), whose names keep their case.
+    Regex::new(
+        r"^(([a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*|(hf\.co|huggingface\.co)/[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(:[A-Za-z0-9][A-Za-z0-9._-]*)?$",
+    )
+    .expect("static regex")
 });
 
 /// Checks a parsed file and builds the campaign, or returns every problem found.
@@ -261,8 +265,10 @@ impl Checker {
         let text = tag.value.trim().to_owned();
         if !OLLAMA_TAG.is_match(&text) {
             let message = format!("`{text}` is not an Ollama model tag");
-            self.report(&tag, &format!("{field}.ollama_tag"), message)
-                .hint("write it as `name:tag` in lower case, e.g. `llama3.1:8b`");
+            self.report(&tag, &format!("{field}.ollama_tag"), message).hint(
+                "write it as `name:tag` in lower case, e.g. `llama3.1:8b`, or as \
+                     `hf.co/org/repo:QUANT`",
+            );
         }
         text
     }

@@ -16,6 +16,7 @@ pub mod openai;
 pub mod port;
 pub mod process;
 pub mod profile;
+pub mod pulls;
 pub mod python;
 pub mod served;
 pub mod sglang;
@@ -192,6 +193,9 @@ pub struct Launch<'a> {
     /// Receives what the engine does while it starts (pulling, importing,
     /// loading), for progress displays.
     pub progress: StartProgress,
+    /// Whether the engine may pull a missing model, what becomes of a pulled
+    /// one after the run, and where the campaign records pulls (Ollama).
+    pub pulls: pulls::PullRules,
 }
 
 /// A sink for one-line progress texts sent while an engine starts, such as
@@ -273,8 +277,8 @@ pub struct Running {
 /// Something kitt created on an engine for a run and removes before stopping it.
 #[derive(Debug)]
 enum Cleanup {
-    /// A model kitt imported into Ollama.
-    OllamaModel(ollama::Imported),
+    /// A model kitt imported into Ollama, or pulled and may let go.
+    OllamaModel(ollama::OwnedModel),
 }
 
 impl Running {
@@ -294,6 +298,14 @@ impl Running {
     /// The tail of the engine's log.
     pub fn log_tail(&self, lines: usize) -> String {
         self.handle.as_ref().map(|handle| handle.log_tail(lines)).unwrap_or_default()
+    }
+
+    /// Keeps a model the engine pulled in its store when the engine stops:
+    /// an interrupted run is redone and needs it again. Imports are still removed.
+    pub fn keep_pulled_model(&mut self) {
+        if matches!(&self.cleanup, Some(Cleanup::OllamaModel(owned)) if owned.is_pulled()) {
+            self.cleanup = None;
+        }
     }
 
     /// Removes what kitt created on the engine, stops what kitt started and

@@ -184,6 +184,7 @@ mod tests {
             slots: 4,
             log_path: PathBuf::from("/dev/null"),
             progress: crate::engine::StartProgress::default(),
+            pulls: crate::engine::pulls::PullRules::default(),
         }
     }
 

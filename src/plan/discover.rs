@@ -89,7 +89,8 @@ pub struct TagVariant {
     pub label: QuantLabel,
     /// Total size from the registry manifest.
     pub size: Option<u64>,
-    /// Why the tag cannot be pulled (the library or registry does not know it).
+    /// Why the tag cannot be pulled and served here (the library or registry
+    /// does not know it, or it is a cloud model).
     pub missing: Option<String>,
 }
 
@@ -109,6 +110,8 @@ pub struct Discovery {
     pub tags: HashMap<String, Vec<TagVariant>>,
     /// Degraded sources, one line each.
     pub warnings: Vec<String>,
+    /// `KITT_OFFLINE`: nothing may be pulled into an Ollama store.
+    pub ollama_offline: bool,
 }
 
 /// The sources discovery may consult.
@@ -152,6 +155,7 @@ pub async fn discover(campaign: &Campaign, sources: &Sources) -> Discovery {
         discovery.tags.insert(tag, variants);
     }
     discovery.warnings = warnings.into_iter().collect();
+    discovery.ollama_offline = sources.ollama.is_offline();
     discovery
 }
 
@@ -170,6 +174,9 @@ fn wanted(campaign: &Campaign) -> (BTreeSet<String>, BTreeSet<String>) {
         }
         if formats.contains(&Format::Ollama) || formats.contains(&Format::Gguf) {
             tags.extend(model.ollama_tag.clone());
+            // A Hugging Face tag's listing tells its size and whether Ollama can pull it.
+            let hub = model.ollama_tag.as_deref().and_then(hub_tag).map(|(repo, _)| repo);
+            repos.extend(hub);
         }
     }
     (repos, tags)
@@ -238,7 +245,41 @@ fn degraded_warning(error: &HubError, sources: &Sources) -> Option<String> {
     Some(format!("Hugging Face Hub at {endpoint} {what}; using local models where it failed"))
 }
 
+/// The repository and quant of a Hugging Face tag (`hf.co/org/repo:Q4_K_M`,
+/// also `huggingface.co/…`); the quant is `None` when the tag names none.
+pub fn hub_tag(full: &str) -> Option<(String, Option<String>)> {
+    let rest = full.strip_prefix("hf.co/").or_else(|| full.strip_prefix("huggingface.co/"))?;
+    let (repo, quant) = match rest.split_once(':') {
+        Some((repo, quant)) => (repo, Some(quant).filter(|q| !q.eq_ignore_ascii_case("latest"))),
+        None => (rest, None),
+    };
+    let parts: Vec<&str> = repo.split('/').collect();
+    let valid = parts.len() == 2 && parts.iter().all(|part| !part.is_empty());
+    valid.then(|| (repo.to_owned(), quant.map(str::to_owned)))
+}
+
+/// Whether a tag names one of Ollama's cloud models (`gpt-oss:120b-cloud`).
+fn is_cloud_tag(full: &str) -> bool {
+    let tag = full.rsplit_once(':').map_or("", |(_, tag)| tag).to_ascii_lowercase();
+    tag == "cloud" || tag.ends_with("-cloud")
+}
+
+fn cloud_reason(full: &str) -> String {
+    format!(
+        "`{full}` is a cloud model: Ollama runs it on its own servers, so nothing would be \
+         benchmarked on this machine"
+    )
+}
+
 async fn expand_tag(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, Option<String>) {
+    let (mut variants, warning) = expand(written, ollama).await;
+    for variant in variants.iter_mut().filter(|v| v.missing.is_none() && is_cloud_tag(&v.full)) {
+        variant.missing = Some(cloud_reason(&variant.full));
+    }
+    (variants, warning)
+}
+
+async fn expand(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, Option<String>) {
     let as_written = || vec![TagVariant::new(written)];
     let Ok((model, tag)) = split_tag(written) else {
         return (as_written(), None);
@@ -265,8 +306,13 @@ async fn expand_tag(written: &str, ollama: &OllamaClient) -> (Vec<TagVariant>, O
         let full = format!("{model}:{candidate}");
         match ollama.manifest(&model, &candidate).await {
             Ok(manifest) => {
-                let variant =
-                    TagVariant { size: Some(manifest.total_size), ..TagVariant::new(&full) };
+                // Weights are a layer of every model that runs locally.
+                let missing = manifest.model_size.is_none().then(|| cloud_reason(&full));
+                let variant = TagVariant {
+                    size: Some(manifest.total_size),
+                    missing,
+                    ..TagVariant::new(&full)
+                };
                 variants.push((variant, Some(manifest.config_digest)));
             }
             Err(OllamaError::NotFound { .. }) => {
@@ -346,6 +392,21 @@ mod tests {
                 .map(|s| s.to_string())
                 .collect();
         assert_eq!(size_variants("8b", &all), ["8b", "8b-instruct-q4_K_M", "8b-instruct-fp16"]);
+    }
+
+    #[test]
+    fn hugging_face_tags_name_a_repository_and_maybe_a_quant() {
+        let tag = |full| hub_tag(full);
+        assert_eq!(
+            tag("hf.co/org/Repo-GGUF:Q4_K_M"),
+            Some(("org/Repo-GGUF".into(), Some("Q4_K_M".into())))
+        );
+        assert_eq!(tag("huggingface.co/org/Repo-GGUF"), Some(("org/Repo-GGUF".into(), None)));
+        assert_eq!(tag("hf.co/org/Repo-GGUF:latest"), Some(("org/Repo-GGUF".into(), None)));
+        assert_eq!(tag("hf.co/Repo-GGUF:Q8_0"), None);
+        assert_eq!(tag("llama3.1:8b"), None);
+        assert!(is_cloud_tag("gpt-oss:120b-cloud") && is_cloud_tag("m:cloud"));
+        assert!(!is_cloud_tag("cloudy:7b") && !is_cloud_tag("m:8b"));
     }
 
     #[test]

@@ -7,26 +7,34 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::discover::{Discovery, RepoInfo, RepoLookup, TagVariant};
+use super::discover::{Discovery, RepoInfo, RepoLookup};
+use super::ollama::tag_candidate;
 use super::quant::QuantLabel;
 use super::size::{bits_per_weight, estimate_bytes};
 use super::variants::{gguf_variants, safetensors_files};
 use super::{Plan, PlannedRun, RunPlan, SizeSource};
 use crate::acquire::hub::Gate;
 use crate::config::{Campaign, EngineSpec, GB, ModelSpec};
+use crate::engine::ollama::store::Location;
 use crate::engine::{EngineKind, Format};
 
 /// Measures free bytes under a path; `None` when it cannot be measured.
 pub type FreeSpace = Box<dyn Fn(&Path) -> Option<u64>>;
 
+/// Whether the Ollama store in a directory has a tag.
+pub type TagCheck = Box<dyn Fn(&Path, &str) -> bool>;
+
 /// Facts about this machine the checks need.
 pub struct PlanEnv {
     /// Where Hugging Face downloads go.
     pub storage_root: PathBuf,
-    /// Where Ollama keeps pulled models.
+    /// Where a native Ollama keeps pulled models unless an engine's
+    /// `extra_args` set `OLLAMA_MODELS`.
     pub ollama_dir: PathBuf,
     /// Free bytes under a path; `None` when it cannot be measured.
     pub free_space: FreeSpace,
+    /// Whether a native Ollama store already has a tag (it then downloads nothing).
+    pub has_ollama_tag: TagCheck,
 }
 
 /// Safetensors repositories whose name says how they are quantized.
@@ -39,7 +47,7 @@ pub fn plan(campaign: &Campaign, discovery: &Discovery, env: &PlanEnv) -> Plan {
     let mut planner = Planner::new(campaign, env);
     for model in &campaign.models {
         for (index, engine) in campaign.engines.iter().enumerate() {
-            let candidates = candidates(model, engine, discovery);
+            let candidates = candidates(model, engine, discovery, env);
             planner.add(model, index, engine, candidates);
         }
     }
@@ -55,26 +63,35 @@ pub fn plan(campaign: &Campaign, discovery: &Discovery, env: &PlanEnv) -> Plan {
 }
 
 /// A run before checks.
-struct Candidate {
-    label: QuantLabel,
-    source: String,
-    files: Vec<String>,
-    known_size: Option<u64>,
+pub(super) struct Candidate {
+    pub(super) label: QuantLabel,
+    pub(super) source: String,
+    pub(super) files: Vec<String>,
+    pub(super) known_size: Option<u64>,
     /// Bytes to fetch, where they go, and an id so one download counts once.
-    download: Option<Download>,
-    gate_denied: Option<String>,
-    blocked: Option<String>,
+    pub(super) download: Option<Download>,
+    pub(super) gate_denied: Option<String>,
+    pub(super) blocked: Option<String>,
 }
 
-struct Download {
-    id: String,
+pub(super) struct Download {
+    pub(super) id: String,
     /// Known bytes; `None` uses the run's estimated size.
-    bytes: Option<u64>,
-    to_ollama: bool,
+    pub(super) bytes: Option<u64>,
+    pub(super) target: Target,
+}
+
+/// Where a download's bytes land, which is where free space is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Target {
+    /// The storage root (Hub downloads).
+    StorageRoot,
+    /// An Ollama server's store (pulls).
+    Ollama(Location),
 }
 
 impl Candidate {
-    fn new(label: QuantLabel, source: String) -> Self {
+    pub(super) fn new(label: QuantLabel, source: String) -> Self {
         Candidate {
             label,
             source,
@@ -88,7 +105,12 @@ impl Candidate {
 }
 
 /// Candidates of one model on one engine, or rows that explain why there are none.
-fn candidates(model: &ModelSpec, engine: &EngineSpec, discovery: &Discovery) -> Vec<Candidate> {
+fn candidates(
+    model: &ModelSpec,
+    engine: &EngineSpec,
+    discovery: &Discovery,
+    env: &PlanEnv,
+) -> Vec<Candidate> {
     let formats = &engine.formats;
     if engine.kind == EngineKind::Openai {
         return vec![served(model, engine)];
@@ -99,7 +121,9 @@ fn candidates(model: &ModelSpec, engine: &EngineSpec, discovery: &Discovery) -> 
             return discovery
                 .tags
                 .get(tag)
-                .map(|tags| tags.iter().map(tag_candidate).collect())
+                .map(|tags| {
+                    tags.iter().map(|tag| tag_candidate(tag, engine, discovery, env)).collect()
+                })
                 .unwrap_or_default();
         }
     }
@@ -137,14 +161,6 @@ fn served(model: &ModelSpec, engine: &EngineSpec) -> Candidate {
     candidate
 }
 
-fn tag_candidate(tag: &TagVariant) -> Candidate {
-    let mut candidate = Candidate::new(tag.label.clone(), format!("ollama:{}", tag.full));
-    candidate.known_size = tag.size;
-    candidate.download = Some(Download { id: tag.full.clone(), bytes: tag.size, to_ollama: true });
-    candidate.blocked = tag.missing.clone();
-    candidate
-}
-
 fn gguf_candidates(model: &ModelSpec, kind: EngineKind, info: &RepoInfo) -> Vec<Candidate> {
     let variants = gguf_variants(&info.files);
     if variants.is_empty() {
@@ -160,7 +176,7 @@ fn gguf_candidates(model: &ModelSpec, kind: EngineKind, info: &RepoInfo) -> Vec<
             if !info.is_local(&variant.files) {
                 let id = format!("{}/{}", info.repo, variant.label.label);
                 let bytes = Some(info.missing_bytes(&variant.files));
-                candidate.download = Some(Download { id, bytes, to_ollama: false });
+                candidate.download = Some(Download { id, bytes, target: Target::StorageRoot });
             }
             candidate.blocked =
                 if let Some((present, total)) = variant.shards.filter(|_| !variant.is_complete()) {
@@ -202,7 +218,8 @@ fn safetensors_candidate(info: &RepoInfo) -> Candidate {
     candidate.gate_denied = denied(&info.gate);
     if !info.is_local(&files) {
         let bytes = Some(info.missing_bytes(&files));
-        candidate.download = Some(Download { id: info.repo.clone(), bytes, to_ollama: false });
+        let id = info.repo.clone();
+        candidate.download = Some(Download { id, bytes, target: Target::StorageRoot });
     }
     candidate.files = files;
     candidate
@@ -263,10 +280,10 @@ struct Planner<'a> {
     env: &'a PlanEnv,
     runs: Vec<PlannedRun>,
     keys: HashSet<String>,
-    free: HashMap<bool, Option<u64>>,
+    free: HashMap<Target, Option<u64>>,
     /// Downloads already counted while `cleanup_after_run` is off, and their total per target.
     kept: HashSet<String>,
-    kept_bytes: HashMap<bool, u64>,
+    kept_bytes: HashMap<Target, u64>,
     download_total: u64,
 }
 
@@ -385,16 +402,16 @@ impl<'a> Planner<'a> {
     fn disk_shortfall(&mut self, c: &Candidate, bytes: u64) -> Option<String> {
         // A local model downloads nothing, but the reserve still holds: the
         // campaign writes results and logs, and the user asked to keep it free.
-        let target = c.download.as_ref().is_some_and(|download| download.to_ollama);
+        let target = c.download.as_ref().map_or(Target::StorageRoot, |d| d.target.clone());
         let already_counted = c.download.as_ref().is_some_and(|download| {
             !self.campaign.disk.cleanup_after_run && self.kept.contains(&download.id)
         });
         if already_counted {
             return None;
         }
-        let dir = if target { &self.env.ollama_dir } else { &self.env.storage_root };
+        let dir = self.dir_of(&target)?;
         let free_space = &self.env.free_space;
-        let free = *self.free.entry(target).or_insert_with(|| free_space(dir));
+        let free = *self.free.entry(target.clone()).or_insert_with(|| free_space(&dir));
         let free = free?;
         let kept = if self.campaign.disk.cleanup_after_run {
             0
@@ -403,7 +420,20 @@ impl<'a> Planner<'a> {
         };
         let reserve = self.campaign.disk.reserve_bytes;
         let needed = reserve.saturating_add(kept).saturating_add(bytes);
-        (free < needed).then(|| disk_shortfall_message(dir, bytes, kept, reserve, free))
+        (free < needed).then(|| disk_shortfall_message(&dir, bytes, kept, reserve, free))
+    }
+
+    /// The directory whose free space a target's downloads use; `None` for a
+    /// Docker volume, which kitt cannot measure.
+    fn dir_of(&mut self, target: &Target) -> Option<PathBuf> {
+        match target {
+            Target::StorageRoot => Some(self.env.storage_root.clone()),
+            Target::Ollama(Location::Dir(dir)) => Some(dir.clone()),
+            Target::Ollama(Location::Volume(_)) => {
+                self.free.entry(target.clone()).or_insert(None);
+                None
+            }
+        }
     }
 
     /// Counts a planned run's download: once per file set when downloads are
@@ -413,7 +443,7 @@ impl<'a> Planner<'a> {
         if self.campaign.disk.cleanup_after_run {
             self.download_total = self.download_total.saturating_add(bytes);
         } else if self.kept.insert(download.id.clone()) {
-            let kept = self.kept_bytes.entry(download.to_ollama).or_default();
+            let kept = self.kept_bytes.entry(download.target.clone()).or_default();
             *kept = kept.saturating_add(bytes);
             self.download_total = self.download_total.saturating_add(bytes);
         }
@@ -422,14 +452,18 @@ impl<'a> Planner<'a> {
     /// One warning per download directory whose free space could not be measured.
     fn free_space_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        for (to_ollama, free) in &self.free {
-            if free.is_none() {
-                let dir = if *to_ollama { &self.env.ollama_dir } else { &self.env.storage_root };
-                warnings.push(format!(
-                    "cannot measure free space under {}; the disk reserve was not checked",
-                    dir.display()
-                ));
+        for (target, free) in &self.free {
+            if free.is_some() {
+                continue;
             }
+            warnings.push(match target {
+                Target::StorageRoot => unmeasured(&self.env.storage_root.display()),
+                Target::Ollama(Location::Dir(dir)) => unmeasured(&dir.display()),
+                Target::Ollama(volume @ Location::Volume(_)) => format!(
+                    "cannot measure free space in the {volume} of Ollama in Docker mode; the \
+                     disk reserve was not checked for its pulls"
+                ),
+            });
         }
         warnings.sort();
         warnings
@@ -461,6 +495,10 @@ fn size_of(model: &ModelSpec, c: &Candidate) -> (Option<u64>, Option<SizeSource>
         Some(bytes) => (Some(bytes), Some(SizeSource::Config)),
         None => (None, None),
     }
+}
+
+fn unmeasured(dir: &impl std::fmt::Display) -> String {
+    format!("cannot measure free space under {dir}; the disk reserve was not checked")
 }
 
 /// Fewest bits per weight first, unknown labels last, ties by label.

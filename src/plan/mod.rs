@@ -9,6 +9,7 @@
 pub mod discover;
 pub mod glob;
 pub mod matrix;
+mod ollama;
 pub mod quant;
 pub mod size;
 pub mod variants;

@@ -86,6 +86,8 @@ pub struct RunRequest<'a> {
     /// What else ran on the machine while the suite measured, filled in by
     /// the caller during the run and recorded with the result.
     pub beside: Option<&'a Beside>,
+    /// What the engine may do with models it pulls (Ollama).
+    pub pulls: crate::engine::pulls::PullRules,
 }
 
 /// What ran beside a run's measurements (a download for the next run of a
@@ -214,6 +216,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         slots,
         log_path: log_path.clone(),
         progress: request.start_progress(),
+        pulls: request.pulls.clone(),
     };
     request.phase(|| format!("starting {}", request.engine));
     let mut running = start_engine(launch, cancel).await?;
@@ -222,6 +225,9 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         () = cancel.cancelled() => Err(RunError::Interrupted),
     };
     request.phase(|| format!("stopping {}", request.engine));
+    if cancel.is_cancelled() {
+        running.keep_pulled_model();
+    }
     let stopped = running.stop().await;
     let benchmarks = measured?;
     stopped?;

@@ -71,7 +71,8 @@ pub struct DownloadRow {
 /// How much a campaign has downloaded and still has to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DownloadTotals {
-    /// Bytes kitt has written for the campaign's downloads, partial files included.
+    /// Bytes kitt has written for the campaign's downloads, partial files
+    /// included, and the sizes of the Ollama models its pulls completed.
     pub downloaded_bytes: u64,
     /// Bytes the pending and running runs still have to download (runs
     /// loading the same files count once).
@@ -251,8 +252,16 @@ impl Store {
                  AND session_id = (SELECT max(id) FROM campaign_sessions WHERE campaign_id = ?1)",
             )
             .doing(&self.path, "sum downloads")?;
+        let pulls = self.schema_version()? >= super::schema::PULLS_VERSION;
         let mut left = 0u64;
         for (source, files, bytes) in wanted {
+            if let Some(tag) = source.strip_prefix("ollama:") {
+                // An Ollama pull reports no partial bytes here: it is left until it completes.
+                if !(pulls && self.pulled_this_session(campaign_id, tag)?) {
+                    left = left.saturating_add(bytes.unsigned_abs());
+                }
+                continue;
+            }
             let repo = source.split_once(':').map_or(source.as_str(), |(_, repo)| repo);
             let files: Vec<String> = serde_json::from_str(&files).unwrap_or_default();
             let mut fetched = 0u64;
@@ -264,7 +273,28 @@ impl Store {
             }
             left = left.saturating_add(bytes.unsigned_abs().saturating_sub(fetched));
         }
-        Ok(DownloadTotals { downloaded_bytes: downloaded.unsigned_abs(), to_download_bytes: left })
+        let pulled = if pulls { self.pulled_bytes(campaign_id)? } else { 0 };
+        let downloaded = downloaded.unsigned_abs().saturating_add(pulled);
+        Ok(DownloadTotals { downloaded_bytes: downloaded, to_download_bytes: left })
+    }
+
+    /// Whether the latest session of the campaign completed a pull of `tag`
+    /// (`name` alone meaning `name:latest`).
+    fn pulled_this_session(&self, campaign_id: &str, tag: &str) -> Result<bool, StoreError> {
+        let latest = if tag.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+            tag.to_owned()
+        } else {
+            format!("{tag}:latest")
+        };
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM campaign_pulls WHERE campaign_id = ?1 \
+                 AND model = ?2 AND status IN ('present', 'removed') \
+                 AND session_id = (SELECT max(id) FROM campaign_sessions WHERE campaign_id = ?1))",
+                params![campaign_id, latest],
+                |row| row.get(0),
+            )
+            .doing(&self.path, "sum downloads")
     }
 }
 

@@ -11,6 +11,7 @@ mod campaigns;
 mod connection;
 mod downloads;
 mod error;
+mod pulls;
 mod results;
 pub mod schema;
 
@@ -21,5 +22,6 @@ pub use campaigns::{
 pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
 pub use downloads::{DownloadRow, DownloadTotals, NewDownload};
 pub use error::StoreError;
+pub use pulls::{NewPull, PullRow};
 pub use results::{ResultFilter, ResultSummary};
-pub use schema::{CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, SCHEMA_VERSION};
+pub use schema::{CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, PULLS_VERSION, SCHEMA_VERSION};

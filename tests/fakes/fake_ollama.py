@@ -17,7 +17,14 @@ Environment read by the fake:
   FAKE_OLLAMA_VERSION      version to report (default 0.6.8)
   FAKE_OLLAMA_REQUESTS     JSON-lines file: the serve command and every request
   FAKE_OLLAMA_UNKNOWN      comma-separated tags the library does not know
-  FAKE_OLLAMA_PULL_FAIL    a tag whose pull fails midway with an error line
+  FAKE_OLLAMA_PULL_FAIL    a tag whose pull fails midway with an error line, every time
+  FAKE_OLLAMA_PULL_FAULTS  comma-separated faults, one for each pull request in turn
+                           (later pulls succeed): `stall` (midway, the same progress
+                           line is repeated every 100 ms without new bytes, as the
+                           real server's ticker does), `silent` (midway, nothing more
+                           is sent), `drop` (midway, the connection is closed), `500`
+                           (an HTTP 500 answer), `error` (an error line midway),
+                           `nospace` (an error line saying the disk is full)
   FAKE_OLLAMA_DIE_ON_LOAD  "1": the server exits while loading a model
   FAKE_OLLAMA_STARTUP_MS   delay before listening (default 300)
   FAKE_OLLAMA_LOAD_MS      time to load a model (default 200)
@@ -30,6 +37,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -39,6 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 VERSION = os.environ.get("FAKE_OLLAMA_VERSION", "0.6.8")
 DEFAULT_HOST = "registry.ollama.ai"
 RECORD_LOCK = threading.Lock()
+FAULT_LOCK = threading.Lock()
+PULLS = {"count": 0}
 LOAD_LOCK = threading.Lock()
 LOADED = {"model": None, "options": None}
 
@@ -116,6 +126,40 @@ def write_manifest(name, layers):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as out:
         json.dump(manifest, out)
+
+
+def next_fault():
+    """The fault for this pull request, from FAKE_OLLAMA_PULL_FAULTS in turn."""
+    faults = [f.strip() for f in os.environ.get("FAKE_OLLAMA_PULL_FAULTS", "").split(",") if f.strip()]
+    with FAULT_LOCK:
+        index = PULLS["count"]
+        PULLS["count"] += 1
+    return faults[index] if index < len(faults) else None
+
+
+def partial_file(digest):
+    return blob_path(digest) + "-partial"
+
+
+def partial_part(digest):
+    """How far (0-4) an earlier pull got with this layer."""
+    try:
+        with open(partial_file(digest), encoding="utf-8") as handle:
+            return int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def set_partial(digest, part):
+    with open(partial_file(digest), "w", encoding="utf-8") as out:
+        out.write(str(part))
+
+
+def clear_partial(digest):
+    try:
+        os.remove(partial_file(digest))
+    except OSError:
+        pass
 
 
 def listed_models():
@@ -234,7 +278,14 @@ class Handler(BaseHTTPRequestHandler):
             log("ERROR", "pull failed", model=name)
             self.send_json(404, {"error": "pull model manifest: file does not exist"})
             return
+        fault = next_fault()
         fail = os.environ.get("FAKE_OLLAMA_PULL_FAIL")
+        if fail and normalise(fail) == name:
+            fault = "error"
+        if fault == "500":
+            log("ERROR", "pull failed", model=name, fault=fault)
+            self.send_json(500, {"error": "registry answered 502 Bad Gateway"})
+            return
         step = env_ms("FAKE_OLLAMA_PULL_STEP_MS", 300)
         weights = hashlib.sha256(name.encode()).digest() * 4096
         template = b"{{ .Prompt }}"
@@ -244,17 +295,18 @@ class Handler(BaseHTTPRequestHandler):
         for media, data in (("model", weights), ("template", template)):
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             total = len(data)
-            for part in range(5):
-                completed = total * part // 4
-                self.stream_line({"status": f"pulling {digest[7:19]}", "digest": digest,
-                                  "total": total, "completed": completed})
-                if fail and normalise(fail) == name and part == 2:
-                    log("ERROR", "pull failed midway", model=name)
-                    self.stream_line({"error": "max retries exceeded: unexpected EOF"})
-                    self.end_stream()
+            # Like the real server, a layer resumes from what an earlier pull left.
+            for part in range(partial_part(digest), 5):
+                line = {"status": f"pulling {digest[7:19]}", "digest": digest,
+                        "total": total, "completed": total * part // 4}
+                self.stream_line(line)
+                set_partial(digest, part)
+                if fault and media == "model" and part == 2:
+                    self.fail_midway(name, fault, line)
                     return
                 time.sleep(step if media == "model" else 0)
             write_blob(data)
+            clear_partial(digest)
             layers.append({"mediaType": f"application/vnd.ollama.image.{media}",
                            "digest": digest, "size": total})
         self.stream_line({"status": "verifying sha256 digest"})
@@ -264,6 +316,34 @@ class Handler(BaseHTTPRequestHandler):
         self.stream_line({"status": "success"})
         log("INFO", "pulled model", model=name)
         self.end_stream()
+
+    def fail_midway(self, name, fault, line):
+        """Ends a pull stream the way `fault` says; the layer's partial file stays."""
+        log("ERROR", "pull failed midway", model=name, fault=fault)
+        if fault == "error":
+            self.stream_line({"error": "max retries exceeded: unexpected EOF"})
+            self.end_stream()
+        elif fault == "nospace":
+            partial = blob_path(line["digest"]) + "-partial"
+            self.stream_line({"error": f"write {partial}: no space left on device"})
+            self.end_stream()
+        elif fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif fault == "stall":
+            # The real server keeps reporting the same numbers while a download stalls.
+            try:
+                for _ in range(1200):
+                    time.sleep(0.1)
+                    self.stream_line(line)
+            except OSError:
+                log("INFO", "client went away during a stalled pull", model=name)
+            self.close_connection = True
+        elif fault == "silent":
+            time.sleep(120)
+            self.close_connection = True
+        else:
+            raise ValueError(f"unknown FAKE_OLLAMA_PULL_FAULTS entry {fault!r}")
 
     def blob_head(self, _body):
         digest = self.path.rsplit("/", 1)[-1]

@@ -16,13 +16,15 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::measure::lines::LineParser;
 
 /// How long a short request (version, tags, blob check, delete) may take.
 const SHORT: Duration = Duration::from_secs(30);
 
-/// How long a pull or create may go without a progress line before it is abandoned.
+/// How long a create may go without a progress line before it is abandoned
+/// (a pull's caller watches its progress itself).
 pub const STALL: Duration = Duration::from_secs(300);
 
 /// A failed call.
@@ -45,8 +47,8 @@ pub enum ApiError {
     /// The answer was not what the API documents.
     #[error("unexpected answer: {0}")]
     BadAnswer(String),
-    /// A progress stream went quiet.
-    #[error("no progress for {} s", .0.as_secs())]
+    /// A progress stream went without progress for this long.
+    #[error("no progress for {}", seconds(*.0))]
     Stalled(Duration),
 }
 
@@ -132,25 +134,39 @@ impl Api {
         Ok(answer.models.unwrap_or_default())
     }
 
-    /// `POST /api/pull` with a progress stream; `on_line` sees every line.
+    /// `POST /api/pull` with a progress stream, watched: the answer must
+    /// begin within `stall`, and `on_line`, which sees every line, answers how
+    /// long the pull may go on from that line without progress (`None`: the
+    /// line shows none, so the deadline stays). A missed deadline is
+    /// [`ApiError::Stalled`] and drops the connection, which ends the pull on
+    /// the server; its partial layers stay for the next pull to resume.
     pub async fn pull(
         &self,
         model: &str,
-        on_line: impl FnMut(&ProgressLine),
+        stall: Duration,
+        on_line: impl FnMut(&ProgressLine) -> Option<Duration>,
     ) -> Result<(), ApiError> {
         let body = json!({ "model": model, "stream": true });
-        let response = send(self.request(Method::POST, "/api/pull").json(&body)).await?;
-        progress_stream(response, on_line).await
+        let deadline = Instant::now() + stall;
+        let request = send(self.request(Method::POST, "/api/pull").json(&body));
+        let response = tokio::time::timeout_at(deadline, request)
+            .await
+            .map_err(|_| ApiError::Stalled(stall))?;
+        progress_stream(response?, (deadline, stall), on_line).await
     }
 
     /// `POST /api/create` with a progress stream; `on_line` sees every line.
     pub async fn create(
         &self,
         body: &Value,
-        on_line: impl FnMut(&ProgressLine),
+        mut on_line: impl FnMut(&ProgressLine),
     ) -> Result<(), ApiError> {
         let response = send(self.request(Method::POST, "/api/create").json(body)).await?;
-        progress_stream(response, on_line).await
+        let every_line = |line: &ProgressLine| {
+            on_line(line);
+            Some(STALL)
+        };
+        progress_stream(response, (Instant::now() + STALL, STALL), every_line).await
     }
 
     /// `HEAD /api/blobs/<digest>`: whether the server has the blob.
@@ -228,17 +244,22 @@ async fn json_of<T: serde::de::DeserializeOwned>(request: RequestBuilder) -> Res
         .map_err(|error| ApiError::BadAnswer(format!("{error}: {}", excerpt(&text))))
 }
 
-/// Reads a progress stream to its end: `success` completes it, an `error` line fails it.
+/// Reads a progress stream to its end: `success` completes it, an `error`
+/// line fails it, and reaching the deadline without progress stalls it.
+/// `deadline` is the first deadline and the window it was set with; each
+/// line `on_line` calls progress moves it to now plus the window it returns.
 async fn progress_stream(
     mut response: Response,
-    mut on_line: impl FnMut(&ProgressLine),
+    deadline: (Instant, Duration),
+    mut on_line: impl FnMut(&ProgressLine) -> Option<Duration>,
 ) -> Result<(), ApiError> {
+    let (mut deadline, mut window) = deadline;
     let mut framing = LineParser::default();
     let mut outcome: Option<Result<(), ApiError>> = None;
     while outcome.is_none() {
-        let piece = tokio::time::timeout(STALL, response.chunk())
+        let piece = tokio::time::timeout_at(deadline, response.chunk())
             .await
-            .map_err(|_| ApiError::Stalled(STALL))?
+            .map_err(|_| ApiError::Stalled(window))?
             .map_err(transport)?;
         let Some(bytes) = piece else { break };
         let fed = framing.feed(&bytes, |line| {
@@ -247,7 +268,9 @@ async fn progress_stream(
             }
             match serde_json::from_slice::<ProgressLine>(line) {
                 Ok(parsed) => {
-                    on_line(&parsed);
+                    if let Some(next) = on_line(&parsed) {
+                        (deadline, window) = (Instant::now() + next, next);
+                    }
                     if let Some(error) = parsed.error {
                         outcome = Some(Err(ApiError::Stream(error)));
                     } else if parsed.status.as_deref() == Some("success") {
@@ -279,6 +302,12 @@ fn error_text(body: &str) -> String {
     }
 }
 
+/// A duration as people read it: `60 s`, `0.5 s`.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs.fract() == 0.0 { format!("{secs:.0} s") } else { format!("{secs:.1} s") }
+}
+
 fn excerpt(text: &str) -> String {
     crate::measure::ingest::excerpt(text.as_bytes())
 }
@@ -308,5 +337,14 @@ mod tests {
         assert_eq!(error_text(body), "pull model manifest: file does not exist");
         assert_eq!(error_text("  "), "no message");
         assert_eq!(error_text("Bad\n gateway"), "Bad gateway");
+    }
+
+    #[test]
+    fn a_stall_names_its_window() {
+        assert_eq!(ApiError::Stalled(Duration::from_secs(60)).to_string(), "no progress for 60 s");
+        assert_eq!(
+            ApiError::Stalled(Duration::from_millis(500)).to_string(),
+            "no progress for 0.5 s"
+        );
     }
 }

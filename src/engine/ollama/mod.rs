@@ -26,7 +26,9 @@
 
 pub mod api;
 pub mod model;
+pub mod pull;
 pub mod settings;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,7 +46,7 @@ use super::{
 use crate::config::EngineMode;
 use crate::measure::Protocol;
 use api::Api;
-pub use model::{Imported, check_tag, normalise_tag};
+pub use model::{OwnedModel, check_tag, normalise_tag};
 use model::{Prepared, Reporter};
 
 /// Finds the `ollama` binary, or explains where kitt looked.
@@ -160,7 +162,7 @@ pub async fn start(launch: &Launch<'_>) -> Result<Running, EngineError> {
         protocol: Protocol::Ollama,
         handle: Some(handle),
         port: Some(port),
-        cleanup: prepared.imported.map(Cleanup::OllamaModel),
+        cleanup: prepared.owned.map(Cleanup::OllamaModel),
     })
 }
 
@@ -248,7 +250,7 @@ struct Served {
     version: String,
     served: String,
     size_bytes: u64,
-    imported: Option<Imported>,
+    owned: Option<OwnedModel>,
     recorded: BTreeMap<String, String>,
 }
 
@@ -279,13 +281,13 @@ async fn serve(
         &mut reporter,
     );
     if let Err(error) = while_alive(handle, api, warm).await {
-        if let Some(imported) = prepared.imported {
-            imported.remove().await;
+        if let Some(owned) = prepared.owned {
+            owned.remove().await;
         }
         return Err(error);
     }
-    let Prepared { served, size_bytes, imported, recorded } = prepared;
-    Ok(Served { version, served, size_bytes, imported, recorded })
+    let Prepared { served, size_bytes, owned, recorded } = prepared;
+    Ok(Served { version, served, size_bytes, owned, recorded })
 }
 
 /// Waits until `GET /api/version` answers; its version.

@@ -1,13 +1,14 @@
 //! Getting the run's model ready on an Ollama server: a library tag is
-//! found in the local store or pulled; a local GGUF file is imported under
+//! found in the local store or pulled ([`super::pull`]); a local GGUF file is imported under
 //! a kitt-owned name (hash, upload unless the server has the blob, create);
 //! then the model is loaded and warmed up with the options every measured
 //! request carries. Works against any [`Api`]; what to do when the server's
 //! process dies is the caller's business.
 //!
 //! A model kitt imports is removed again when the engine stops
-//! ([`Imported::remove`]); a pulled tag stays in the store like any pull,
-//! and nothing kitt did not create is ever deleted.
+//! ([`OwnedModel::remove`]); a pulled tag ([`super::pull`]) is removed only
+//! as the run's pull rules say, and nothing kitt did not create is ever
+//! deleted.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::api::{Api, ApiError, LocalModel, ProgressLine};
 use super::settings;
+use crate::engine::pulls::{PullEvent, PullLedger};
 use crate::engine::{EngineError, Format, Launch, StartProgress};
 use crate::plan::matrix::human_bytes;
 use crate::plan::quant::{quant_from_file_name, shard_index};
@@ -33,28 +35,58 @@ pub struct Prepared {
     pub served: String,
     /// Its size in the store.
     pub size_bytes: u64,
-    /// Set when kitt created it, so it is removed after the run.
-    pub imported: Option<Imported>,
+    /// Set when kitt removes it after the run (an import, or a pull the rules let go).
+    pub owned: Option<OwnedModel>,
     /// What to record in the result's parameters.
     pub recorded: BTreeMap<String, String>,
 }
 
-/// A model kitt created by importing a GGUF file.
+/// A model kitt put into the server's store and removes when the run is over.
 #[derive(Debug)]
-pub struct Imported {
+pub struct OwnedModel {
     api: Api,
     name: String,
+    /// For a pulled model: the store it is in and the campaign's ledger.
+    pulled: Option<(String, Option<PullLedger>)>,
 }
 
-impl Imported {
+impl OwnedModel {
+    /// A model kitt imported under its own name.
+    fn imported(api: &Api, name: &str) -> Self {
+        OwnedModel { api: api.clone(), name: name.to_owned(), pulled: None }
+    }
+
+    /// A library tag kitt pulled into `store`, its removal told to `ledger`.
+    pub(super) fn pulled(api: &Api, name: &str, store: &str, ledger: Option<PullLedger>) -> Self {
+        OwnedModel {
+            api: api.clone(),
+            name: name.to_owned(),
+            pulled: Some((store.to_owned(), ledger)),
+        }
+    }
+
+    /// Whether it is a pulled library tag (rather than an import).
+    pub fn is_pulled(&self) -> bool {
+        self.pulled.is_some()
+    }
+
     /// Deletes the model from the server's store; a failure is logged, not raised,
     /// because the run's measurements are already complete.
     pub async fn remove(self) {
-        match self.api.delete(&self.name).await {
-            Ok(()) => tracing::info!(model = %self.name, "removed the model kitt imported"),
+        let what = if self.pulled.is_some() { "pulled" } else { "imported" };
+        let deleted = self.api.delete(&self.name).await;
+        match &deleted {
+            Ok(()) => tracing::info!(model = %self.name, "removed the model kitt {what}"),
             Err(error) => {
-                tracing::warn!(model = %self.name, "cannot remove the model kitt imported: {error}")
+                tracing::warn!(model = %self.name, "cannot remove the model kitt {what}: {error}")
             }
+        }
+        if let Some((store, Some(ledger))) = &self.pulled {
+            let event = match deleted {
+                Ok(()) => PullEvent::Removed,
+                Err(error) => PullEvent::RemoveFailed { error: error.to_string() },
+            };
+            ledger.note(&self.name, store, event).await;
         }
     }
 }
@@ -67,7 +99,11 @@ pub async fn prepare(
 ) -> Result<Prepared, EngineError> {
     let path = launch.model_path.ok_or(EngineError::NoModelFile { engine: "ollama" })?;
     match launch.format {
-        Some(Format::Ollama) => from_library(api, &path.to_string_lossy(), reporter).await,
+        Some(Format::Ollama) => {
+            let tag = path.to_string_lossy();
+            let store = super::store::location_from_env(launch.config);
+            super::pull::from_library(api, &tag, &launch.pulls, &store, reporter).await
+        }
         Some(Format::Gguf) => import(api, path, settings::num_ctx(launch), reporter).await,
         other => Err(EngineError::ModelUnavailable {
             model: path.display().to_string(),
@@ -100,57 +136,10 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
-fn find<'a>(models: &'a [LocalModel], wanted: &str) -> Option<&'a LocalModel> {
+/// The model of `models` that `wanted` (normalised) names.
+pub(super) fn find<'a>(models: &'a [LocalModel], wanted: &str) -> Option<&'a LocalModel> {
     let same = |name: &str| normalise_tag(name).eq_ignore_ascii_case(wanted);
     models.iter().find(|model| same(&model.name) || model.model.as_deref().is_some_and(same))
-}
-
-async fn from_library(
-    api: &Api,
-    tag: &str,
-    reporter: &mut Reporter,
-) -> Result<Prepared, EngineError> {
-    let wanted = normalise_tag(tag);
-    let unavailable =
-        |reason: String| EngineError::ModelUnavailable { model: wanted.clone(), reason };
-    let recorded = BTreeMap::from([("model".to_owned(), wanted.clone())]);
-    let local = api.tags().await.map_err(|error| unreachable(api, "/api/tags", error))?;
-    if let Some(found) = find(&local, &wanted) {
-        reporter.step(format!("{wanted} is in the Ollama store"));
-        return Ok(Prepared { served: wanted, size_bytes: found.size, imported: None, recorded });
-    }
-
-    reporter.step(format!("pulling {wanted}"));
-    let mut layers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let pulled = api
-        .pull(&wanted, |line| {
-            if let (Some(digest), Some(total)) = (&line.digest, line.total) {
-                layers.insert(digest.clone(), (line.completed.unwrap_or(0), total));
-                let (done, total) =
-                    layers.values().fold((0, 0), |(d, t), (ld, lt)| (d + ld, t + lt));
-                reporter.fraction(&format!("pulling {wanted}"), done, total);
-            } else {
-                reporter.status(line);
-            }
-        })
-        .await;
-    pulled.map_err(|error| unavailable(pull_failure(&error)))?;
-    reporter.step(format!("pulled {wanted}"));
-
-    let local = api.tags().await.map_err(|error| unreachable(api, "/api/tags", error))?;
-    let found = find(&local, &wanted)
-        .ok_or_else(|| unavailable("the pull succeeded but the server does not list it".into()))?;
-    Ok(Prepared { served: wanted, size_bytes: found.size, imported: None, recorded })
-}
-
-/// Why a pull failed, with a hint when the library has no such model or tag.
-fn pull_failure(error: &ApiError) -> String {
-    let text = error.to_string();
-    if text.contains("file does not exist") || text.contains("not found") {
-        format!("the pull failed: {text} (the Ollama library has no such model or tag)")
-    } else {
-        format!("the pull failed: {text}")
-    }
 }
 
 /// The kitt-owned name a GGUF file is imported as: `kitt-<stem>:<quant>`.
@@ -244,7 +233,7 @@ async fn import(
     api.create(&body, |line| reporter.status(line))
         .await
         .map_err(|error| unavailable(format!("creating `{name}` failed: {error}")))?;
-    let imported = Imported { api: api.clone(), name: name.clone() };
+    let imported = OwnedModel::imported(api, &name);
     reporter.step(format!("created {name}"));
 
     let local = api.tags().await.map_err(|error| unreachable(api, "/api/tags", error))?;
@@ -257,7 +246,7 @@ async fn import(
         ("imported_from".to_owned(), file.display().to_string()),
         ("modelfile".to_owned(), text),
     ]);
-    Ok(Prepared { served: name, size_bytes: found.size, imported: Some(imported), recorded })
+    Ok(Prepared { served: name, size_bytes: found.size, owned: Some(imported), recorded })
 }
 
 /// `sha256:<hex>` of a file, counting bytes read into `done`.
@@ -328,7 +317,7 @@ pub async fn load_and_warm_up(
     Ok(())
 }
 
-fn unreachable(api: &Api, path: &str, error: ApiError) -> EngineError {
+pub(super) fn unreachable(api: &Api, path: &str, error: ApiError) -> EngineError {
     EngineError::Unreachable { url: format!("{}{path}", api.base()), reason: error.to_string() }
 }
 
