@@ -4,14 +4,16 @@
 //! [`Store::open`] creates the database if needed, switches it to WAL mode,
 //! enforces foreign keys and applies the embedded migrations ([`schema`]).
 //! Results are stored whole, in one transaction each, with every metric and
-//! every raw request record, and read back whole. Reports and run-directory
-//! files are not this module's job.
+//! every raw request record, and read back whole. Cron schedules and their
+//! fires live here too. Reports and run-directory files are not this
+//! module's job.
 
 mod campaigns;
 mod connection;
 mod downloads;
 mod error;
 mod results;
+mod schedules;
 pub mod schema;
 
 pub use campaigns::{
@@ -22,4 +24,5 @@ pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
 pub use downloads::{DownloadRow, DownloadTotals, NewDownload};
 pub use error::StoreError;
 pub use results::{ResultFilter, ResultSummary};
-pub use schema::{CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, SCHEMA_VERSION};
+pub use schedules::{FireRow, FireStatus, NewFire, ScheduleRow, ScheduleSource};
+pub use schema::{CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, SCHEDULES_VERSION, SCHEMA_VERSION};

@@ -40,7 +40,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0004_item_limit.sql"),
     },
     Migration { version: 5, name: "downloads", sql: include_str!("migrations/0005_downloads.sql") },
+    Migration { version: 6, name: "schedules", sql: include_str!("migrations/0006_schedules.sql") },
 ];
+
+/// The first schema version with schedules.
+pub const SCHEDULES_VERSION: i64 = 6;
 
 /// The first schema version that records downloads.
 pub const DOWNLOADS_VERSION: i64 = 5;
