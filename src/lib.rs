@@ -3,7 +3,8 @@
 //! The modules follow the pipeline of the design brief: `config` (YAML as
 //! written) → `plan` (the resolved run matrix) → `acquire` (where models come
 //! from) → engines and measurement (later) → `report`. `cli` holds the
-//! command handlers, which stay thin; `error` maps failures to exit codes.
+//! command handlers, which stay thin; `error` maps failures to exit codes;
+//! `schedule` runs campaign files on cron schedules.
 
 pub mod acquire;
 pub mod campaign;
@@ -21,5 +22,6 @@ pub mod quality;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod schedule;
 pub mod store;
 pub mod suite;

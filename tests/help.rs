@@ -25,6 +25,16 @@ fn datasets_download_help() {
 }
 
 #[test]
+fn campaign_schedule_help() {
+    let scratch = Scratch::new();
+    let mut command = scratch.kitt();
+    command.args(["campaign", "schedule", "--help"]).env("COLUMNS", "100");
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 0);
+    insta::assert_snapshot!(outcome.stdout);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let scratch = Scratch::new();
     let outcome = scratch.run(scratch.kitt().args(["campaign", "run"]));

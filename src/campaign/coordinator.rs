@@ -411,7 +411,7 @@ fn choose_campaign(store: &Store, options: &Options<'_>) -> Result<(String, bool
 }
 
 /// A new id; a suffix keeps ids started within the same second apart.
-fn fresh_id(store: &Store, name: &str) -> Result<String, KittError> {
+pub(crate) fn fresh_id(store: &Store, name: &str) -> Result<String, KittError> {
     let base = super::new_campaign_id(name, jiff::Timestamp::now());
     let mut id = base.clone();
     let mut n = 2;

@@ -79,7 +79,7 @@ pub fn resume_command(config: &str, id: &str, home: &Path) -> String {
 }
 
 /// A word a POSIX shell reads back as itself.
-fn shell_word(word: &str) -> String {
+pub(crate) fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
     if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }

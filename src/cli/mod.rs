@@ -3,6 +3,7 @@
 mod campaign;
 mod datasets;
 mod run;
+mod schedule;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -192,6 +193,110 @@ pub enum CampaignCommand {
 
     /// List every campaign, newest first.
     List(ListArgs),
+
+    /// Run a campaign file on a cron schedule.
+    ///
+    /// EXPR has five fields (minute hour day-of-month month day-of-week:
+    /// numbers, ranges `1-5`, lists `1,15`, steps `*/15` and `0-30/10`, names
+    /// JAN-DEC and SUN-SAT, 0 and 7 both Sunday) or is a macro: @hourly,
+    /// @daily (@midnight), @weekly, @monthly, @yearly (@annually). When day of
+    /// month and day of week are both restricted, either one matching fires.
+    /// Without --cron the file's `schedule` key is used; --cron wins over it.
+    ///
+    /// The campaign file is checked as `campaign run` checks it, the schedule
+    /// is stored under ID (default: the file's name without extension), and
+    /// one line for it is installed in your crontab ($KITT_CRONTAB_USER's with
+    /// `crontab -u`), marked `# kitt-schedule:ID`; your other lines are kept as
+    /// they are. Scheduling an ID again replaces it. The line runs kitt with
+    /// absolute paths, this --home, and this shell's PATH and kitt settings
+    /// (never secrets such as HF_TOKEN). Each fire runs `kitt campaign run`,
+    /// logged under <home>/logs/schedules/ID/; a fire never overlaps another
+    /// of the same schedule (it waits), and one that finds the last campaign
+    /// unfinished resumes it. Without a `crontab` command the schedule is
+    /// stored and `kitt campaign scheduler` fires it.
+    ///
+    /// Example: kitt campaign schedule configs/campaigns/nightly.yaml --cron "0 2 * * 1-5"
+    #[command(after_help = "Exit codes: 0 scheduled; 2 invalid expression, config or id; 3 \
+                            environment problem (crontab refused, store).")]
+    Schedule(ScheduleArgs),
+
+    /// List the schedules: expression, next fires (local time), last fire
+    /// and its campaign, and whether the crontab really has each line.
+    ///
+    /// The crontab is read now: `present` (kitt's line as installed),
+    /// `differs` (changed by hand), `missing`, or `unavailable` (no
+    /// `crontab` command; run `kitt campaign scheduler`). A fire whose
+    /// process is gone while it was recorded running shows as `lost`.
+    ///
+    /// Example: kitt --json campaign cron-status
+    CronStatus(CronStatusArgs),
+
+    /// Remove a schedule: its store row and its crontab line.
+    ///
+    /// A fire that is running goes on to its end. An ID that is neither
+    /// stored nor in the crontab is an error (exit 2).
+    ///
+    /// Example: kitt campaign unschedule nightly
+    Unschedule(UnscheduleArgs),
+
+    /// Fire the schedules from the foreground, for machines without cron
+    /// (a container, a systemd service).
+    ///
+    /// Each schedule fires at its times exactly as its crontab line would
+    /// (same fire, same logs, same overlap rules); schedules added or removed
+    /// while it runs are picked up within 30 s. Ctrl-C or SIGTERM stops it:
+    /// running fires stop their campaigns cleanly (resumable) and it exits 0.
+    ///
+    /// Example: kitt campaign scheduler
+    Scheduler(SchedulerArgs),
+
+    /// Fire one schedule now (what its crontab line runs).
+    #[command(hide = true)]
+    Fire(FireArgs),
+}
+
+/// Arguments of `kitt campaign schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The campaign YAML file.
+    #[arg(value_name = "CONFIG")]
+    pub config: PathBuf,
+
+    /// The cron expression [default: the file's `schedule` key].
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+
+    /// The schedule's id [default: the file's name without extension].
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+}
+
+/// Arguments of `kitt campaign cron-status`.
+#[derive(Debug, Args)]
+pub struct CronStatusArgs {}
+
+/// Arguments of `kitt campaign unschedule`.
+#[derive(Debug, Args)]
+pub struct UnscheduleArgs {
+    /// The schedule.
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// Arguments of `kitt campaign scheduler`.
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {}
+
+/// Arguments of `kitt campaign fire`.
+#[derive(Debug, Args)]
+pub struct FireArgs {
+    /// The schedule.
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    /// The minute this fire is for (RFC 3339) [default: now].
+    #[arg(long, value_name = "TIME")]
+    pub due: Option<String>,
 }
 
 /// Arguments of `kitt campaign run`.
@@ -268,6 +373,15 @@ fn dispatch(cli: Cli) -> Result<Exit, KittError> {
             campaign::status(&args, &home, cli.json)
         }
         Command::Campaign(CampaignCommand::List(args)) => campaign::list(&args, &home, cli.json),
+        Command::Campaign(CampaignCommand::Schedule(args)) => {
+            schedule::schedule(&args, &home, cli.json)
+        }
+        Command::Campaign(CampaignCommand::CronStatus(_)) => schedule::status(&home, cli.json),
+        Command::Campaign(CampaignCommand::Unschedule(args)) => {
+            schedule::unschedule(&args, &home, cli.json)
+        }
+        Command::Campaign(CampaignCommand::Scheduler(_)) => schedule::scheduler(&home),
+        Command::Campaign(CampaignCommand::Fire(args)) => schedule::fire(&args, &home),
         Command::Run(args) => run::run(&args, &home, cli.json),
         Command::Engines(EnginesCommand::List(args)) => run::engines_list(&args, cli.json),
         Command::Datasets(DatasetsCommand::Download(args)) => {

@@ -8,10 +8,9 @@ use super::raw::RawNotifications;
 use super::secret::{Secret, SecretOrigin};
 use super::suggest::did_you_mean;
 use super::validate::Checker;
+use crate::schedule::cron::CronExpr;
 
 const DEFAULT_SMTP_PORT: u16 = 587;
-const CRON_MACROS: &[&str] =
-    &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
 
 impl Checker {
     pub(super) fn notifications(
@@ -118,20 +117,16 @@ impl Checker {
         Some(secret)
     }
 
+    /// The `schedule` key, checked by the same parser as `--cron`.
     pub(super) fn schedule(&mut self, schedule: Spanned<String>) -> String {
-        let text = schedule.value.trim().to_owned();
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        let field_ok =
-            |field: &&str| field.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c));
-        let valid = if text.starts_with('@') {
-            CRON_MACROS.contains(&text.to_ascii_lowercase().as_str())
-        } else {
-            fields.len() == 5 && fields.iter().all(field_ok)
-        };
-        if !valid {
-            self.report(&schedule, "schedule", format!("`{text}` is not a cron expression"))
-                .hint("use five fields (minute hour day-of-month month day-of-week) or a macro such as `@daily`");
+        match CronExpr::parse(&schedule.value) {
+            Ok(expr) => expr.as_str().to_owned(),
+            Err(error) => {
+                self.report(&schedule, "schedule", error.to_string()).hint(
+                    "for example `0 2 * * *` (02:00 every day), `*/15 * * * 1-5` or `@daily`",
+                );
+                schedule.value.trim().to_owned()
+            }
         }
-        text
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod campaign;
 pub mod plan;
+pub mod schedule;
 
 /// On a terminal a table wraps its long cells to the terminal's width; off
 /// one (pipes, files), or on a terminal too narrow to be real (a pseudo

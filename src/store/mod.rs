@@ -4,8 +4,9 @@
 //! [`Store::open`] creates the database if needed, switches it to WAL mode,
 //! enforces foreign keys and applies the embedded migrations ([`schema`]).
 //! Results are stored whole, in one transaction each, with every metric and
-//! every raw request record, and read back whole. Reports and run-directory
-//! files are not this module's job.
+//! every raw request record, and read back whole. Cron schedules and their
+//! fires live here too. Reports and run-directory files are not this
+//! module's job.
 
 mod campaigns;
 mod connection;
@@ -13,6 +14,7 @@ mod downloads;
 mod error;
 mod pulls;
 mod results;
+mod schedules;
 pub mod schema;
 
 pub use campaigns::{
@@ -24,4 +26,7 @@ pub use downloads::{DownloadRow, DownloadTotals, NewDownload};
 pub use error::StoreError;
 pub use pulls::{NewPull, PullRow};
 pub use results::{ResultFilter, ResultSummary};
-pub use schema::{CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, PULLS_VERSION, SCHEMA_VERSION};
+pub use schedules::{FireRow, FireStatus, NewFire, ScheduleRow, ScheduleSource};
+pub use schema::{
+    CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, PULLS_VERSION, SCHEDULES_VERSION, SCHEMA_VERSION,
+};

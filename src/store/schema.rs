@@ -41,7 +41,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 5, name: "downloads", sql: include_str!("migrations/0005_downloads.sql") },
     Migration { version: 6, name: "pulls", sql: include_str!("migrations/0006_pulls.sql") },
+    Migration { version: 7, name: "schedules", sql: include_str!("migrations/0007_schedules.sql") },
 ];
+
+/// The first schema version with schedules.
+pub const SCHEDULES_VERSION: i64 = 7;
 
 /// The first schema version that records downloads.
 pub const DOWNLOADS_VERSION: i64 = 5;

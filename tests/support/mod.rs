@@ -19,6 +19,7 @@
 // Every test binary compiles this module but uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod cron;
 pub mod datasets;
 pub mod docker;
 pub mod engine;
