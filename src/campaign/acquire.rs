@@ -19,7 +19,9 @@
 //!   download fails the run rather than being overwritten.
 //!
 //! What the download shows is [`super::download_view`]'s; what is deleted
-//! after the run, [`super::cleanup`]'s.
+//! after the run, [`super::cleanup`]'s. With `devon_managed`, the download
+//! and its removal go through Devon when it is available
+//! ([`super::devon`]); `fetch` still ends in an [`Acquired`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use std::time::Duration;
 
 use super::cleanup::{campaign_downloads, created_dirs, is_checkpoint, prune};
 use super::coordinator::{RunContext, Unavailable};
+use super::devon::{self, Via};
 use super::download_view::{View, record_phase};
 use super::progress::Progress;
 use crate::acquire::download::{self, DownloadError};
@@ -44,6 +47,8 @@ pub(super) struct Downloads {
     hub: Result<HubClient, String>,
     /// Repositories that refused a download in this session, with the reason.
     refused: HashMap<String, String>,
+    /// Who downloads: kitt itself or Devon.
+    via: Via,
 }
 
 /// A run's variant, checked and ready to download.
@@ -71,9 +76,35 @@ pub(super) fn hub_repo(planned: &PlannedRun) -> Option<&str> {
 
 impl Downloads {
     /// Downloads through `hub` (an error to report on every download when the
-    /// client could not be built).
-    pub(super) fn new(hub: Result<HubClient, String>) -> Self {
-        Downloads { hub, refused: HashMap::new() }
+    /// client could not be built), or through Devon as `devon` says.
+    pub(super) fn new(hub: Result<HubClient, String>, devon: &crate::config::Devon) -> Self {
+        Downloads { hub, refused: HashMap::new(), via: devon::choose(devon) }
+    }
+
+    /// After a run: has Devon remove what it downloaded for the campaign
+    /// when no later run needs it (kitt's own downloads are
+    /// [`super::cleanup`]'s).
+    pub(super) async fn after_run(
+        &mut self,
+        context: &RunContext<'_>,
+        store: &Store,
+        planned: &PlannedRun,
+        later: &[&PlannedRun],
+        progress: &mut Progress,
+    ) {
+        match &mut self.via {
+            Via::Devon(side) => side.after_run(context, store, planned, later, progress).await,
+            Via::Own { .. } | Via::Broken(_) => {
+                // Downloaded through Devon in an earlier session: without
+                // Devon now, it can only stay.
+                if let Some(row) = devon::removable(context, store, planned, later, progress) {
+                    progress.note(&format!(
+                        "{}: kept `{}` in Devon: this session has no Devon to remove it",
+                        planned.key, row.repo
+                    ));
+                }
+            }
+        }
     }
 
     /// Checks before the first byte: a refusal earlier in the session, the
@@ -101,8 +132,11 @@ impl Downloads {
         }
         let variant =
             Variant::from_listing(hub, &listing, &files, root).map_err(Unavailable::Fail)?;
-        for file in &variant.files {
-            in_the_way(store, repo, file).map_err(Unavailable::Fail)?;
+        // Devon writes elsewhere; only kitt's own downloads land in the storage root.
+        if matches!(self.via, Via::Own { .. }) {
+            for file in &variant.files {
+                in_the_way(store, repo, file).map_err(Unavailable::Fail)?;
+            }
         }
 
         let missing: Vec<VariantFile> = variant.missing().into_iter().cloned().collect();
@@ -132,6 +166,19 @@ impl Downloads {
         let Pending { variant, missing } = pending;
         if missing.is_empty() {
             return Ok(Acquired::Ready(variant.dir));
+        }
+        match &mut self.via {
+            Via::Devon(side) => {
+                let fetched =
+                    side.fetch(context, store, session_id, run_id, &variant, cancel, progress);
+                return fetched.await;
+            }
+            Via::Broken(reason) => return Ok(Acquired::Fail(reason.clone())),
+            Via::Own { notice } => {
+                if let Some(notice) = notice.take() {
+                    progress.note(&format!("note: {notice}"));
+                }
+            }
         }
         let downloader = match self.hub.as_ref().map(HubClient::downloader) {
             Ok(Ok(downloader)) => downloader,

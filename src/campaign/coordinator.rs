@@ -216,7 +216,8 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         local: LocalIndex::new(options.plan.storage_root.clone(), hf_cache_dir()),
     };
     let token = campaign.hf_token.as_ref().map(|token| token.expose().to_owned());
-    let mut downloads = Downloads::new(HubClient::from_env(token).map_err(|e| e.to_string()));
+    let hub = HubClient::from_env(token).map_err(|e| e.to_string());
+    let mut downloads = Downloads::new(hub, &campaign.devon);
     let mut interrupted = false;
     for (position, &(run_id, planned)) in todo.iter().enumerate() {
         if cancel.is_cancelled() {
@@ -238,6 +239,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 let later: Vec<&PlannedRun> =
                     todo[position + 1..].iter().map(|(_, later)| *later).collect();
                 cleanup::after_run(&context, &store, run_id, planned, &later, &mut progress);
+                downloads.after_run(&context, &store, planned, &later, &mut progress).await;
                 progress.run_finished(&planned.key, &outcome, seconds);
                 if let Some(error) = failure
                     && notifier.wants(NotifyEvent::Failure)

@@ -9,6 +9,7 @@
 
 mod campaigns;
 mod connection;
+mod devon;
 mod downloads;
 mod error;
 mod results;
@@ -19,7 +20,8 @@ pub use campaigns::{
     RunSpec, RunStatus, Session,
 };
 pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
+pub use devon::{DevonRow, NewDevonDownload};
 pub use downloads::{DownloadRow, DownloadTotals, NewDownload};
 pub use error::StoreError;
 pub use results::{ResultFilter, ResultSummary};
-pub use schema::{CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, SCHEMA_VERSION};
+pub use schema::{CAMPAIGN_STATE_VERSION, DEVON_VERSION, DOWNLOADS_VERSION, SCHEMA_VERSION};

@@ -40,10 +40,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0004_item_limit.sql"),
     },
     Migration { version: 5, name: "downloads", sql: include_str!("migrations/0005_downloads.sql") },
+    Migration { version: 6, name: "devon", sql: include_str!("migrations/0006_devon.sql") },
 ];
 
 /// The first schema version that records downloads.
 pub const DOWNLOADS_VERSION: i64 = 5;
+
+/// The first schema version that records Devon's downloads.
+pub const DEVON_VERSION: i64 = 6;
 
 /// The first schema version with campaign state.
 pub const CAMPAIGN_STATE_VERSION: i64 = 2;

@@ -20,6 +20,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod datasets;
+pub mod devon;
 pub mod docker;
 pub mod engine;
 pub mod files;
