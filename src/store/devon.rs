@@ -184,6 +184,17 @@ impl Store {
             .doing(&self.path, "read Devon downloads")
     }
 
+    /// The repositories Devon has answered for the campaign (present, or
+    /// removed since); none in a store older than the Devon records.
+    pub(super) fn devon_answered(&self, campaign_id: &str) -> Result<Vec<DevonRow>, StoreError> {
+        if self.schema_version()? < super::schema::DEVON_VERSION {
+            return Ok(Vec::new());
+        }
+        let rows = self.devon_downloads(campaign_id)?;
+        let answered = |row: &DevonRow| matches!(row.status.as_str(), "present" | "removed");
+        Ok(rows.into_iter().filter(answered).collect())
+    }
+
     /// Every repository kitt asked Devon for in a campaign, oldest first.
     pub fn devon_downloads(&self, campaign_id: &str) -> Result<Vec<DevonRow>, StoreError> {
         let mut statement = self

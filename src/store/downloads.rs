@@ -293,20 +293,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// The repositories Devon has answered for the campaign (present or removed since).
-    fn devon_answered(&self, campaign_id: &str) -> Result<Vec<super::DevonRow>, StoreError> {
-        if self.schema_version()? < super::schema::DEVON_VERSION {
-            return Ok(Vec::new());
-        }
-        let rows = self.devon_downloads(campaign_id)?;
-        Ok(rows
-            .into_iter()
-            .filter(|row| matches!(row.status.as_str(), "present" | "removed"))
-            .collect())
-    }
-}
-
 fn to_sql(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
