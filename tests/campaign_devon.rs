@@ -144,6 +144,16 @@ fn runs(summary: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// `(key, status)` of every run.
+fn statuses(runs: &[(String, String, String)]) -> Vec<(&str, &str)> {
+    runs.iter().map(|(key, status, _)| (key.as_str(), status.as_str())).collect()
+}
+
+/// `(repository, whether Devon held it before, status)` of every Devon record.
+fn devon_states(rows: &[DevonRow]) -> Vec<(&str, Option<bool>, &str)> {
+    rows.iter().map(|row| (row.repo.as_str(), row.preexisting, row.status.as_str())).collect()
+}
+
 fn devon_rows(scratch: &Scratch, summary: &Value) -> Vec<DevonRow> {
     let id = summary["campaign_id"].as_str().unwrap();
     Store::open(&scratch.home()).unwrap().devon_downloads(id).unwrap()
@@ -179,10 +189,8 @@ fn devon_over_http_downloads_each_variant_and_removes_only_what_kitt_had_it_fetc
     let outcome = scratch.run(command.env("DEVON_API_KEY", "dk-campaign"));
     let done = summary(&outcome, 1);
     let ran = runs(&done);
-    let keys: Vec<(&str, &str)> =
-        ran.iter().map(|(key, status, _)| (key.as_str(), status.as_str())).collect();
     assert_eq!(
-        keys,
+        statuses(&ran),
         [
             ("alpha|llama_cpp|Q8_0", "success"),
             ("alpha|llama_cpp|F32", "success"),
@@ -249,10 +257,8 @@ fn devon_over_http_downloads_each_variant_and_removes_only_what_kitt_had_it_fetc
     assert!(!scratch.models().join("huggingface/test").exists());
 
     let rows = devon_rows(&scratch, &done);
-    let stored: Vec<(&str, Option<bool>, &str)> =
-        rows.iter().map(|row| (row.repo.as_str(), row.preexisting, row.status.as_str())).collect();
     assert_eq!(
-        stored,
+        devon_states(&rows),
         [
             ("test/alpha-GGUF", Some(false), "removed"),
             ("test/beta-GGUF", Some(true), "present"),
@@ -329,10 +335,8 @@ fn the_devon_command_downloads_and_removes_and_its_failure_stays_with_its_run() 
     let outcome = scratch.run(&mut command);
     let done = summary(&outcome, 1);
     let ran = runs(&done);
-    let statuses: Vec<(&str, &str)> =
-        ran.iter().map(|(key, status, _)| (key.as_str(), status.as_str())).collect();
     assert_eq!(
-        statuses,
+        statuses(&ran),
         [
             ("alpha|llama_cpp|Q8_0", "success"),
             ("alpha|llama_cpp|F32", "success"),
@@ -396,10 +400,8 @@ fn the_devon_command_downloads_and_removes_and_its_failure_stays_with_its_run() 
     assert!(stderr.contains("alpha|llama_cpp|F32: Devon removed `test/alpha-GGUF`"), "{stderr}");
     assert!(hub.cdn.log().is_empty(), "kitt downloaded nothing itself");
     let rows = devon_rows(&scratch, &done);
-    let stored: Vec<(&str, Option<bool>, &str)> =
-        rows.iter().map(|row| (row.repo.as_str(), row.preexisting, row.status.as_str())).collect();
     assert_eq!(
-        stored,
+        devon_states(&rows),
         [
             ("test/alpha-GGUF", Some(false), "removed"),
             ("test/beta-GGUF", Some(true), "present"),
@@ -469,8 +471,13 @@ fn without_devon_kitt_downloads_itself_and_says_so_once() {
 
     let outcome = scratch.run(&mut run_campaign(&scratch, &engine, &hub, &file));
     let done = summary(&outcome, 0);
-    let statuses: Vec<String> = runs(&done).into_iter().map(|(_, status, _)| status).collect();
-    assert_eq!(statuses, ["success", "success"], "{}", outcome.stderr);
+    let ran = runs(&done);
+    assert_eq!(
+        statuses(&ran),
+        [("alpha|llama_cpp|Q8_0", "success"), ("alpha|llama_cpp|F32", "success")],
+        "{}",
+        outcome.stderr
+    );
     assert_eq!(outcome.stderr.matches(NO_DEVON).count(), 1, "{}", outcome.stderr);
     // kitt's own downloader fetched every file of both runs.
     let fetched: Vec<String> = hub.cdn.log().into_iter().map(|entry| entry.path).collect();
