@@ -3,8 +3,10 @@
 //! byte sizes; `download` fetches files resumably and verifies them,
 //! `variant` downloads every file of a Hub variant into the storage root, and
 //! the quality benchmarks' datasets are downloaded from the Hub (`datasets`).
+//! With `devon_managed`, Devon downloads instead (`devon`).
 
 pub mod datasets;
+pub mod devon;
 pub(crate) mod digest;
 pub mod download;
 pub mod http;

@@ -24,7 +24,9 @@
 //!   until that run starts, and ends it the way a foreground download would.
 //!
 //! What the download shows is [`super::download_view`]'s; what is deleted
-//! after the run, [`super::cleanup`]'s.
+//! after the run, [`super::cleanup`]'s. With `devon_managed`, the download
+//! and its removal go through Devon when it is available
+//! ([`super::devon`]); `fetch` still ends in an [`Acquired`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use super::cleanup::{campaign_downloads, created_dirs, is_checkpoint, prune};
 use super::coordinator::{RunContext, Unavailable};
+use super::devon::{self, Via};
 use super::download_view::{Shown, View, record_phase};
 use super::progress::Progress;
 use crate::acquire::download::{self, DownloadError, Downloader};
@@ -52,6 +55,8 @@ pub(super) struct Downloads {
     hub: Result<HubClient, String>,
     /// Repositories that refused a download in this session, with the reason.
     refused: HashMap<String, String>,
+    /// Who downloads: kitt itself or Devon.
+    via: Via,
 }
 
 /// A run's variant, checked and ready to download.
@@ -157,9 +162,35 @@ pub(super) fn hub_repo(planned: &PlannedRun) -> Option<&str> {
 
 impl Downloads {
     /// Downloads through `hub` (an error to report on every download when the
-    /// client could not be built).
-    pub(super) fn new(hub: Result<HubClient, String>) -> Self {
-        Downloads { hub, refused: HashMap::new() }
+    /// client could not be built), or through Devon as `devon` says.
+    pub(super) fn new(hub: Result<HubClient, String>, devon: &crate::config::Devon) -> Self {
+        Downloads { hub, refused: HashMap::new(), via: devon::choose(devon) }
+    }
+
+    /// After a run: has Devon remove what it downloaded for the campaign
+    /// when no later run needs it (kitt's own downloads are
+    /// [`super::cleanup`]'s).
+    pub(super) async fn after_run(
+        &mut self,
+        context: &RunContext<'_>,
+        store: &Store,
+        planned: &PlannedRun,
+        later: &[&PlannedRun],
+        progress: &mut Progress,
+    ) {
+        match &mut self.via {
+            Via::Devon(side) => side.after_run(context, store, planned, later, progress).await,
+            Via::Own { .. } | Via::Broken(_) => {
+                // Downloaded through Devon in an earlier session: without
+                // Devon now, it can only stay.
+                if let Some(row) = devon::removable(context, store, planned, later, progress) {
+                    progress.note(&format!(
+                        "{}: kept `{}` in Devon: this session has no Devon to remove it",
+                        planned.key, row.repo
+                    ));
+                }
+            }
+        }
     }
 
     /// Checks before the first byte: a refusal earlier in the session, the
@@ -187,8 +218,11 @@ impl Downloads {
         }
         let variant =
             Variant::from_listing(hub, &listing, &files, root).map_err(Unavailable::Fail)?;
-        for file in &variant.files {
-            in_the_way(store, repo, file).map_err(Unavailable::Fail)?;
+        // Devon writes elsewhere; only kitt's own downloads land in the storage root.
+        if matches!(self.via, Via::Own { .. }) {
+            for file in &variant.files {
+                in_the_way(store, repo, file).map_err(Unavailable::Fail)?;
+            }
         }
 
         let missing: Vec<VariantFile> = variant.missing().into_iter().cloned().collect();
@@ -203,10 +237,12 @@ impl Downloads {
         Ok(Pending { variant, missing })
     }
 
-    /// Starts downloading what `pending` misses as a task of its own, unless
-    /// nothing is missing or the downloader cannot be built.
+    /// Starts downloading what `pending` misses with kitt's own downloader,
+    /// as a task of its own, unless nothing is missing or the downloader
+    /// cannot be built. With `devon_managed` and no Devon, its first call
+    /// says once that kitt downloads itself.
     pub(super) fn start(
-        &self,
+        &mut self,
         context: &RunContext<'_>,
         session_id: i64,
         run_id: i64,
@@ -222,6 +258,11 @@ impl Downloads {
             Err(error) => return Started::Ended(Acquired::Fail(error.clone())),
         };
         let (shown, receiver) = tokio::sync::mpsc::unbounded_channel();
+        if let Via::Own { notice } = &mut self.via
+            && let Some(notice) = notice.take()
+        {
+            let _ = shown.send(Shown::Note(format!("note: {notice}")));
+        }
         let job = Job {
             home: context.home.to_owned(),
             campaign_id: context.campaign_id.to_owned(),
@@ -273,20 +314,42 @@ impl Downloads {
         Ok(ended.acquired)
     }
 
-    /// Downloads what `pending` misses in the foreground.
+    /// Downloads what `pending` misses in the foreground: through Devon when
+    /// the session uses it, else with kitt's own downloader.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fetch(
         &mut self,
         context: &RunContext<'_>,
+        store: &Store,
         session_id: i64,
         run_id: i64,
         pending: Pending,
         cancel: &Cancel,
         progress: &mut Progress,
     ) -> Result<Acquired, KittError> {
+        if pending.missing.is_empty() {
+            return Ok(Acquired::Ready(pending.variant.dir));
+        }
+        match &mut self.via {
+            Via::Devon(side) => {
+                let variant = &pending.variant;
+                let fetched =
+                    side.fetch(context, store, session_id, run_id, variant, cancel, progress);
+                return fetched.await;
+            }
+            Via::Broken(reason) => return Ok(Acquired::Fail(reason.clone())),
+            Via::Own { .. } => {}
+        }
         match self.start(context, session_id, run_id, pending, cancel) {
             Started::Running(download) => self.finish(download, progress).await,
             Started::Ended(acquired) => Ok(acquired),
         }
+    }
+
+    /// Whether a download may run beside a benchmark: kitt's own downloads
+    /// may; Devon's go in the foreground, where their progress is the run's.
+    pub(super) fn can_prefetch(&self) -> bool {
+        matches!(self.via, Via::Own { .. })
     }
 }
 

@@ -231,7 +231,8 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         local: LocalIndex::new(options.plan.storage_root.clone(), hf_cache_dir()),
     };
     let token = campaign.hf_token.as_ref().map(|token| token.expose().to_owned());
-    let mut downloads = Downloads::new(HubClient::from_env(token).map_err(|e| e.to_string()));
+    let hub = HubClient::from_env(token).map_err(|e| e.to_string());
+    let mut downloads = Downloads::new(hub, &campaign.devon);
     let mut interrupted = false;
     let mut prefetch: Option<Prefetch> = None;
     for (position, &(run_id, planned)) in todo.iter().enumerate() {
@@ -263,6 +264,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
             }
             Ended::Done { outcome, seconds, failure } => {
                 cleanup::after_run(&context, &store, run_id, planned, &later, &mut progress);
+                downloads.after_run(&context, &store, planned, &later, &mut progress).await;
                 progress.run_finished(&planned.key, &outcome, seconds);
                 if let Some(error) = failure
                     && notifier.wants(NotifyEvent::Failure)
@@ -543,8 +545,8 @@ async fn run_one(
         Source::Fetch(fetch) => {
             let acquired = match fetch {
                 Fetch::Pending(pending) => {
-                    let fetched =
-                        downloads.fetch(context, session_id, run_id, *pending, cancel, progress);
+                    let fetched = downloads
+                        .fetch(context, store, session_id, run_id, *pending, cancel, progress);
                     fetched.await?
                 }
                 Fetch::Prefetched(prefetched) => {
@@ -727,7 +729,8 @@ async fn start_prefetch(
 ) -> Option<Prefetch> {
     let (next_id, next) = acquiring.next?;
     let pulls = pulls::ollama_tag(current).is_some();
-    if !context.campaign.disk.prefetch || pulls || cancel.is_cancelled() {
+    let prefetch = context.campaign.disk.prefetch && acquiring.downloads.can_prefetch();
+    if !prefetch || pulls || cancel.is_cancelled() {
         return None;
     }
     let repo = hub_repo(next)?;

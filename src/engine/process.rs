@@ -37,6 +37,12 @@ pub fn kill_all_engines() {
 /// Numbers the engines this process starts, for their tags.
 static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
 
+/// Registers (or forgets) the process group of another program kitt runs
+/// (a `devon` command), so that an immediate exit kills it with the engines.
+pub(crate) fn track_group(pgid: u32, live: bool) {
+    register(pgid, live);
+}
+
 fn register(pgid: u32, live: bool) {
     if let Ok(mut groups) = LIVE_GROUPS.lock() {
         if live {

@@ -218,9 +218,11 @@ impl Store {
     /// Bytes downloaded and still to download. What is left comes from the
     /// download sizes the plan gave the pending and running runs when the
     /// latest session began, once per set of files, less what that session
-    /// has downloaded of them since (partial files included).
+    /// has downloaded of them since (partial files included). What Devon
+    /// downloaded for the campaign counts once Devon has answered, as whole
+    /// files (kitt does not see Devon's progress).
     pub fn download_totals(&self, campaign_id: &str) -> Result<DownloadTotals, StoreError> {
-        let downloaded: i64 = self
+        let mut downloaded: i64 = self
             .conn
             .query_row(
                 "SELECT coalesce(sum(bytes_done), 0) FROM campaign_downloads \
@@ -229,6 +231,12 @@ impl Store {
                 |row| row.get(0),
             )
             .doing(&self.path, "sum downloads")?;
+        let devon = self.devon_answered(campaign_id)?;
+        let devon_bytes = devon
+            .iter()
+            .filter(|row| row.preexisting == Some(false))
+            .fold(0u64, |sum, row| sum.saturating_add(row.bytes));
+        downloaded = downloaded.saturating_add(to_sql(devon_bytes));
         let mut statement = self
             .conn
             .prepare_cached(
@@ -253,6 +261,14 @@ impl Store {
             )
             .doing(&self.path, "sum downloads")?;
         let pulls = self.schema_version()? >= super::schema::PULLS_VERSION;
+        let latest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(id) FROM campaign_sessions WHERE campaign_id = ?1",
+                [campaign_id],
+                |row| row.get(0),
+            )
+            .doing(&self.path, "sum downloads")?;
         let mut left = 0u64;
         for (source, files, bytes) in wanted {
             if let Some(tag) = source.strip_prefix("ollama:") {
@@ -264,6 +280,15 @@ impl Store {
             }
             let repo = source.split_once(':').map_or(source.as_str(), |(_, repo)| repo);
             let files: Vec<String> = serde_json::from_str(&files).unwrap_or_default();
+            let from_devon = devon.iter().any(|row| {
+                source.starts_with("hf:")
+                    && row.repo == repo
+                    && Some(row.session_id) == latest
+                    && files.iter().all(|file| row.files.contains(file))
+            });
+            if from_devon {
+                continue;
+            }
             let mut fetched = 0u64;
             for file in &files {
                 let bytes: i64 = done

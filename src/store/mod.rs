@@ -10,6 +10,7 @@
 
 mod campaigns;
 mod connection;
+mod devon;
 mod downloads;
 mod error;
 mod pulls;
@@ -22,11 +23,13 @@ pub use campaigns::{
     RunSpec, RunStatus, Session,
 };
 pub use connection::{DB_FILE, DEFAULT_BUSY_TIMEOUT, Store};
+pub use devon::{DevonRow, NewDevonDownload};
 pub use downloads::{DownloadRow, DownloadTotals, NewDownload};
 pub use error::StoreError;
 pub use pulls::{NewPull, PullRow};
 pub use results::{ResultFilter, ResultSummary};
 pub use schedules::{FireRow, FireStatus, NewFire, ScheduleRow, ScheduleSource};
 pub use schema::{
-    CAMPAIGN_STATE_VERSION, DOWNLOADS_VERSION, PULLS_VERSION, SCHEDULES_VERSION, SCHEMA_VERSION,
+    CAMPAIGN_STATE_VERSION, DEVON_VERSION, DOWNLOADS_VERSION, PULLS_VERSION, SCHEDULES_VERSION,
+    SCHEMA_VERSION,
 };

@@ -42,6 +42,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "downloads", sql: include_str!("migrations/0005_downloads.sql") },
     Migration { version: 6, name: "pulls", sql: include_str!("migrations/0006_pulls.sql") },
     Migration { version: 7, name: "schedules", sql: include_str!("migrations/0007_schedules.sql") },
+    Migration { version: 8, name: "devon", sql: include_str!("migrations/0008_devon.sql") },
 ];
 
 /// The first schema version with schedules.
@@ -52,6 +53,9 @@ pub const DOWNLOADS_VERSION: i64 = 5;
 
 /// The first schema version that records Ollama pulls.
 pub const PULLS_VERSION: i64 = 6;
+
+/// The first schema version that records Devon's downloads.
+pub const DEVON_VERSION: i64 = 8;
 
 /// The first schema version with campaign state.
 pub const CAMPAIGN_STATE_VERSION: i64 = 2;

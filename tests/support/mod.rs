@@ -21,6 +21,7 @@
 
 pub mod cron;
 pub mod datasets;
+pub mod devon;
 pub mod docker;
 pub mod engine;
 pub mod files;
