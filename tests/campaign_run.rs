@@ -558,6 +558,17 @@ fn an_engine_orphaned_behind_a_wrapper_is_stopped_by_the_next_run() {
     let orphans = processes_mentioning(scratch.models());
     assert!(!orphans.is_empty(), "the server behind the wrapper outlived kitt");
 
+    // A kitt of another home leaves them alone: they are not its engines.
+    let elsewhere =
+        scratch.write("gone.yaml", &config("gone", &[("Gone", "test/gone-GGUF")], &engines));
+    let other_home = scratch.path().join("other-home");
+    let mut command = scratch.kitt();
+    command.arg("--home").arg(&other_home).args(["campaign", "run"]).arg(&elsewhere);
+    let other = scratch.run(&mut command);
+    assert!(!other.stderr.contains("left running by a kitt that died"), "{other:?}");
+    let survivors = processes_mentioning(scratch.models());
+    assert!(orphans.iter().all(|pid| survivors.contains(pid)), "{orphans:?} {survivors:?}");
+
     let resumed = run(&scratch, &engine, &["--json", "run", path, "--resume"]);
     assert!(resumed.stderr.contains("left running by a kitt that died"), "{}", resumed.stderr);
     for pid in &orphans {

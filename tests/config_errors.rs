@@ -268,3 +268,16 @@ fn several_documents_are_explained() {
     let stderr = rejected(&format!("campaign_name: c\n{VALID_TAIL}---\ncampaign_name: d\n"));
     assert!(stderr.contains("more than one YAML document"), "{stderr}");
 }
+
+#[test]
+fn a_devon_url_with_credentials_is_refused_before_any_run() {
+    let yaml = format!(
+        "campaign_name: c\ndevon_managed: true\ndevon_url: \"http://user:hunter2@127.0.0.1:9/\"\n{VALID_TAIL}"
+    );
+    let stderr = rejected(&yaml);
+    assert!(stderr.contains("campaign.yaml:3") && stderr.contains("devon_url"), "{stderr}");
+    assert!(stderr.contains("devon_api_key"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let query = format!("campaign_name: c\ndevon_url: \"http://127.0.0.1:9/?key=k\"\n{VALID_TAIL}");
+    assert!(rejected(&query).contains("devon_url"));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kitt::acquire::download::{DownloadError, Downloader, Event, FileSpec, part_path};
 use kitt::acquire::http::RetryPolicy;
-use support::files::{Fault, FileServer, content, sha256_hex};
+use support::files::{Fault, FileServer, Gate, content, sha256_hex};
 
 const SIZE: usize = 3 * 1024 * 1024 + 17;
 
@@ -229,4 +229,46 @@ async fn the_token_is_sent_only_to_its_own_origin() {
     outcome.unwrap();
     assert!(server.log()[0].authorized);
     assert!(!other.log()[0].authorized);
+}
+
+#[tokio::test]
+async fn two_downloads_of_one_file_never_write_it_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FileServer::start();
+    let body = content(9, SIZE);
+    let gate = Gate::default();
+    server
+        .put("org/repo/model.gguf", body.clone())
+        .fault("org/repo/model.gguf", Fault::Hold(gate.clone()));
+    let spec = spec(&server, dir.path(), &body);
+
+    // The first holds the file's lock while its request is held back.
+    let first = tokio::spawn({
+        let spec = spec.clone();
+        async move { fetch(&downloader().with_stall(Duration::from_secs(60)), &spec).await }
+    });
+    let lock = spec.dest.with_file_name("model.gguf.kitt-lock");
+    while !lock.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The second (another campaign on the same storage root) waits for it.
+    let second = tokio::spawn({
+        let spec = spec.clone();
+        async move { fetch(&downloader().with_stall(Duration::from_secs(60)), &spec).await }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Only the first's request (held, so not yet logged) was made.
+    assert!(server.log().is_empty(), "{:?}", server.log());
+    gate.open();
+    let (first, _) = first.await.unwrap();
+    let (second, events) = second.await.unwrap();
+    assert_eq!(first.unwrap().received, SIZE as u64);
+    assert_eq!(second.unwrap().requests, 0, "the second found the file complete");
+    assert!(
+        events.iter().any(|event| matches!(event, Event::Retrying { why, .. } if why.contains("another kitt process"))),
+        "{events:?}"
+    );
+    assert_eq!(std::fs::read(&spec.dest).unwrap(), body);
+    assert_eq!(server.log().len(), 1);
+    assert!(!lock.exists() && !part_path(&spec.dest).exists());
 }

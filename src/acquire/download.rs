@@ -28,7 +28,7 @@ use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
 use super::digest::{HashWorker, PrefixHash};
 use super::http::{self, RetryPolicy};
 use super::partial::{
-    PartMeta, discard, file_len, meta_path, read_meta, usable_partial, write_meta,
+    PartMeta, discard, file_len, lock_path, meta_path, read_meta, usable_partial, write_meta,
 };
 
 pub use super::digest::sha256_file;
@@ -79,6 +79,73 @@ pub enum Event {
         /// The pause before the next attempt.
         wait: Duration,
     },
+}
+
+/// An exclusive lock on `<name>.kitt-lock`, held while this process writes
+/// the file's partial; the lock file is removed (before the lock is let go)
+/// when it is dropped.
+struct FileLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+/// How often a download waiting for another process's lock looks again.
+const LOCK_POLL: Duration = Duration::from_millis(250);
+
+impl FileLock {
+    /// Takes the lock of `spec`'s file, waiting while another process holds
+    /// it (reported once as a retry).
+    async fn acquire(
+        spec: &FileSpec,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<FileLock, DownloadError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = lock_path(&spec.dest);
+        let io =
+            |source| DownloadError::Io { label: spec.label.clone(), path: path.clone(), source };
+        let mut waiting = false;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {
+                    // The holder before us removes the lock file as it
+                    // finishes: a lock on a file no longer at the path
+                    // guards nothing, so it is taken again.
+                    let held = file.metadata().map_err(io)?;
+                    let current = std::fs::metadata(&path).ok();
+                    if current.is_some_and(|now| (now.dev(), now.ino()) == (held.dev(), held.ino()))
+                    {
+                        return Ok(FileLock { path, _file: file });
+                    }
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !waiting {
+                        waiting = true;
+                        report(Event::Retrying {
+                            label: spec.label.clone(),
+                            why: "another kitt process is downloading this file; waiting for it"
+                                .to_owned(),
+                            wait: LOCK_POLL,
+                        });
+                    }
+                }
+                Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// How one file's download went.
@@ -226,13 +293,17 @@ impl Downloader {
         if let Some(parent) = spec.dest.parent() {
             std::fs::create_dir_all(parent).map_err(|error| io(parent, error))?;
         }
+        let already =
+            || Fetched { path: spec.dest.clone(), resumed_from: 0, received: 0, requests: 0 };
         if is_complete(&spec.dest, spec.size) {
-            return Ok(Fetched {
-                path: spec.dest.clone(),
-                resumed_from: 0,
-                received: 0,
-                requests: 0,
-            });
+            return Ok(already());
+        }
+        // One writer per file, whichever kitt process (another campaign on
+        // the same storage root) it is; the one that waited usually finds the
+        // file complete.
+        let _lock = FileLock::acquire(spec, report).await?;
+        if is_complete(&spec.dest, spec.size) {
+            return Ok(already());
         }
         let part = part_path(&spec.dest);
         let meta_path = meta_path(&spec.dest);

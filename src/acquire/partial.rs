@@ -31,6 +31,13 @@ pub fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// The lock file a process holds while it writes `dest`'s partial file.
+pub(super) fn lock_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".kitt-lock");
+    dest.with_file_name(name)
+}
+
 pub(super) fn meta_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(PART_SUFFIX);

@@ -367,6 +367,7 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<Exit, KittError> {
     let home = crate::home::resolve(cli.home);
+    crate::engine::process::set_home(&home);
     match cli.command {
         Command::Campaign(CampaignCommand::Run(args)) => campaign::run(&args, &home, cli.json),
         Command::Campaign(CampaignCommand::Status(args)) => {

@@ -89,12 +89,13 @@ impl Problem {
             let index = usize::try_from(self.line - 1).unwrap_or(usize::MAX);
             self.source_line = match secrets.lines.get(&index) {
                 Some(redacted) => Some(redacted.clone()),
-                None => source.lines().nth(index).map(cut),
+                None => source.lines().nth(index).map(|line| without_userinfo(&cut(line))),
             };
         }
         for value in &secrets.values {
             self.message = self.message.replace(value.as_str(), "<redacted>");
         }
+        self.message = without_userinfo(&self.message);
         self
     }
 }
@@ -195,6 +196,16 @@ static FLOW_KEY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"[{,]\s*(["']?)([A-Za-z0-9_.-]+)(["']?)\s*:\s*("[^"]*"|'[^']*'|[^,}]*)"#)
         .expect("static regex")
 });
+
+/// Credentials in a URL: `scheme://user:password@`.
+static URL_USERINFO: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s"']*@"#).expect("valid regex")
+});
+
+/// `text` with the credentials of any URL in it replaced.
+fn without_userinfo(text: &str) -> String {
+    URL_USERINFO.replace_all(text, "${1}<redacted>@").into_owned()
+}
 
 /// A `key: value` line, in any section or list.
 static KEY_LINE: LazyLock<Regex> = LazyLock::new(|| {

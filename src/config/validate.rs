@@ -87,7 +87,7 @@ impl Checker {
         let models = self.models(raw.models, has_openai);
         let notifications = self.notifications(raw.notifications, raw.auto_compare);
         let schedule = raw.schedule.map(|schedule| self.schedule(schedule));
-        let devon_url = raw.devon_url.map(|url| self.url(url, "devon_url"));
+        let devon_url = raw.devon_url.map(|url| self.devon_url(url));
 
         Campaign {
             name,
@@ -518,6 +518,26 @@ impl Checker {
             // The URL is not echoed: a webhook's path often carries its token.
             self.report(&url, field, "the value is not an http(s) URL".into())
                 .hint("write it as http://HOST[:PORT]/PATH or https://…");
+        }
+        text
+    }
+
+    /// `devon_url`: an http(s) base URL without credentials or a query (the
+    /// key goes in `devon_api_key`).
+    fn devon_url(&mut self, url: Spanned<String>) -> String {
+        let before = self.problems.len();
+        let text = self.url(url.clone(), "devon_url");
+        let parsed = reqwest::Url::parse(&text);
+        let extra = parsed.as_ref().is_ok_and(|parsed| {
+            !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some()
+        });
+        if self.problems.len() == before && (parsed.is_err() || extra) {
+            self.report(
+                &url,
+                "devon_url",
+                "the URL carries credentials or a query, or does not parse".into(),
+            )
+            .hint("write it as http://HOST[:PORT]/; put the key in devon_api_key or DEVON_API_KEY");
         }
         text
     }

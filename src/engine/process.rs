@@ -246,15 +246,44 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
 }
 
 /// Set on every engine kitt starts (and inherited by anything it starts):
-/// `<kitt pid>:<kitt start time>:<engine number>`, so an engine's strays
-/// are stopped with it, and engines orphaned by a kitt that died can be
-/// found and stopped later.
+/// `<kitt pid>:<kitt start time>:<home>:<engine number>`, so an engine's
+/// strays are stopped with it, and engines orphaned by a kitt that died can
+/// be found and stopped later by a kitt of the same home.
 pub const OWNER_ENV: &str = "KITT_ENGINE_OWNER";
 
-/// This process's owner tag, `<pid>:<start time>`.
+/// A short hash of the kitt home this process works in (`-` until set).
+static HOME_SCOPE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names the kitt home this process works in, before it starts any engine:
+/// orphans are reaped only among engines started from the same home, so
+/// kitts of other homes (another user's, a test's) are left alone.
+pub fn set_home(home: &Path) {
+    let absolute = std::path::absolute(home).unwrap_or_else(|_| home.to_owned());
+    let _ = HOME_SCOPE.set(home_scope(&absolute));
+}
+
+/// The scope text of `home`: 12 hex digits of its path's SHA-256.
+fn home_scope(home: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
+    digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// This process's owner tag, `<pid>:<start time>:<home>`.
 pub fn owner_tag() -> String {
     let pid = std::process::id();
-    format!("{pid}:{}", start_time(pid).unwrap_or(0))
+    let home = HOME_SCOPE.get().map_or("-", String::as_str);
+    format!("{pid}:{}:{home}", start_time(pid).unwrap_or(0))
+}
+
+/// Whether an owner tag was set by a kitt of this process's home. A tag
+/// without a home (written by an older kitt) counts as this home's.
+pub fn same_home(tag: &str) -> bool {
+    let home = HOME_SCOPE.get().map_or("-", String::as_str);
+    match tag.split(':').nth(2) {
+        Some(scope) if scope.len() == 12 || scope == "-" => scope == home,
+        _ => true,
+    }
 }
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
@@ -266,11 +295,11 @@ fn start_time(pid: u32) -> Option<u64> {
 /// Stops engine processes whose kitt died without stopping them (the
 /// kernel kills an engine kitt started directly when kitt dies, but not
 /// processes that engine started, such as a server behind a wrapper
-/// script). Only processes carrying [`OWNER_ENV`] of a kitt that is no longer
-/// running are touched; their whole process group is killed. Returns the
-/// process ids found.
+/// script). Only processes carrying [`OWNER_ENV`] of a kitt of the same
+/// home that is no longer running are touched; their whole process group is
+/// killed. Returns the process ids found.
 pub fn reap_orphans() -> Vec<u32> {
-    kill_tagged(|tag| !owner_is_alive(tag))
+    kill_tagged(|tag| same_home(tag) && !owner_is_alive(tag))
 }
 
 /// Whether the kitt named by an owner tag (`<pid>:<start time>[:…]`) still
@@ -315,6 +344,18 @@ fn kill_tagged(matches: impl Fn(&str) -> bool) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_scoped_to_their_home() {
+        // No home is set in unit tests: this process's scope is `-`.
+        assert!(same_home("1:2:-:3"));
+        assert!(!same_home("1:2:0123456789ab:3"));
+        // An older kitt's tag (`pid:start:engine`) has no home: it counts as ours.
+        assert!(same_home("1:2:3"));
+        assert!(same_home("1:2"));
+        assert_eq!(home_scope(Path::new("/a")).len(), 12);
+        assert_ne!(home_scope(Path::new("/a")), home_scope(Path::new("/b")));
+    }
 
     #[tokio::test]
     async fn stop_ends_the_whole_group_and_logs_are_captured() {

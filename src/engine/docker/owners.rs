@@ -4,8 +4,9 @@
 //! outside a campaign) and labelled `kitt.owner=<pid>:<start time>` with the
 //! same owner tag its native engines carry ([`process::OWNER_ENV`]), plus
 //! `kitt.campaign` and `kitt.run`. kitt removes a container only when it
-//! created it in this process, or when its owner label names a kitt that is
-//! no longer running. Containers without the label are never touched.
+//! created it in this process, or when its owner label names a kitt of the
+//! same kitt home that is no longer running. Containers without the label
+//! are never touched.
 
 use std::sync::{Arc, Mutex};
 
@@ -85,7 +86,9 @@ fn reap_with(docker: &dyn DockerCli) -> Result<Vec<String>, super::DockerError> 
     let orphans: Vec<String> = docker
         .labelled(OWNER_LABEL)?
         .into_iter()
-        .filter(|container| !process::owner_is_alive(&container.value))
+        .filter(|container| {
+            process::same_home(&container.value) && !process::owner_is_alive(&container.value)
+        })
         .map(|container| container.name)
         .collect();
     docker.remove_blocking(&orphans)?;
