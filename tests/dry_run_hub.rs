@@ -399,3 +399,28 @@ fn one_variant_on_two_engines_is_downloaded_once_when_kept() {
 
     assert!(outcome.stdout.contains("Download: 4.6 GiB at most"), "{}", outcome.stdout);
 }
+
+#[test]
+fn bytes_a_partial_file_holds_need_no_more_room() {
+    let hub = FakeHub::start();
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.models()).unwrap();
+    let free = kitt::acquire::local::free_space(&scratch.models()).unwrap();
+    // More than the disk holds.
+    hub.add_repo("org/Big-GGUF", &[("Big-Q8_0.gguf", free + 10 * GB)]);
+    let models = "  - name: Big\n    params: 8B\n    gguf_repo: org/Big-GGUF\n";
+    scratch.write("campaign.yaml", &campaign(models, ""));
+    let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, None, None));
+    let run = find(&plan, "Big|llama_cpp|Q8_0");
+    assert_eq!(run["status"], "skipped", "{run}");
+    assert!(run["reason"].as_str().unwrap().contains("not enough disk"), "{run}");
+
+    // An interrupted download left 20 GB in its partial file (sparse here):
+    // what is still missing fits.
+    let part = scratch.models().join("huggingface/org/Big-GGUF/Big-Q8_0.gguf.kitt-part");
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::fs::File::create(&part).unwrap().set_len(20 * GB).unwrap();
+    let (plan, _) = dry_run_json(&scratch, online(&scratch, &hub, None, None));
+    let run = find(&plan, "Big|llama_cpp|Q8_0");
+    assert_eq!(run["status"], "planned", "{run}");
+}

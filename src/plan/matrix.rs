@@ -410,6 +410,8 @@ impl<'a> Planner<'a> {
             return None;
         }
         let dir = self.dir_of(&target)?;
+        // Bytes a partial file already holds need no more room.
+        let bytes = bytes.saturating_sub(self.partial_bytes(c));
         let free_space = &self.env.free_space;
         let free = *self.free.entry(target.clone()).or_insert_with(|| free_space(&dir));
         let free = free?;
@@ -421,6 +423,18 @@ impl<'a> Planner<'a> {
         let reserve = self.campaign.disk.reserve_bytes;
         let needed = reserve.saturating_add(kept).saturating_add(bytes);
         (free < needed).then(|| disk_shortfall_message(&dir, bytes, kept, reserve, free))
+    }
+
+    /// Bytes the partial files of a Hub candidate's downloads already hold
+    /// under the storage root (a download interrupted earlier, resumed later).
+    fn partial_bytes(&self, c: &Candidate) -> u64 {
+        let Some(repo) = c.source.strip_prefix("hf:") else { return 0 };
+        let dir = self.env.storage_root.join("huggingface").join(repo);
+        c.files
+            .iter()
+            .map(|file| crate::acquire::download::part_path(&dir.join(file)))
+            .filter_map(|part| std::fs::metadata(part).ok())
+            .fold(0u64, |sum, meta| sum.saturating_add(meta.len()))
     }
 
     /// The directory whose free space a target's downloads use; `None` for a
