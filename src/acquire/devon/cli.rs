@@ -65,15 +65,22 @@ impl CliDevon {
     }
 
     pub(super) async fn stored(&self, repo: &str) -> Result<Option<DevonModel>, DevonError> {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let file = std::env::temp_dir().join(format!("kitt-devon-{}-{n}.json", std::process::id()));
+        // A directory of our own (created new, owner-only), so no file another
+        // user put in the temporary directory can stand in for Devon's answer.
+        let dir = private_dir().map_err(|error| DevonError::Spawn {
+            program: format!(
+                "{} (no private temporary directory for its export)",
+                self.program.display()
+            ),
+            source: std::sync::Arc::new(error),
+        })?;
+        let file = dir.join("export.json");
         let args = ["export", "--format", "json", "-o"].map(str::to_owned);
         let mut args = args.to_vec();
         args.push(file.display().to_string());
         let ran = self.run(&args, QUICK_TIMEOUT, None).await;
         let text = std::fs::read_to_string(&file);
-        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_dir_all(&dir);
         let ran = ran?;
         if !ran.status.success() {
             return Err(failed(&args, &ran));
@@ -281,6 +288,25 @@ fn failed(args: &[String], ran: &Ran) -> DevonError {
         }
     };
     DevonError::Failed { command: command_line(args), how, tail: ran.tail() }
+}
+
+/// A new directory under the temporary directory, readable by this user only.
+fn private_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        let name = format!("kitt-devon-{}-{n}-{nanos}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 #[cfg(test)]
