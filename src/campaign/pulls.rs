@@ -78,7 +78,15 @@ fn shortfall(
     let bytes = if present { 0 } else { download };
     let free = free_space(dir)?;
     let needed = reserve.saturating_add(bytes);
-    (free < needed).then(|| disk_shortfall_message(dir, bytes, 0, reserve, free))
+    (free < needed).then(|| {
+        let message = disk_shortfall_message(dir, bytes, 0, reserve, free);
+        if present || download > 0 {
+            message
+        } else {
+            // Counted as nothing: neither the registry nor the plan knew it.
+            format!("{message}; the tag's size is unknown (the registry could not be reached)")
+        }
+    })
 }
 
 /// The pull rules of a run: `KITT_OFFLINE`, what becomes of its tag after
@@ -180,5 +188,8 @@ mod tests {
         assert!(message.starts_with("not enough disk under /store: needs "), "{message}");
         assert!(shortfall(dir, true, 0, 50, free).is_some(), "the reserve always holds");
         assert_eq!(shortfall(dir, false, 100, 5, |_: &Path| None), None, "not measurable");
+        let unknown = shortfall(dir, false, 0, 50, free).expect("short");
+        assert!(unknown.ends_with("the tag's size is unknown (the registry could not be reached)"));
+        assert!(!message.contains("unknown"), "{message}");
     }
 }
