@@ -540,8 +540,12 @@ fn the_next_model_downloads_while_the_current_run_measures() {
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let phase = run_row(&scratch, "ahead", alpha_key).and_then(|run| run.phase);
-        if phase.as_deref().is_some_and(|phase| phase.starts_with("throughput")) {
+        // Measuring, or past it (a quick machine measures between two looks):
+        // either way Beta's file was held back while Alpha measured.
+        let alpha = run_row(&scratch, "ahead", alpha_key);
+        let phase = alpha.as_ref().and_then(|run| run.phase.as_deref()).unwrap_or_default();
+        let past = ["throughput", "stopping", "storing"].iter().any(|p| phase.starts_with(p));
+        if past || alpha.is_some_and(|run| run.finished_at.is_some()) {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
