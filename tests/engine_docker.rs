@@ -159,10 +159,14 @@ fn kitt_run_in_docker_mode_pulls_the_image_runs_the_container_and_removes_it() {
     );
 }
 
-/// The start time in a `kitt.owner=<pid>:<start>` label of a `docker run`.
+/// The start time and home in a `kitt.owner=<pid>:<start>:<home>` label of a
+/// `docker run` (the home a 12-digit hash).
 fn owner_start_of(run: &[String]) -> String {
     let label = run.iter().find_map(|arg| arg.strip_prefix("kitt.owner=")).unwrap();
-    label.split(':').nth(1).unwrap().to_owned()
+    let (_, rest) = label.split_once(':').unwrap();
+    let home = rest.split(':').nth(1).unwrap_or_default();
+    assert!(home.len() == 12 && home.chars().all(|c| c.is_ascii_hexdigit()), "{label}");
+    rest.to_owned()
 }
 
 #[test]
