@@ -36,7 +36,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use super::cleanup::{campaign_downloads, created_dirs, is_checkpoint, prune};
-use super::coordinator::{RunContext, Unavailable};
+use super::coordinator::{RunContext, Unavailable, environment};
 use super::devon::{self, Via};
 use super::download_view::{Shown, View, record_phase};
 use super::progress::Progress;
@@ -532,10 +532,6 @@ fn abandon(store: &Store, rows: &HashMap<String, Recorded>, failed: Option<&str>
             tracing::warn!(%error, "cannot record a failed download");
         }
     }
-}
-
-fn environment(error: StoreError) -> KittError {
-    KittError::Environment(with_causes(&error))
 }
 
 #[cfg(test)]

@@ -982,6 +982,7 @@ fn completion_body(campaign: &Campaign, outcome: &Outcome) -> String {
     body
 }
 
-fn environment(error: StoreError) -> KittError {
+/// A store failure: the environment kitt runs in, not the run.
+pub(in crate::campaign) fn environment(error: StoreError) -> KittError {
     KittError::Environment(with_causes(&error))
 }

@@ -40,6 +40,7 @@
 
 mod check;
 
+use crate::campaign::coordinator::environment;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -54,7 +55,7 @@ use crate::error::{KittError, with_causes};
 use crate::plan::PlannedRun;
 use crate::plan::matrix::human_bytes;
 use crate::run::Cancel;
-use crate::store::{NewDevonDownload, Store, StoreError};
+use crate::store::{NewDevonDownload, Store};
 use check::{Found, check_files, check_hashes, local_dir};
 
 /// The notice of a session that has `devon_managed` but no Devon.
@@ -411,10 +412,6 @@ pub(super) fn removable(
 /// The repository a run loads from the Hub or the storage root.
 fn repository(run: &PlannedRun) -> Option<&str> {
     run.source.strip_prefix("hf:").or_else(|| run.source.strip_prefix("local:"))
-}
-
-fn environment(error: StoreError) -> KittError {
-    KittError::Environment(with_causes(&error))
 }
 
 #[cfg(test)]
