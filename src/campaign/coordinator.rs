@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::acquire::{Acquired, Download, Downloads, Started, hub_repo};
 use super::cleanup;
+use super::compare::Compared;
 use super::lock::{CampaignLock, LockError, host_name};
 use super::progress::{Display, Progress};
 use super::pulls;
@@ -85,6 +86,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// This session's `--limit`.
     pub limit: Option<u32>,
+    /// `auto_compare`'s comparison with the previous finished campaign of the
+    /// same name (`None`: not asked for, or the campaign did not finish).
+    pub comparison: Option<Compared>,
 }
 
 /// Runs (or resumes) a campaign to the end or until interrupted.
@@ -305,6 +309,11 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         .into_iter()
         .filter(|row| row.in_config)
         .collect();
+    let comparison = if campaign.auto_compare && !interrupted {
+        compare_finished(&mut store, &id, campaign)
+    } else {
+        None
+    };
     let outcome = Outcome {
         campaign_id: id,
         status,
@@ -313,6 +322,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         runs,
         elapsed: began.elapsed(),
         limit: options.limit,
+        comparison,
     };
 
     if !interrupted && notifier.wants(NotifyEvent::Complete) {
@@ -327,10 +337,34 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
             }
         }));
     }
+    if let Some(Compared::Done(comparison)) = &outcome.comparison
+        && comparison.regression_count() > 0
+        && notifier.wants(NotifyEvent::Regression)
+    {
+        let message = crate::report::compare::regression_message(&campaign.name, comparison);
+        notes.push(tokio::spawn({
+            let notifier = Arc::clone(&notifier);
+            async move {
+                notifier.send(NotifyEvent::Regression, &message).await;
+            }
+        }));
+    }
     for note in notes {
         let _ = note.await;
     }
     Ok(outcome)
+}
+
+/// `auto_compare` once the campaign has finished; a store failure here is a
+/// warning, since every run is already recorded.
+fn compare_finished(store: &mut Store, id: &str, campaign: &Campaign) -> Option<Compared> {
+    match super::compare::after_campaign(store, id, &campaign.thresholds) {
+        Ok(compared) => compared,
+        Err(error) => {
+            eprintln!("warning: auto_compare: {}", with_causes(&error));
+            None
+        }
+    }
 }
 
 /// Whether a failed run ran out of memory at start-up under the config it

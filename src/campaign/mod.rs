@@ -23,6 +23,7 @@
 
 mod acquire;
 mod cleanup;
+pub mod compare;
 pub mod coordinator;
 mod devon;
 mod download_view;

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::engine::{EngineKind, Format};
 use crate::plan::glob::QuantGlob;
 use crate::plan::quant::QuantLabel;
@@ -45,6 +47,9 @@ pub struct Campaign {
     pub schedule: Option<String>,
     /// `auto_compare`: compare each result with the previous result of the same run key.
     pub auto_compare: bool,
+    /// `regression_thresholds`: how much worse than the previous campaign a
+    /// metric may get before `auto_compare` calls it a regression.
+    pub thresholds: Thresholds,
     /// Things that are allowed but probably not what the user wants.
     pub warnings: Vec<String>,
 }
@@ -234,6 +239,23 @@ pub struct DiskPolicy {
     /// `disk.prefetch`: download the next run's model while the current run
     /// benchmarks, when the reserve allows both (default on).
     pub prefetch: bool,
+}
+
+/// Percentages beyond which `auto_compare` reports a change.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// A throughput metric lower than the baseline by more than this
+    /// percentage is a regression (default 5).
+    pub throughput_pct: f64,
+    /// A latency metric higher than the baseline by more than this
+    /// percentage is a regression (default 10).
+    pub latency_pct: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { throughput_pct: 5.0, latency_pct: 10.0 }
+    }
 }
 
 /// Events a notification can be sent for.

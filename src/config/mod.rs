@@ -3,8 +3,9 @@
 //!
 //! Keys the original tool's documentation used but its code dropped are given
 //! a meaning here rather than ignored: `schedule` (the cron expression this file
-//! runs on, same as `kitt campaign schedule --cron`), `auto_compare` (compare each
-//! result with the previous one of the same run key), an engine's own
+//! runs on, same as `kitt campaign schedule --cron`), `auto_compare` (compare a
+//! finished campaign with the previous finished campaign of the same name, run
+//! key by run key, with `regression_thresholds`), an engine's own
 //! `quant_filter` (a pattern, a list, or a skip/include mapping applied after the
 //! top-level filter), and `notifications.notify_on` (the events to send, instead
 //! of `on_complete`/`on_failure`). `matching_rules` is rejected with guidance.

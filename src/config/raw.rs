@@ -44,6 +44,8 @@ pub struct RawCampaign {
     pub schedule: Option<Spanned<String>>,
     #[serde(default)]
     pub auto_compare: bool,
+    #[serde(default)]
+    pub regression_thresholds: Option<Spanned<RawThresholds>>,
     /// Accepted only to be rejected with guidance (the original ignored it).
     #[serde(default)]
     pub matching_rules: Option<Spanned<serde::de::IgnoredAny>>,
@@ -107,6 +109,14 @@ pub struct RawEngineConfig {
     #[serde(default)]
     pub extra_args: Vec<String>,
     pub profile: Option<Spanned<String>>,
+}
+
+/// `regression_thresholds`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThresholds {
+    pub throughput_pct: Option<Spanned<f64>>,
+    pub latency_pct: Option<Spanned<f64>>,
 }
 
 /// `disk`.

@@ -110,6 +110,7 @@ impl Checker {
             skip_gated: raw.skip_gated,
             schedule,
             auto_compare: raw.auto_compare,
+            thresholds: self.thresholds(raw.regression_thresholds, raw.auto_compare),
             warnings: Vec::new(),
         }
     }

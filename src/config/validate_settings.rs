@@ -1,10 +1,11 @@
 //! Validation of the campaign-wide settings: notifications and their events,
-//! secrets, and the `schedule` cron expression.
+//! secrets, the `schedule` cron expression and `auto_compare`'s
+//! `regression_thresholds`.
 
 use serde_saphyr::Spanned;
 
-use super::campaign::{Notifications, NotifyEvent};
-use super::raw::RawNotifications;
+use super::campaign::{Notifications, NotifyEvent, Thresholds};
+use super::raw::{RawNotifications, RawThresholds};
 use super::secret::{Secret, SecretOrigin};
 use super::suggest::did_you_mean;
 use super::validate::Checker;
@@ -128,5 +129,36 @@ impl Checker {
                 schedule.value.trim().to_owned()
             }
         }
+    }
+
+    /// `regression_thresholds`: percentages above 0 and at most 1000.
+    pub(super) fn thresholds(
+        &mut self,
+        raw: Option<Spanned<RawThresholds>>,
+        auto_compare: bool,
+    ) -> Thresholds {
+        let mut thresholds = Thresholds::default();
+        let Some(raw) = raw else { return thresholds };
+        if !auto_compare {
+            self.warnings.push(
+                "`regression_thresholds` has no effect without `auto_compare: true`".to_owned(),
+            );
+        }
+        let fields = [
+            (raw.value.throughput_pct, "throughput_pct", &mut thresholds.throughput_pct),
+            (raw.value.latency_pct, "latency_pct", &mut thresholds.latency_pct),
+        ];
+        for (value, key, slot) in fields {
+            let Some(value) = value else { continue };
+            if value.value.is_finite() && value.value > 0.0 && value.value <= 1000.0 {
+                *slot = value.value;
+            } else {
+                let message =
+                    format!("must be a percentage above 0 and at most 1000, got {}", value.value);
+                self.report(&value, &format!("regression_thresholds.{key}"), message)
+                    .hint("for example `throughput_pct: 5` (5 %)");
+            }
+        }
+        thresholds
     }
 }

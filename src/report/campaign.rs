@@ -13,6 +13,7 @@ use crate::campaign::coordinator::Outcome;
 use crate::campaign::lock;
 use crate::campaign::progress::clock;
 use crate::plan::matrix::human_bytes;
+use crate::results::compare::Comparison;
 use crate::store::{
     CampaignRow, CampaignStatus, CampaignSummary, DOWNLOADS_VERSION, DownloadTotals, RunCounts,
     RunRow, RunStatus, Store, StoreError,
@@ -81,7 +82,11 @@ pub fn write_summary(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> 
         counts.failed,
         counts.skipped,
         counts.pending + counts.running,
-    )
+    )?;
+    if let Some(compared) = &outcome.comparison {
+        super::compare::write_text(out, compared)?;
+    }
+    Ok(())
 }
 
 /// The summary as one JSON object.
@@ -94,6 +99,7 @@ pub fn write_summary_json(out: &mut impl Write, outcome: &Outcome) -> io::Result
         "item_limit": outcome.limit,
         "counts": outcome.counts,
         "runs": outcome.runs,
+        "comparison": outcome.comparison.as_ref().map(super::compare::to_json),
     });
     serde_json::to_writer_pretty(&mut *out, &value)?;
     writeln!(out)
@@ -135,6 +141,9 @@ pub struct StatusView {
     /// Bytes downloaded for the campaign and still to download (none from a
     /// store written before kitt recorded downloads).
     pub downloads: Option<DownloadTotals>,
+    /// `auto_compare`'s stored comparison with the previous campaign of the
+    /// same name.
+    pub comparison: Option<Comparison>,
 }
 
 /// Reads a campaign's status; `None` when there is no such campaign.
@@ -179,7 +188,9 @@ pub fn status_view(
     } else {
         None
     };
+    let comparison = store.comparison(&campaign.id)?;
     Ok(Some(StatusView {
+        comparison,
         item_limit,
         limited_runs,
         state: state(&campaign, live),
@@ -262,6 +273,9 @@ pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io:
             human_bytes(totals.downloaded_bytes),
             human_bytes(totals.to_download_bytes)
         )?;
+    }
+    if let Some(comparison) = &view.comparison {
+        super::compare::write_status(out, comparison)?;
     }
     if !view.failed_runs.is_empty() {
         writeln!(out, "Failed runs:")?;

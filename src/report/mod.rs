@@ -1,6 +1,7 @@
 //! What users read: tables and JSON.
 
 pub mod campaign;
+pub mod compare;
 pub mod plan;
 pub mod schedule;
 

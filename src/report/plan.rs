@@ -66,7 +66,12 @@ pub fn write_table(out: &mut impl Write, campaign: &Campaign, plan: &Plan) -> io
         writeln!(out, "  Schedule:     {schedule} (cron)")?;
     }
     if campaign.auto_compare {
-        writeln!(out, "  Auto-compare: on")?;
+        let thresholds = campaign.thresholds;
+        writeln!(
+            out,
+            "  Auto-compare: on (regression beyond {} % throughput, {} % latency)",
+            thresholds.throughput_pct, thresholds.latency_pct
+        )?;
     }
     writeln!(out)?;
 

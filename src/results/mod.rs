@@ -1,7 +1,9 @@
-//! Results: the record one run produces ([`model`]) and the per-run directory
-//! of files written for people and scripts ([`files`]). Storing results in
+//! Results: the record one run produces ([`model`]), the per-run directory
+//! of files written for people and scripts ([`files`]), and the comparison of
+//! two campaigns' results ([`compare`]). Storing results in
 //! SQLite is the `store` module's job.
 
+pub mod compare;
 pub mod files;
 pub mod model;
 

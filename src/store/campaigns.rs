@@ -385,6 +385,21 @@ impl Store {
             .doing(&self.path, "find the latest campaign")
     }
 
+    /// Every campaign of that name, newest first.
+    pub fn campaigns_named(&self, name: &str) -> Result<Vec<CampaignRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?1 \
+                 ORDER BY created_unix_ms DESC, rowid DESC"
+            ))
+            .doing(&self.path, "list campaigns by name")?;
+        statement
+            .query_map([name], campaign_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .doing(&self.path, "list campaigns by name")
+    }
+
     /// Every campaign with its counts, newest first.
     pub fn campaigns(&self) -> Result<Vec<CampaignSummary>, StoreError> {
         let mut statement = self

@@ -5,10 +5,11 @@
 //! enforces foreign keys and applies the embedded migrations ([`schema`]).
 //! Results are stored whole, in one transaction each, with every metric and
 //! every raw request record, and read back whole. Cron schedules and their
-//! fires live here too. Reports and run-directory files are not this
+//! fires and `auto_compare`'s comparisons live here too. Reports and run-directory files are not this
 //! module's job.
 
 mod campaigns;
+mod comparisons;
 mod connection;
 mod devon;
 mod downloads;
@@ -30,6 +31,6 @@ pub use pulls::{NewPull, PullRow};
 pub use results::{ResultFilter, ResultSummary};
 pub use schedules::{FireRow, FireStatus, NewFire, ScheduleRow, ScheduleSource};
 pub use schema::{
-    CAMPAIGN_STATE_VERSION, DEVON_VERSION, DOWNLOADS_VERSION, PULLS_VERSION, SCHEDULES_VERSION,
-    SCHEMA_VERSION,
+    CAMPAIGN_STATE_VERSION, COMPARISONS_VERSION, DEVON_VERSION, DOWNLOADS_VERSION, PULLS_VERSION,
+    SCHEDULES_VERSION, SCHEMA_VERSION,
 };

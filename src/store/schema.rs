@@ -43,7 +43,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 6, name: "pulls", sql: include_str!("migrations/0006_pulls.sql") },
     Migration { version: 7, name: "schedules", sql: include_str!("migrations/0007_schedules.sql") },
     Migration { version: 8, name: "devon", sql: include_str!("migrations/0008_devon.sql") },
+    Migration {
+        version: 9,
+        name: "comparisons",
+        sql: include_str!("migrations/0009_comparisons.sql"),
+    },
 ];
+
+/// The first schema version that stores `auto_compare`'s comparisons.
+pub const COMPARISONS_VERSION: i64 = 9;
 
 /// The first schema version with schedules.
 pub const SCHEDULES_VERSION: i64 = 7;
