@@ -62,6 +62,12 @@ fn a_slower_campaign_is_a_regression_and_a_faster_one_an_improvement() {
     let first = run_json(&scratch, file);
     assert_eq!(first["comparison"]["baseline_id"], Value::Null, "{first:#}");
     let first_id = first["campaign_id"].as_str().unwrap().to_owned();
+    let status = scratch.run(scratch.kitt().args(["campaign", "status", &first_id]));
+    assert!(
+        status.stdout.contains("Compare:  nothing to compare with (no earlier finished campaign"),
+        "{}",
+        status.stdout
+    );
 
     // Twice as slow: throughput -50 %, latency +100 %.
     server.set_script(paced(20));
@@ -85,7 +91,14 @@ fn a_slower_campaign_is_a_regression_and_a_faster_one_an_improvement() {
     assert!(
         comparison["changes"].as_array().unwrap().iter().all(|c| {
             let metric = c["metric"].as_str().unwrap();
-            ["_per_second", "_per_second_p50", "_ms_p50"].iter().any(|end| metric.ends_with(end))
+            [
+                "c1_output_tokens_per_second",
+                "decode_tokens_per_second_p50",
+                "ttft_ms_p50",
+                "tpot_ms_p50",
+                "e2e_ms_p50",
+            ]
+            .contains(&metric)
         }),
         "only rates and medians are compared: {comparison:#}"
     );
@@ -93,11 +106,8 @@ fn a_slower_campaign_is_a_regression_and_a_faster_one_an_improvement() {
     assert!(regressions >= 2, "{comparison:#}");
 
     // Stored: `campaign status` shows the same comparison.
-    let status = scratch.run(scratch.kitt().args(["--json", "campaign", "status", &second_id]));
-    assert_eq!(status.code, 0, "{status:?}");
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
-    assert_eq!(status["comparison"]["baseline_id"], first_id.as_str());
-    assert_eq!(status["comparison"]["changes"], comparison["changes"]);
+    let status = status_json(&scratch, &second_id);
+    assert_eq!(&status["comparison"], comparison, "the stored comparison is the printed one");
     let text = scratch.run(scratch.kitt().args(["campaign", "status", &second_id]));
     assert!(
         text.stdout.contains(&format!("Compare:  Compared with campaign {first_id}")),
@@ -150,6 +160,7 @@ fn thresholds_are_configurable_and_a_failed_run_is_a_regression() {
     run_json(&scratch, file);
     server.set_script(paced(20));
     let second = run_json(&scratch, file);
+    let second_id = second["campaign_id"].as_str().unwrap().to_owned();
     let comparison = &second["comparison"];
     assert_eq!(comparison["thresholds"]["throughput_pct"], 90.0);
     assert_eq!(comparison["regressions"], 0, "{comparison:#}");
@@ -168,6 +179,41 @@ fn thresholds_are_configurable_and_a_failed_run_is_a_regression() {
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     let body = deliveries[0].json["body"].as_str().unwrap();
     assert!(body.contains(&format!("{KEY}: failed now, succeeded in the baseline")), "{body}");
+
+    // The failed campaign is the newest finished one, but holds no success of
+    // the key: the next campaign is compared with the earlier success.
+    server.set_script(paced(20));
+    let fourth = run_json(&scratch, file);
+    let comparison = &fourth["comparison"];
+    assert_eq!(comparison["baseline_id"], third["campaign_id"], "{comparison:#}");
+    assert_eq!(comparison["compared_runs"], 1, "{comparison:#}");
+    assert_eq!(comparison["not_in_baseline"], serde_json::json!([]));
+    let note = format!("compared with campaign {second_id}: no success in the baseline");
+    assert_eq!(comparison["notes"][0]["note"], note.as_str(), "{comparison:#}");
+
+    // Resuming the second campaign, which has nothing left to do, neither
+    // compares it again (with a newer campaign) nor notifies again.
+    let before = status_json(&scratch, &second_id);
+    let resumed = scratch.run(scratch.kitt().args([
+        "--json",
+        "campaign",
+        "run",
+        file,
+        "--resume",
+        "--campaign-id",
+        &second_id,
+    ]));
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let resumed: Value = serde_json::from_str(&resumed.stdout).unwrap();
+    assert_eq!(resumed["comparison"], Value::Null, "{resumed:#}");
+    assert_eq!(status_json(&scratch, &second_id)["comparison"], before["comparison"]);
+    assert_eq!(webhook.deliveries().len(), 1);
+}
+
+fn status_json(scratch: &Scratch, id: &str) -> Value {
+    let status = scratch.run(scratch.kitt().args(["--json", "campaign", "status", id]));
+    assert_eq!(status.code, 0, "{status:?}");
+    serde_json::from_str(&status.stdout).unwrap()
 }
 
 #[test]
@@ -181,7 +227,26 @@ fn a_threshold_that_is_not_a_percentage_is_a_config_error() {
     assert_eq!(outcome.code, 2, "{outcome:?}");
     assert!(outcome.stderr.contains("bad.yaml:9"), "{}", outcome.stderr);
     assert!(outcome.stderr.contains("regression_thresholds.throughput_pct"), "{}", outcome.stderr);
-    assert!(outcome.stderr.contains("above 0 and at most 1000, got 0"), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("above 0 and below 100, got 0"), "{}", outcome.stderr);
+
+    // A rate cannot fall by 100 %: such a threshold would switch regressions off.
+    let hundred = yaml.replace("throughput_pct: 0", "throughput_pct: 100");
+    scratch.write("hundred.yaml", &hundred);
+    let outcome = scratch.dry_run("hundred.yaml", &[]);
+    assert_eq!(outcome.code, 2, "{outcome:?}");
+    assert!(outcome.stderr.contains("below 100, got 100"), "{}", outcome.stderr);
+    let latency = yaml
+        .replace("throughput_pct: 0", "throughput_pct: 5")
+        .replace("latency_pct: 10", "latency_pct: -5");
+    scratch.write("latency.yaml", &latency);
+    let outcome = scratch.dry_run("latency.yaml", &[]);
+    assert_eq!(outcome.code, 2, "{outcome:?}");
+    assert!(outcome.stderr.contains("regression_thresholds.latency_pct"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("`latency_pct: 10`"),
+        "the hint names the key: {}",
+        outcome.stderr
+    );
 
     let unknown = "campaign_name: c\nmodels:\n  - name: M\n    gguf_repo: org/M-GGUF\n\
                    engines:\n  - name: llama_cpp\nregression_thresholds:\n  throughput: 5\n";

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use super::acquire::{Acquired, Download, Downloads, Started, hub_repo};
 use super::cleanup;
-use super::compare::Compared;
 use super::lock::{CampaignLock, LockError, host_name};
 use super::progress::{Display, Progress};
 use super::pulls;
@@ -39,6 +38,7 @@ use crate::error::{KittError, with_causes};
 use crate::notify::{Message, Notifier};
 use crate::plan::matrix::disk_shortfall_message;
 use crate::plan::{Plan, PlannedRun, RunPlan};
+use crate::results::compare::Compared;
 use crate::results::model::{BenchmarkStatus, RunResult};
 use crate::run::{
     Beside, Cancel, ModelFile, Phase, RunError, RunRequest, STORING_PHASE, resolve_model,
@@ -89,6 +89,9 @@ pub struct Outcome {
     /// `auto_compare`'s comparison with the previous finished campaign of the
     /// same name (`None`: not asked for, or the campaign did not finish).
     pub comparison: Option<Compared>,
+    /// Notifications still being sent; await them after printing the summary
+    /// (each channel is bounded by its own timeout).
+    pub notifications: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs (or resumes) a campaign to the end or until interrupted.
@@ -150,6 +153,8 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         })
         .collect();
     let host = host_name();
+    let finished_before =
+        store.campaign(&id).map_err(environment)?.is_some_and(|row| row.finished_at.is_some());
     let session_id = store
         .begin_session(
             &Session {
@@ -196,6 +201,15 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         }
         todo.push((row.id, *planned));
     }
+
+    // Runs are redone: the comparison made when the campaign last finished
+    // no longer describes it (a new one is made when it finishes again).
+    if !todo.is_empty() {
+        store.forget_comparison(&id).map_err(environment)?;
+    }
+    // A session with nothing left to do changes no result: it neither
+    // compares again nor notifies again.
+    let compares = campaign.auto_compare && (!todo.is_empty() || !finished_before);
 
     let mean = store.mean_run_seconds(&id).map_err(environment)?;
     let display = if options.json {
@@ -309,11 +323,8 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         .into_iter()
         .filter(|row| row.in_config)
         .collect();
-    let comparison = if campaign.auto_compare && !interrupted {
-        compare_finished(&mut store, &id, campaign)
-    } else {
-        None
-    };
+    let comparison =
+        if compares && !interrupted { compare_finished(&mut store, &id, campaign) } else { None };
     let outcome = Outcome {
         campaign_id: id,
         status,
@@ -323,6 +334,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         elapsed: began.elapsed(),
         limit: options.limit,
         comparison,
+        notifications: Vec::new(),
     };
 
     if !interrupted && notifier.wants(NotifyEvent::Complete) {
@@ -349,10 +361,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
             }
         }));
     }
-    for note in notes {
-        let _ = note.await;
-    }
-    Ok(outcome)
+    Ok(Outcome { notifications: notes, ..outcome })
 }
 
 /// `auto_compare` once the campaign has finished; a store failure here is a

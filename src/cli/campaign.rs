@@ -56,15 +56,16 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
         json,
         limit: args.limit,
     };
-    let outcome = block_on_interruptible(|cancel| async move { drive(&options, &cancel).await })??;
-
-    let mut out = std::io::stdout().lock();
-    let written = if json {
-        report::campaign::write_summary_json(&mut out, &outcome)
-    } else {
-        report::campaign::write_summary(&mut out, &outcome)
-    };
-    written.and_then(|()| out.flush()).map_err(KittError::Output)?;
+    // The summary is printed before waiting for notifications, so a slow
+    // webhook or relay never holds it back.
+    let outcome = block_on_interruptible(|cancel| async move {
+        let mut outcome = drive(&options, &cancel).await?;
+        print_summary(&outcome, json)?;
+        for sending in std::mem::take(&mut outcome.notifications) {
+            let _ = sending.await;
+        }
+        Ok::<_, KittError>(outcome)
+    })??;
     if outcome.interrupted {
         let resume = crate::campaign::resume_command(
             &args.config.display().to_string(),
@@ -75,6 +76,20 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
         return Err(KittError::Interrupted);
     }
     Ok(if outcome.counts.failed > 0 { Exit::RunsFailed } else { Exit::Success })
+}
+
+/// The end-of-campaign summary on stdout.
+fn print_summary(
+    outcome: &crate::campaign::coordinator::Outcome,
+    json: bool,
+) -> Result<(), KittError> {
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        report::campaign::write_summary_json(&mut out, outcome)
+    } else {
+        report::campaign::write_summary(&mut out, outcome)
+    };
+    written.and_then(|()| out.flush()).map_err(KittError::Output)
 }
 
 /// `kitt campaign status [ID]`.

@@ -131,7 +131,8 @@ impl Checker {
         }
     }
 
-    /// `regression_thresholds`: percentages above 0 and at most 1000.
+    /// `regression_thresholds`: percentages above 0, below 100 for throughput
+    /// (a rate cannot fall by 100 % or more) and at most 1000 for latency.
     pub(super) fn thresholds(
         &mut self,
         raw: Option<Spanned<RawThresholds>>,
@@ -145,19 +146,29 @@ impl Checker {
             );
         }
         let fields = [
-            (raw.value.throughput_pct, "throughput_pct", &mut thresholds.throughput_pct),
-            (raw.value.latency_pct, "latency_pct", &mut thresholds.latency_pct),
+            (raw.value.throughput_pct, "throughput_pct", 100.0, &mut thresholds.throughput_pct),
+            (raw.value.latency_pct, "latency_pct", 1000.0, &mut thresholds.latency_pct),
         ];
-        for (value, key, slot) in fields {
+        for (value, key, limit, slot) in fields {
             let Some(value) = value else { continue };
-            if value.value.is_finite() && value.value > 0.0 && value.value <= 1000.0 {
-                *slot = value.value;
-            } else {
-                let message =
-                    format!("must be a percentage above 0 and at most 1000, got {}", value.value);
-                self.report(&value, &format!("regression_thresholds.{key}"), message)
-                    .hint("for example `throughput_pct: 5` (5 %)");
+            let number = value.value;
+            let fits = number.is_finite()
+                && number > 0.0
+                && (number < limit || (key == "latency_pct" && number == limit));
+            if fits {
+                *slot = number;
+                continue;
             }
+            let shown = if number.is_finite() && number.abs() < 1e6 {
+                number.to_string()
+            } else {
+                format!("{number:e}")
+            };
+            let range = if key == "throughput_pct" { "below 100" } else { "at most 1000" };
+            let message = format!("must be a percentage above 0 and {range}, got {shown}");
+            let default = if key == "throughput_pct" { 5 } else { 10 };
+            self.report(&value, &format!("regression_thresholds.{key}"), message)
+                .hint(format!("for example `{key}: {default}` ({default} %)"));
         }
         thresholds
     }

@@ -13,7 +13,7 @@ use crate::campaign::coordinator::Outcome;
 use crate::campaign::lock;
 use crate::campaign::progress::clock;
 use crate::plan::matrix::human_bytes;
-use crate::results::compare::Comparison;
+use crate::results::compare::Compared;
 use crate::store::{
     CampaignRow, CampaignStatus, CampaignSummary, DOWNLOADS_VERSION, DownloadTotals, RunCounts,
     RunRow, RunStatus, Store, StoreError,
@@ -143,7 +143,8 @@ pub struct StatusView {
     pub downloads: Option<DownloadTotals>,
     /// `auto_compare`'s stored comparison with the previous campaign of the
     /// same name.
-    pub comparison: Option<Comparison>,
+    #[serde(serialize_with = "super::compare::serialize_compared")]
+    pub comparison: Option<Compared>,
 }
 
 /// Reads a campaign's status; `None` when there is no such campaign.

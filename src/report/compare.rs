@@ -9,9 +9,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use serde_json::{Value, json};
 
-use crate::campaign::compare::Compared;
 use crate::notify::Message;
-use crate::results::compare::{Comparison, MetricChange, Verdict};
+use crate::results::compare::{Compared, Comparison, MetricChange, Verdict};
 
 /// Regressions a notification lists before "… and N more".
 const NOTIFIED: usize = 20;
@@ -25,7 +24,7 @@ pub fn headline(comparison: &Comparison) -> String {
     let finished = comparison
         .baseline_finished_at
         .as_deref()
-        .map(|at| format!(", finished {at}"))
+        .map(|at| format!(", finished {}", short_time(at)))
         .unwrap_or_default();
     format!(
         "Compared with campaign {}{finished}: {} run(s) compared, {} regression(s), {} \
@@ -62,8 +61,15 @@ pub fn write_text(out: &mut impl Write, compared: &Compared) -> io::Result<()> {
     for key in &comparison.failed_now {
         writeln!(out, "regression {key}: failed now, succeeded in the baseline")?;
     }
+    for lost in &comparison.not_measured_now {
+        writeln!(out, "not measured {}: {} (succeeded in the baseline)", lost.run_key, lost.note)?;
+    }
     if !comparison.not_in_baseline.is_empty() {
-        writeln!(out, "No baseline for: {}", comparison.not_in_baseline.join(", "))?;
+        writeln!(
+            out,
+            "No earlier success to compare with: {}",
+            comparison.not_in_baseline.join(", ")
+        )?;
     }
     for note in &comparison.notes {
         writeln!(out, "note {}: {}", note.run_key, note.note)?;
@@ -72,20 +78,56 @@ pub fn write_text(out: &mut impl Write, compared: &Compared) -> io::Result<()> {
 }
 
 /// The lines `campaign status` shows for a stored comparison.
-pub fn write_status(out: &mut impl Write, comparison: &Comparison) -> io::Result<()> {
+pub fn write_status(out: &mut impl Write, compared: &Compared) -> io::Result<()> {
+    let comparison = match compared {
+        Compared::NoBaseline { name } => {
+            return writeln!(
+                out,
+                "Compare:  nothing to compare with (no earlier finished campaign named `{name}`)"
+            );
+        }
+        Compared::Done(comparison) => comparison,
+    };
     writeln!(out, "Compare:  {}", headline(comparison))?;
-    let changed: Vec<&MetricChange> =
-        comparison.changes.iter().filter(|change| change.verdict != Verdict::Unchanged).collect();
-    for change in changed.iter().take(STATUS_SHOWN) {
-        writeln!(out, "  {}", line(change))?;
+    let mut lines: Vec<String> = comparison
+        .changes
+        .iter()
+        .filter(|change| change.verdict != Verdict::Unchanged)
+        .map(line)
+        .collect();
+    lines.extend(
+        comparison
+            .failed_now
+            .iter()
+            .map(|key| format!("{key}: failed now, succeeded in the baseline (regression)")),
+    );
+    lines.extend(comparison.not_measured_now.iter().map(|lost| {
+        format!("{}: not measured: {} (succeeded in the baseline)", lost.run_key, lost.note)
+    }));
+    if !comparison.not_in_baseline.is_empty() {
+        lines.push(format!(
+            "no earlier success to compare with: {}",
+            comparison.not_in_baseline.join(", ")
+        ));
     }
-    if changed.len() > STATUS_SHOWN {
-        writeln!(out, "  … and {} more (--json lists all)", changed.len() - STATUS_SHOWN)?;
+    lines.extend(
+        comparison.notes.iter().map(|note| format!("note {}: {}", note.run_key, note.note)),
+    );
+    for text in lines.iter().take(STATUS_SHOWN) {
+        writeln!(out, "  {text}")?;
     }
-    for key in &comparison.failed_now {
-        writeln!(out, "  regression {key}: failed now, succeeded in the baseline")?;
+    if lines.len() > STATUS_SHOWN {
+        writeln!(out, "  … and {} more (--json lists all)", lines.len() - STATUS_SHOWN)?;
     }
     Ok(())
+}
+
+/// Serializes a stored comparison as [`to_json`] does.
+pub fn serialize_compared<S: serde::Serializer>(
+    compared: &Option<Compared>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&compared.as_ref().map(to_json), serializer)
 }
 
 /// The comparison as JSON; `null` baseline when there was none.
@@ -169,6 +211,13 @@ fn table(changes: &[&MetricChange]) -> Table {
         }
     }
     table
+}
+
+/// An RFC 3339 time to the second, `2026-12-04 02:03:10 UTC`; other text as it is.
+fn short_time(text: &str) -> String {
+    text.parse::<jiff::Timestamp>()
+        .map(|at| at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| text.to_owned())
 }
 
 /// Three significant decimals for small numbers, one for large ones.

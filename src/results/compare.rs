@@ -2,11 +2,10 @@
 //! ([`crate::campaign::compare`] picks the baseline and stores the outcome).
 //!
 //! For every run key that succeeded in both, each benchmark that passed in
-//! both is compared metric by metric ([`classify`]): a throughput metric
-//! (`…_per_second`, `…_per_second_p50`) lower than the baseline by more than
-//! the throughput threshold is a regression, higher by more an improvement; a
-//! latency median (`…_ms_p50`) higher by more than the latency threshold is a
-//! regression, lower by more an improvement. A benchmark repeated (`runs: N`)
+//! both is compared metric by metric ([`classify`]): a throughput rate lower
+//! than the baseline by more than the throughput threshold is a regression,
+//! higher by more an improvement; a latency median higher by more than the
+//! latency threshold is a regression, lower by more an improvement. A benchmark repeated (`runs: N`)
 //! is compared through the mean of its passed repetitions. A run that
 //! succeeded in the baseline and failed now is a regression too.
 //!
@@ -16,13 +15,13 @@
 //!   request counts suites use, and would bury real regressions in noise.
 //!   Memory, quality accuracy and counters are not compared.
 //! - A change is computed against `|baseline|`; a baseline of 0 has no
-//!   percentage and is left out.
+//!   percentage and is left out with a note.
 //! - Differences that make numbers less comparable are reported beside the
 //!   key, not used to suppress it: another engine version or configuration,
 //!   another machine, other metric definitions. A regression after an engine
 //!   upgrade is exactly what users look for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -141,8 +140,12 @@ pub struct Comparison {
     pub changes: Vec<MetricChange>,
     /// Run keys that succeeded in the baseline and failed now.
     pub failed_now: Vec<String>,
-    /// Run keys that succeeded now without a success in the baseline.
+    /// Run keys that succeeded now without a success in any earlier campaign.
     pub not_in_baseline: Vec<String>,
+    /// Run keys that succeeded in the baseline and were not measured now
+    /// (skipped, or no longer in the config), with why.
+    #[serde(default)]
+    pub not_measured_now: Vec<KeyNote>,
     /// Differences that make a key's numbers less comparable.
     pub notes: Vec<KeyNote>,
 }
@@ -164,6 +167,18 @@ impl Comparison {
     }
 }
 
+/// The outcome of `auto_compare` for one finished campaign.
+#[derive(Debug, Clone)]
+pub enum Compared {
+    /// No earlier finished campaign of the same name.
+    NoBaseline {
+        /// The campaign's name.
+        name: String,
+    },
+    /// The comparison.
+    Done(Box<Comparison>),
+}
+
 /// One side's run, as compared.
 #[derive(Debug, Clone)]
 pub struct Side {
@@ -171,18 +186,39 @@ pub struct Side {
     pub key: String,
     /// Its state.
     pub status: RunStatus,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
     /// Its result when it succeeded.
     pub result: Option<RunResult>,
+    /// On the baseline side: the earlier campaign the result comes from when
+    /// it is not the baseline itself (the key failed or was skipped there).
+    pub from: Option<String>,
 }
 
-/// The class of a metric by its name, or `None` when it is not compared.
+/// The class of a metric by its name, or `None` when it is not compared:
+/// output tokens per second (overall and per concurrency level `cN_`), the
+/// median decode rate, and the medians of TTFT, time per output token and
+/// end-to-end latency. Quantities that move with one of these (requests per
+/// second at pinned output lengths, the peak over concurrency levels, the
+/// first output token, the inter-token gap) are left out so one slowdown is
+/// counted once per measure.
 pub fn classify(metric: &str) -> Option<MetricClass> {
-    if metric.ends_with("_per_second") || metric.ends_with("_per_second_p50") {
-        Some(MetricClass::Throughput)
-    } else if metric.ends_with("_ms_p50") {
-        Some(MetricClass::Latency)
-    } else {
-        None
+    let base = match metric.split_once('_') {
+        Some((level, rest))
+            if level.len() > 1
+                && level.starts_with('c')
+                && level[1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            rest
+        }
+        _ => metric,
+    };
+    match base {
+        "output_tokens_per_second" | "decode_tokens_per_second_p50" => {
+            Some(MetricClass::Throughput)
+        }
+        "ttft_ms_p50" | "tpot_ms_p50" | "e2e_ms_p50" => Some(MetricClass::Latency),
+        _ => None,
     }
 }
 
@@ -201,7 +237,9 @@ pub fn verdict(class: MetricClass, change_pct: f64, thresholds: &Thresholds) -> 
     }
 }
 
-/// The comparison of `current` with `baseline` (ids and times left for the caller).
+/// The comparison of `current` with `baseline` (ids and times left for the
+/// caller). `baseline` holds, per run key, the baseline campaign's run, or
+/// an earlier campaign's success of that key (`from`).
 pub fn compare(baseline: &[Side], current: &[Side], thresholds: &Thresholds) -> Comparison {
     let then: BTreeMap<&str, &Side> =
         baseline.iter().map(|side| (side.key.as_str(), side)).collect();
@@ -215,18 +253,39 @@ pub fn compare(baseline: &[Side], current: &[Side], thresholds: &Thresholds) -> 
         changes: Vec::new(),
         failed_now: Vec::new(),
         not_in_baseline: Vec::new(),
+        not_measured_now: Vec::new(),
         notes: Vec::new(),
     };
     for now in current {
-        let before = then.get(now.key.as_str()).and_then(|side| side.result.as_ref());
+        let before = then.get(now.key.as_str()).filter(|side| side.result.is_some());
         match (now.status, &now.result, before) {
             (RunStatus::Success, Some(result), Some(before)) => {
                 comparison.compared_runs += 1;
-                compare_results(&now.key, before, result, thresholds, &mut comparison);
+                if let Some(from) = &before.from {
+                    comparison.notes.push(KeyNote {
+                        run_key: now.key.clone(),
+                        note: format!("compared with campaign {from}: no success in the baseline"),
+                    });
+                }
+                let earlier = before.result.as_ref().expect("filtered on a result");
+                compare_results(&now.key, earlier, result, thresholds, &mut comparison);
             }
             (RunStatus::Success, Some(_), None) => comparison.not_in_baseline.push(now.key.clone()),
             (RunStatus::Failed, _, Some(_)) => comparison.failed_now.push(now.key.clone()),
+            (RunStatus::Skipped, _, Some(_)) => comparison.not_measured_now.push(KeyNote {
+                run_key: now.key.clone(),
+                note: format!("skipped now: {}", now.reason.as_deref().unwrap_or("no reason")),
+            }),
             _ => {}
+        }
+    }
+    let measured: BTreeSet<&str> = current.iter().map(|side| side.key.as_str()).collect();
+    for side in baseline {
+        if side.result.is_some() && !measured.contains(side.key.as_str()) {
+            comparison.not_measured_now.push(KeyNote {
+                run_key: side.key.clone(),
+                note: "not in this campaign's config".to_owned(),
+            });
         }
     }
     comparison.changes.sort_by_key(|change| match change.verdict {
@@ -259,7 +318,14 @@ fn compare_results(
             let (Some(class), Some(&value)) = (classify(metric), now_metrics.get(metric)) else {
                 continue;
             };
-            if baseline == 0.0 || !baseline.is_finite() || !value.is_finite() {
+            if !baseline.is_finite() || !value.is_finite() {
+                continue;
+            }
+            if baseline == 0.0 {
+                comparison.notes.push(KeyNote {
+                    run_key: key.to_owned(),
+                    note: format!("{benchmark}.{metric} was 0 in the baseline: no percentage"),
+                });
                 continue;
             }
             let change_pct = (value - baseline) / baseline.abs() * 100.0;
@@ -378,16 +444,37 @@ mod tests {
     }
 
     fn success(key: &str, result: RunResult) -> Side {
-        Side { key: key.into(), status: RunStatus::Success, result: Some(result) }
+        Side {
+            key: key.into(),
+            status: RunStatus::Success,
+            reason: None,
+            result: Some(result),
+            from: None,
+        }
+    }
+
+    fn not_run(key: &str, status: RunStatus, reason: &str) -> Side {
+        Side { key: key.into(), status, reason: Some(reason.into()), result: None, from: None }
     }
 
     #[test]
     fn metrics_are_classified_by_name() {
         assert_eq!(classify("c1_output_tokens_per_second"), Some(MetricClass::Throughput));
         assert_eq!(classify("decode_tokens_per_second_p50"), Some(MetricClass::Throughput));
+        assert_eq!(classify("c16_output_tokens_per_second"), Some(MetricClass::Throughput));
         assert_eq!(classify("ttft_ms_p50"), Some(MetricClass::Latency));
-        for ignored in ["ttft_ms_p99", "decode_tokens_per_second_max", "e2e_ms_stddev", "requests"]
-        {
+        assert_eq!(classify("e2e_ms_p50"), Some(MetricClass::Latency));
+        for ignored in [
+            "ttft_ms_p99",
+            "decode_tokens_per_second_max",
+            "e2e_ms_stddev",
+            "requests",
+            "peak_output_tokens_per_second",
+            "c1_requests_per_second",
+            "ttfo_ms_p50",
+            "itl_ms_p50",
+            "cx_output_tokens_per_second",
+        ] {
             assert_eq!(classify(ignored), None, "{ignored}");
         }
     }
@@ -435,7 +522,7 @@ mod tests {
                 "b|llama_cpp|Q8_0",
                 result(&[("c1_output_tokens_per_second", 100.0)], passed()),
             ),
-            Side { key: "c|llama_cpp|F16".into(), status: RunStatus::Failed, result: None },
+            not_run("c|llama_cpp|F16", RunStatus::Failed, "boom"),
             success("d|llama_cpp|Q2_K", result(&[("c1_output_tokens_per_second", 1.0)], passed())),
         ];
 
@@ -467,6 +554,59 @@ mod tests {
         assert_eq!(comparison.regression_count(), 2);
         assert_eq!(comparison.notes.len(), 1);
         assert_eq!(comparison.notes[0].note, "engine version changed: b1 → b2");
+        assert!(comparison.not_measured_now.is_empty());
+    }
+
+    #[test]
+    fn lost_coverage_and_earlier_baselines_are_reported() {
+        let rate =
+            |value| result(&[("c1_output_tokens_per_second", value)], BenchmarkStatus::Passed);
+        let mut older = success("old|e|Q", rate(100.0));
+        older.from = Some("c-older".into());
+        let then = [
+            older,
+            success("skip|e|Q", rate(10.0)),
+            success("gone|e|Q", rate(10.0)),
+            success("zero|e|Q", rate(0.0)),
+        ];
+        let now = [
+            success("old|e|Q", rate(50.0)),
+            not_run("skip|e|Q", RunStatus::Skipped, "resource_limits: too big"),
+            success("zero|e|Q", rate(5.0)),
+        ];
+
+        let comparison = compare(&then, &now, &Thresholds::default());
+
+        assert_eq!(comparison.compared_runs, 2);
+        assert_eq!(comparison.changes.len(), 1);
+        assert_eq!(comparison.changes[0].verdict, Verdict::Regression);
+        let notes: Vec<(&str, &str)> = comparison
+            .notes
+            .iter()
+            .map(|note| (note.run_key.as_str(), note.note.as_str()))
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                ("old|e|Q", "compared with campaign c-older: no success in the baseline"),
+                (
+                    "zero|e|Q",
+                    "throughput.c1_output_tokens_per_second was 0 in the baseline: no percentage"
+                ),
+            ]
+        );
+        let lost: Vec<(&str, &str)> = comparison
+            .not_measured_now
+            .iter()
+            .map(|note| (note.run_key.as_str(), note.note.as_str()))
+            .collect();
+        assert_eq!(
+            lost,
+            [
+                ("skip|e|Q", "skipped now: resource_limits: too big"),
+                ("gone|e|Q", "not in this campaign's config"),
+            ]
+        );
     }
 
     #[test]

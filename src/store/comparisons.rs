@@ -1,13 +1,13 @@
 //! `auto_compare`'s comparisons: one per campaign, with a row per compared
-//! metric. Saving replaces the campaign's earlier comparison in one
-//! transaction.
+//! metric, or a row saying there was nothing to compare with. Saving
+//! replaces the campaign's earlier comparison in one transaction.
 
 use rusqlite::{OptionalExtension, params};
 
 use super::connection::Store;
 use super::error::{Context, StoreError};
 use crate::config::Thresholds;
-use crate::results::compare::{Comparison, KeyNote, MetricChange, MetricClass, Verdict};
+use crate::results::compare::{Compared, Comparison, KeyNote, MetricChange, MetricClass, Verdict};
 
 impl Store {
     /// Stores `comparison` as its campaign's comparison, replacing any earlier one.
@@ -22,8 +22,8 @@ impl Store {
         tx.execute(
             "INSERT INTO campaign_comparisons (campaign_id, baseline_id, baseline_finished_at, \
              created_at, throughput_pct, latency_pct, compared_runs, regressions, improvements, \
-             failed_now, not_in_baseline, notes) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             failed_now, not_in_baseline, not_measured_now, notes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 comparison.campaign_id,
                 comparison.baseline_id,
@@ -36,6 +36,7 @@ impl Store {
                 comparison.improvements().count() as i64,
                 to_json(&comparison.failed_now),
                 to_json(&comparison.not_in_baseline),
+                to_json(&comparison.not_measured_now),
                 to_json(&comparison.notes),
             ],
         )
@@ -68,9 +69,43 @@ impl Store {
         tx.commit().doing(&self.path, doing)
     }
 
+    /// Records that the campaign had no earlier finished campaign of its name
+    /// to compare with, replacing any earlier comparison.
+    pub fn save_no_baseline(&mut self, campaign_id: &str) -> Result<(), StoreError> {
+        let doing = "store a campaign comparison";
+        let tx = self.conn.transaction().doing(&self.path, doing)?;
+        tx.execute("DELETE FROM campaign_comparisons WHERE campaign_id = ?1", [campaign_id])
+            .doing(&self.path, doing)?;
+        let defaults = crate::config::Thresholds::default();
+        tx.execute(
+            "INSERT INTO campaign_comparisons (campaign_id, created_at, throughput_pct, \
+             latency_pct, compared_runs, regressions, improvements) \
+             VALUES (?1, ?2, ?3, ?4, 0, 0, 0)",
+            params![
+                campaign_id,
+                jiff::Timestamp::now().to_string(),
+                defaults.throughput_pct,
+                defaults.latency_pct
+            ],
+        )
+        .doing(&self.path, doing)?;
+        tx.commit().doing(&self.path, doing)
+    }
+
+    /// Forgets the campaign's comparison (its runs are being redone).
+    pub fn forget_comparison(&self, campaign_id: &str) -> Result<(), StoreError> {
+        if self.schema_version()? < super::schema::COMPARISONS_VERSION {
+            return Ok(());
+        }
+        self.conn
+            .execute("DELETE FROM campaign_comparisons WHERE campaign_id = ?1", [campaign_id])
+            .doing(&self.path, "forget a campaign comparison")
+            .map(drop)
+    }
+
     /// The stored comparison of a campaign, if any. A store older than
     /// comparisons has none.
-    pub fn comparison(&self, campaign_id: &str) -> Result<Option<Comparison>, StoreError> {
+    pub fn comparison(&self, campaign_id: &str) -> Result<Option<Compared>, StoreError> {
         if self.schema_version()? < super::schema::COMPARISONS_VERSION {
             return Ok(None);
         }
@@ -78,14 +113,19 @@ impl Store {
         let head = self
             .conn
             .query_row(
-                "SELECT baseline_id, baseline_finished_at, created_at, throughput_pct, \
-                 latency_pct, compared_runs, failed_now, not_in_baseline, notes \
-                 FROM campaign_comparisons WHERE campaign_id = ?1",
+                "SELECT c.baseline_id, c.baseline_finished_at, c.created_at, c.throughput_pct, \
+                 c.latency_pct, c.compared_runs, c.failed_now, c.not_in_baseline, c.notes, \
+                 c.not_measured_now, campaigns.name \
+                 FROM campaign_comparisons AS c JOIN campaigns ON campaigns.id = c.campaign_id \
+                 WHERE c.campaign_id = ?1",
                 [campaign_id],
                 |row| {
-                    Ok(Comparison {
+                    let Some(baseline_id) = row.get::<_, Option<String>>(0)? else {
+                        return Ok(Err(row.get::<_, String>(10)?));
+                    };
+                    Ok(Ok(Comparison {
                         campaign_id: campaign_id.to_owned(),
-                        baseline_id: row.get(0)?,
+                        baseline_id,
                         baseline_finished_at: row.get(1)?,
                         created_at: row.get(2)?,
                         thresholds: Thresholds {
@@ -97,12 +137,17 @@ impl Store {
                         failed_now: from_json(&row.get::<_, String>(6)?),
                         not_in_baseline: from_json(&row.get::<_, String>(7)?),
                         notes: from_json::<KeyNote>(&row.get::<_, String>(8)?),
-                    })
+                        not_measured_now: from_json::<KeyNote>(&row.get::<_, String>(9)?),
+                    }))
                 },
             )
             .optional()
             .doing(&self.path, doing)?;
-        let Some(mut comparison) = head else { return Ok(None) };
+        let mut comparison = match head {
+            None => return Ok(None),
+            Some(Err(name)) => return Ok(Some(Compared::NoBaseline { name })),
+            Some(Ok(comparison)) => comparison,
+        };
         let mut statement = self
             .conn
             .prepare(
@@ -127,7 +172,7 @@ impl Store {
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .doing(&self.path, doing)?;
-        Ok(Some(comparison))
+        Ok(Some(Compared::Done(Box::new(comparison))))
     }
 }
 

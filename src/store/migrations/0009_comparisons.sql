@@ -1,13 +1,16 @@
 -- `auto_compare`: one comparison per campaign (the latest; comparing again
--- replaces it) with the campaign it was compared with, the thresholds used,
--- and one row per compared metric of every run key that succeeded in both.
--- `failed_now`, `not_in_baseline` and `notes` are JSON lists: run keys that
--- succeeded in the baseline and failed now, run keys without a baseline, and
--- `{run_key, note}` objects on what makes a key's numbers less comparable.
+-- replaces it) with the campaign it was compared with (NULL: there was no
+-- earlier finished campaign of its name), the thresholds used, and one row
+-- per compared metric of every run key that succeeded in both. `failed_now`
+-- and `not_in_baseline` are JSON lists of run keys (succeeded in the
+-- baseline and failed now; succeeded now without an earlier success);
+-- `not_measured_now` and `notes` are JSON lists of `{run_key, note}`
+-- objects (succeeded in the baseline, not measured now, and why; what makes
+-- a key's numbers less comparable).
 
 CREATE TABLE campaign_comparisons (
     campaign_id          TEXT PRIMARY KEY REFERENCES campaigns (id) ON DELETE CASCADE,
-    baseline_id          TEXT NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    baseline_id          TEXT REFERENCES campaigns (id) ON DELETE CASCADE,
     baseline_finished_at TEXT,
     created_at           TEXT NOT NULL,
     throughput_pct       REAL NOT NULL,
@@ -17,6 +20,7 @@ CREATE TABLE campaign_comparisons (
     improvements         INTEGER NOT NULL,
     failed_now           TEXT NOT NULL DEFAULT '[]',
     not_in_baseline      TEXT NOT NULL DEFAULT '[]',
+    not_measured_now     TEXT NOT NULL DEFAULT '[]',
     notes                TEXT NOT NULL DEFAULT '[]'
 ) STRICT;
 
