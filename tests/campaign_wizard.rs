@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -255,6 +256,41 @@ fn ctrl_c_after_the_plan_writes_nothing() {
     accept_the_rest(&mut session);
     sees(&mut session, "Campaign: late-stop");
     answer(&mut session, "Save the campaign to:", CTRL_C);
+
+    assert_eq!(finish(session), 130);
+    assert!(files_ending(&scratch, ".yaml").is_empty());
+    assert!(files_ending(&scratch, ".tmp").is_empty());
+}
+
+#[test]
+fn ctrl_c_while_planning_exits_130_and_writes_nothing() {
+    // A Hub that accepts connections and never answers: planning waits on it.
+    let silent_hub = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", silent_hub.local_addr().expect("address"));
+    let scratch = Scratch::new();
+    let mut command = scratch.kitt();
+    command
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("KITT_OFFLINE")
+        .env("HF_ENDPOINT", &endpoint)
+        .env("TERM", "xterm")
+        .args(["campaign", "wizard", "-o", "planned.yaml"]);
+    let mut session = Session::spawn(command).expect("spawn kitt in a pty");
+    session.set_expect_timeout(Some(Duration::from_secs(90)));
+
+    answer(&mut session, "Campaign name:", &format!("slow-hub{ENTER}"));
+    answer(&mut session, "Description", ENTER);
+    answer(&mut session, "Model name", &format!("Remote{ENTER}"));
+    answer(&mut session, "Parameter count", ENTER);
+    answer(&mut session, "Safetensors repository", ENTER);
+    answer(&mut session, "GGUF repository", &format!("org/Remote-GGUF{ENTER}"));
+    answer(&mut session, "Ollama tag", ENTER);
+    answer(&mut session, "Add another model", ENTER);
+    answer(&mut session, "Engines to benchmark:", &format!("llama_cpp {ENTER}"));
+    answer(&mut session, "Suite for llama_cpp", ENTER);
+    accept_the_rest(&mut session);
+    answer(&mut session, "Planning", CTRL_C);
+    sees(&mut session, "nothing was saved");
 
     assert_eq!(finish(session), 130);
     assert!(files_ending(&scratch, ".yaml").is_empty());

@@ -92,22 +92,31 @@ fn default_path(name: &str) -> PathBuf {
 /// Plans the campaign as `campaign run --dry-run` does, while Ctrl-C ends
 /// the wizard (the planning thread is abandoned: it writes nothing).
 fn plan_interruptible(campaign: &Campaign) -> Result<Plan, KittError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| {
+            KittError::Environment(format!("cannot start the async runtime: {error}"))
+        })?;
+    // Outside the prompts the terminal sends Ctrl-C as SIGINT: catch it from
+    // before planning starts, so it always ends the wizard with exit 130.
+    let mut interrupt = {
+        let _entered = runtime.enter();
+        signal(SignalKind::interrupt())
+            .map_err(|error| KittError::Environment(format!("cannot watch for Ctrl-C: {error}")))?
+    };
     eprintln!("\nPlanning (as `kitt campaign run --dry-run` would)...");
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let owned = campaign.clone();
     std::thread::spawn(move || {
         let _ = sender.send(super::campaign::plan_campaign(&owned));
     });
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| {
-            KittError::Environment(format!("cannot start the async runtime: {error}"))
-        })?;
     runtime.block_on(async {
         tokio::select! {
             planned = receiver => planned.unwrap_or_else(|_| {
                 Err(KittError::Environment("planning stopped unexpectedly".into()))
             }),
-            _ = tokio::signal::ctrl_c() => Err(stopped(Stopped::Interrupted)),
+            _ = interrupt.recv() => Err(stopped(Stopped::Interrupted)),
         }
     })
 }
