@@ -134,6 +134,20 @@ impl LocalIndex {
         }
     }
 
+    /// Every repository under the storage root (`huggingface/<org>/<repo>/`
+    /// holding at least one complete file), sorted by id.
+    pub fn stored_repos(&self) -> Vec<LocalRepo> {
+        let base = self.root.join("huggingface");
+        let mut repos = Vec::new();
+        for org in visible_dirs(&base) {
+            for name in visible_dirs(&base.join(&org)) {
+                repos.extend(self.in_storage_root(&format!("{org}/{name}")));
+            }
+        }
+        repos.sort_by(|a, b| a.repo.cmp(&b.repo));
+        repos
+    }
+
     fn in_storage_root(&self, repo: &str) -> Option<LocalRepo> {
         let dir = self.repo_dir(repo);
         let files = list_files(&dir);
@@ -215,6 +229,19 @@ pub fn list_files(dir: &Path) -> Vec<LocalFile> {
     files
 }
 
+/// Names of the non-hidden directories directly inside `dir`, sorted.
+fn visible_dirs(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|entry| fs::metadata(entry.path()).is_ok_and(|meta| meta.is_dir()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
 fn is_partial(name: &str) -> bool {
     let suffixes = [".part", ".incomplete", ".partial", ".tmp", ".kitt-part", ".kitt-part.json"];
     suffixes.iter().any(|suffix| name.ends_with(suffix))
@@ -227,6 +254,20 @@ mod tests {
     fn sparse(path: &Path, size: u64) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::File::create(path).unwrap().set_len(size).unwrap();
+    }
+
+    #[test]
+    fn stored_repos_lists_every_repository_with_files() {
+        let root = tempfile::tempdir().unwrap();
+        sparse(&root.path().join("huggingface/org/B-GGUF/b-Q4_0.gguf"), 10);
+        sparse(&root.path().join("huggingface/org/A/model.safetensors"), 10);
+        sparse(&root.path().join("huggingface/other/Partial/x.gguf.part"), 10);
+        fs::create_dir_all(root.path().join("huggingface/.locks/org")).unwrap();
+
+        let index = LocalIndex::new(root.path().to_owned(), root.path().join("nocache"));
+        let repos: Vec<String> = index.stored_repos().into_iter().map(|r| r.repo).collect();
+
+        assert_eq!(repos, ["org/A", "org/B-GGUF"]);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod download_view;
 pub mod lock;
 pub mod progress;
 mod pulls;
+pub mod wizard;
 
 use std::path::Path;
 

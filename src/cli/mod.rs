@@ -4,6 +4,7 @@ mod campaign;
 mod datasets;
 mod run;
 mod schedule;
+mod wizard;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -184,6 +185,27 @@ pub enum CampaignCommand {
                             campaign locked by another process); 130 interrupted (resumable).")]
     Run(RunArgs),
 
+    /// Build a campaign file by answering questions on the terminal.
+    ///
+    /// The wizard asks for the campaign's name and description; its models
+    /// (name, parameter count, and at least one source: safetensors
+    /// repository, GGUF repository or Ollama tag), offering the repositories
+    /// already under the storage root ($KITT_MODELS_DIR, else ~/models);
+    /// the engines, as `kitt engines list` shows them, each with its suite and
+    /// formats; the quantization filter, the size limit, the disk settings and
+    /// the notifications. Each answer is checked as `campaign run` checks the
+    /// file, and asked again with the problem when it is wrong. Then it shows
+    /// the YAML, loads it, prints the plan `campaign run --dry-run` would
+    /// print, and saves the file (without -o it asks where, default
+    /// <campaign_name>.yaml; an existing file is replaced only when you say
+    /// so). Ctrl-C or Esc at any point stops it and writes nothing. It needs a
+    /// terminal on stdin; without one it refuses (exit 2).
+    ///
+    /// Example: kitt campaign wizard -o configs/campaigns/nightly.yaml
+    #[command(after_help = "Exit codes: 0 saved; 2 stdin is not a terminal; 3 environment \
+                            problem (terminal, planning); 130 interrupted (nothing saved).")]
+    Wizard(WizardArgs),
+
     /// Show a campaign's state: status, runs per status, the current run,
     /// failures, ETA, free disk, and bytes downloaded and still to download.
     /// Works while another process runs it.
@@ -329,6 +351,15 @@ pub struct RunArgs {
     pub limit: Option<u32>,
 }
 
+/// Arguments of `kitt campaign wizard`.
+#[derive(Debug, Args)]
+pub struct WizardArgs {
+    /// Where to save the campaign file [default: asked, offering
+    /// <campaign_name>.yaml in the current directory].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
 /// Arguments of `kitt campaign status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -370,6 +401,7 @@ fn dispatch(cli: Cli) -> Result<Exit, KittError> {
     crate::engine::process::set_home(&home);
     match cli.command {
         Command::Campaign(CampaignCommand::Run(args)) => campaign::run(&args, &home, cli.json),
+        Command::Campaign(CampaignCommand::Wizard(args)) => wizard::wizard(&args),
         Command::Campaign(CampaignCommand::Status(args)) => {
             campaign::status(&args, &home, cli.json)
         }

@@ -369,6 +369,24 @@ enum DockerColumn {
     Image { image: &'static str, usable: bool },
 }
 
+/// Every engine, whether it runs here (natively, else in Docker) and how or
+/// why not, as `kitt engines list` shows it; the wizard offers these.
+pub(super) fn engine_availability() -> Vec<(EngineKind, bool, String)> {
+    let docker_usable = docker::availability().is_ok();
+    EngineKind::ALL
+        .iter()
+        .map(|kind| {
+            let row = availability(*kind, docker_usable);
+            match row.docker {
+                DockerColumn::Image { image, usable: true } if !row.usable => {
+                    (row.kind, true, format!("in Docker ({image}); natively: {}", row.detail))
+                }
+                _ => (row.kind, row.usable, row.detail),
+            }
+        })
+        .collect()
+}
+
 /// `kitt engines list`.
 pub fn engines_list(_args: &EngineArgs, json: bool) -> Result<Exit, KittError> {
     let docker = docker::availability();
