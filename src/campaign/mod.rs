@@ -24,6 +24,7 @@
 mod acquire;
 mod cleanup;
 pub mod coordinator;
+pub mod create;
 mod devon;
 mod download_view;
 pub mod lock;

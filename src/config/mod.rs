@@ -24,7 +24,7 @@ pub use campaign::*;
 pub use error::{ConfigError, Problem, is_secret_key};
 pub use secret::{Secret, SecretOrigin};
 pub use suggest::did_you_mean;
-pub use validate::{SUITES, expand_home};
+pub use validate::{SUITES, expand_home, is_ollama_tag};
 
 /// Reads, parses and validates a campaign file.
 pub fn load(path: &Path) -> Result<Campaign, ConfigError> {

@@ -3,7 +3,7 @@
 //! All problems are collected, not just the first, each with the location of
 //! the value it concerns, so one run of kitt shows everything to fix.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -32,6 +32,11 @@ static OLLAMA_TAG: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("static regex")
 });
+
+/// Whether `text` is written as an Ollama tag the config accepts (`ollama_tag`).
+pub fn is_ollama_tag(text: &str) -> bool {
+    OLLAMA_TAG.is_match(text)
+}
 
 /// Checks a parsed file and builds the campaign, or returns every problem found.
 pub fn validate(raw: RawCampaign, path: &Path, source: &str) -> Result<Campaign, Vec<Problem>> {
@@ -83,8 +88,8 @@ impl Checker {
         }
 
         let engines = self.engines(raw.engines);
-        let has_openai = engines.iter().any(|engine| engine.kind == EngineKind::Openai);
-        let models = self.models(raw.models, has_openai);
+        let kinds: Vec<EngineKind> = engines.iter().map(|engine| engine.kind).collect();
+        let models = self.models(raw.models, &kinds);
         let notifications = self.notifications(raw.notifications, raw.auto_compare);
         let schedule = raw.schedule.map(|schedule| self.schedule(schedule));
         let devon_url = raw.devon_url.map(|url| self.devon_url(url));
@@ -114,7 +119,12 @@ impl Checker {
         }
     }
 
-    fn models(&mut self, raw: Option<Spanned<Vec<RawModel>>>, has_openai: bool) -> Vec<ModelSpec> {
+    fn models(
+        &mut self,
+        raw: Option<Spanned<Vec<RawModel>>>,
+        engines: &[EngineKind],
+    ) -> Vec<ModelSpec> {
+        let has_openai = engines.contains(&EngineKind::Openai);
         let Some(list) = raw else {
             self.report_file("models", "required field `models` is missing".into())
                 .hint("list at least one model with a `name` and a source such as `gguf_repo`");
@@ -141,6 +151,7 @@ impl Checker {
             let estimated = model
                 .estimated_size_gb
                 .and_then(|size| self.size_gb(&size, &format!("{field}.estimated_size_gb")));
+            let quants = model.quants.map(|quants| self.model_quants(quants, &field, engines));
             let has_source =
                 gguf_repo.is_some() || safetensors_repo.is_some() || ollama_tag.is_some();
             if !has_source && !has_openai {
@@ -156,9 +167,63 @@ impl Checker {
                 gguf_repo,
                 ollama_tag,
                 estimated_size_bytes: estimated.filter(|bytes| *bytes > 0),
+                quants,
             });
         }
         models
+    }
+
+    /// A model's `quants`: each key an engine of the campaign, each list a
+    /// non-empty set of labels (kept as written, compared without case).
+    fn model_quants(
+        &mut self,
+        raw: Spanned<BTreeMap<String, Spanned<Vec<String>>>>,
+        field: &str,
+        engines: &[EngineKind],
+    ) -> Vec<(EngineKind, Vec<String>)> {
+        let field = format!("{field}.quants");
+        if raw.value.is_empty() {
+            self.report(&raw, &field, "`quants` is empty: this model would plan nothing".into())
+                .hint("name an engine and its variants, e.g. `llama_cpp: [Q4_K_M]`");
+        }
+        let mut quants = Vec::new();
+        for (name, labels) in raw.value {
+            let key = format!("{field}.{name}");
+            let Some(kind) = EngineKind::parse(name.trim()) else {
+                let problem = self.report(&labels, &key, format!("unknown engine `{name}`"));
+                match did_you_mean(&name, EngineKind::NAMES.iter().copied()) {
+                    Some(near) => problem.hint(format!("did you mean `{near}`?")),
+                    None => {
+                        problem.hint(format!("known engines: {}", EngineKind::NAMES.join(", ")))
+                    }
+                };
+                continue;
+            };
+            if !engines.contains(&kind) {
+                let message = format!("engine `{kind}` is not listed under `engines`");
+                self.report(&labels, &key, message)
+                    .hint("add it to `engines`, or remove it from this model's `quants`");
+                continue;
+            }
+            let mut kept: Vec<String> = Vec::new();
+            for label in labels.value.iter().map(|label| label.trim()) {
+                if label.is_empty() {
+                    self.report(&labels, &key, "a quant label is empty".into());
+                } else if !kept.iter().any(|known| known.eq_ignore_ascii_case(label)) {
+                    kept.push(label.to_owned());
+                }
+            }
+            if labels.value.is_empty() {
+                let message =
+                    format!("no variant listed: this model would plan nothing on `{kind}`");
+                self.report(&labels, &key, message)
+                    .hint(format!("list labels such as `[Q4_K_M]`, or remove `{name}`"));
+            }
+            quants.push((kind, kept));
+        }
+        // Keep the engines in the campaign's order whatever order the map has.
+        quants.sort_by_key(|(kind, _)| engines.iter().position(|known| known == kind));
+        quants
     }
 
     fn engines(&mut self, raw: Option<Spanned<Vec<RawEngine>>>) -> Vec<EngineSpec> {

@@ -2,8 +2,11 @@
 //! of files written for people and scripts ([`files`]). Storing results in
 //! SQLite is the `store` module's job.
 
+pub mod context;
 pub mod files;
 pub mod model;
+
+pub use context::CampaignContext;
 
 pub use files::write_run_dir;
 pub use model::{
