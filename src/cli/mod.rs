@@ -215,6 +215,8 @@ pub enum CampaignCommand {
     /// Without -o it goes to stdout.
     ///
     /// Example: kitt campaign create --from-results ~/.kitt/results -o replay.yaml
+    ///
+    /// Example: kitt campaign create --from-campaign nightly-20261204-020000 --failed -o rerun.yaml
     #[command(after_help = "Exit codes: 0 file written (or no failed run to rerun); 2 nothing \
                             to replay, unknown campaign, or FILE exists without --force; 3 \
                             environment problem (store, writing FILE).")]

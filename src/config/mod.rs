@@ -8,6 +8,9 @@
 //! `quant_filter` (a pattern, a list, or a skip/include mapping applied after the
 //! top-level filter), and `notifications.notify_on` (the events to send, instead
 //! of `on_complete`/`on_failure`). `matching_rules` is rejected with guidance.
+//! A model's own `quants` (engine name → exact variant labels) is kitt's
+//! addition: it makes a model run only on those engines and variants, which
+//! is how `kitt campaign create` writes a file that replays exactly what ran.
 
 mod campaign;
 mod error;
