@@ -397,6 +397,8 @@ fn nothing_to_replay_and_wrong_arguments_exit_2() {
         kitt(&scratch, None, &["campaign", "create", "--from-results", bad.to_str().unwrap()]);
     assert_eq!(outcome.code, 2, "{outcome:?}");
     assert!(outcome.stderr.contains("none readable"), "{}", outcome.stderr);
+    let named = format!("skipped {}", bad.join("metrics.json").display());
+    assert!(outcome.stderr.contains(&named), "{}", outcome.stderr);
 
     let missing = scratch.path().join("missing");
     let outcome =

@@ -75,9 +75,11 @@ pub fn from_results(dir: &Path) -> Result<Generated, CreateError> {
         return Err(CreateError::Nothing(format!("{} is not a directory", dir.display())));
     }
     let mut files = Vec::new();
-    walk(dir, &mut files)?;
-    files.sort();
     let mut gathered = Gathered::default();
+    std::fs::read_dir(dir)
+        .map_err(|source| CreateError::ReadDir { path: dir.to_owned(), source })?;
+    walk(dir, &mut files, &mut gathered.warnings);
+    files.sort();
     for file in &files {
         gathered.read(file);
     }
@@ -88,8 +90,8 @@ pub fn from_results(dir: &Path) -> Result<Generated, CreateError> {
             (n, bad) => format!("{n} metrics.json file(s), {bad} of them not replayable"),
         };
         let mut message = format!("nothing to replay under {}: {found}", dir.display());
-        for (file, why) in &gathered.unreplayable {
-            message.push_str(&format!("\n  {}: {why}", file.display()));
+        for warning in &gathered.warnings {
+            message.push_str(&format!("\n  {warning}"));
         }
         return Err(CreateError::Nothing(message));
     }
@@ -138,21 +140,24 @@ pub fn from_results(dir: &Path) -> Result<Generated, CreateError> {
     Ok(Generated { text, warnings: gathered.warnings, keys: listed_keys(&file.models) })
 }
 
-/// Every `metrics.json` under `dir`.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CreateError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|source| CreateError::ReadDir { path: dir.to_owned(), source })?;
-    for entry in entries {
-        let entry =
-            entry.map_err(|source| CreateError::ReadDir { path: dir.to_owned(), source })?;
+/// Every `metrics.json` under `dir`; a folder that cannot be read is warned
+/// about and left out.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, warnings: &mut Vec<String>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            warnings.push(format!("skipped {}: {error}", dir.display()));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
         let Ok(kind) = entry.file_type() else { continue };
         if kind.is_dir() {
-            walk(&entry.path(), out)?;
+            walk(&entry.path(), out, warnings);
         } else if entry.file_name() == "metrics.json" {
             out.push(entry.path());
         }
     }
-    Ok(())
 }
 
 impl Gathered {
@@ -270,7 +275,8 @@ impl Gathered {
                     record.file.display()
                 );
                 if !self.notes.contains(&message) {
-                    self.notes.push(message.clone());
+                    self.warnings.push(message.clone());
+                    self.notes.push(message);
                 }
                 *model = record.model.clone();
             }
