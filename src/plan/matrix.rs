@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::discover::{Discovery, RepoInfo, RepoLookup};
 use super::ollama::tag_candidate;
 use super::quant::QuantLabel;
+use super::restrict::{not_listed, restrict};
 use super::size::{bits_per_weight, estimate_bytes};
 use super::variants::{gguf_variants, safetensors_files};
 use super::{Plan, PlannedRun, RunPlan, SizeSource};
@@ -51,7 +52,7 @@ pub fn plan(campaign: &Campaign, discovery: &Discovery, env: &PlanEnv) -> Plan {
                 QuantRestriction::Any => candidates(model, engine, discovery, env),
                 QuantRestriction::NotListed => vec![not_listed(engine)],
                 QuantRestriction::Only(labels) => {
-                    restrict(candidates(model, engine, discovery, env), labels, engine)
+                    restrict(candidates(model, engine, discovery, env), labels, engine.kind)
                 }
             };
             planner.add(model, index, engine, candidates);
@@ -156,59 +157,6 @@ fn candidates(
         found.push(no_source(engine));
     }
     found
-}
-
-/// The row of a model whose `quants` does not name this engine.
-fn not_listed(engine: &EngineSpec) -> Candidate {
-    let mut candidate = Candidate::new(placeholder(), "-".into());
-    candidate.blocked =
-        Some(format!("the model's `quants` does not list `{}`: no run on it", engine.kind));
-    candidate
-}
-
-/// Narrows a model's candidates on one engine to the labels its `quants`
-/// lists (exact, without regard to case). A variant not listed stays in the
-/// plan as skipped, with the reason; a listed label discovery did not find
-/// becomes a skipped run of its own, so a vanished rerun target is visible.
-fn restrict(found: Vec<Candidate>, labels: &[String], engine: &EngineSpec) -> Vec<Candidate> {
-    let listed = |label: &QuantLabel| labels.iter().any(|l| l.eq_ignore_ascii_case(&label.label));
-    let (placeholders, mut kept): (Vec<Candidate>, Vec<Candidate>) =
-        found.into_iter().partition(|candidate| candidate.label.label == "-");
-    let available: Vec<String> = kept.iter().map(|c| c.label.label.clone()).collect();
-    for candidate in &mut kept {
-        if !listed(&candidate.label) {
-            candidate.blocked = Some(format!(
-                "the model's `quants` does not list `{}` for `{}`",
-                candidate.label, engine.kind
-            ));
-        }
-    }
-    let why_missing = placeholders.iter().find_map(|c| c.blocked.clone()).unwrap_or_else(|| {
-        if available.is_empty() {
-            "discovery found no variant".to_owned()
-        } else {
-            format!("discovery found only {}", available.join(", "))
-        }
-    });
-    for label in labels {
-        if available.iter().any(|found| found.eq_ignore_ascii_case(label)) {
-            continue;
-        }
-        let mut missing = Candidate::new(listed_label(label), "-".into());
-        missing.blocked = Some(format!(
-            "`{label}` is listed in the model's `quants` but not found: {why_missing}"
-        ));
-        kept.push(missing);
-    }
-    kept
-}
-
-/// A label as a model's `quants` writes it, kept verbatim for the run key.
-fn listed_label(text: &str) -> QuantLabel {
-    let parsed = super::quant::quant_from_dir_name(text);
-    let base = parsed.as_ref().map_or_else(|| text.to_owned(), |label| label.base.clone());
-    let known = parsed.is_some_and(|label| label.known);
-    QuantLabel { label: text.to_owned(), base, known }
 }
 
 fn served(model: &ModelSpec, engine: &EngineSpec) -> Candidate {
@@ -329,7 +277,7 @@ fn no_source(engine: &EngineSpec) -> Candidate {
     candidate
 }
 
-fn placeholder() -> QuantLabel {
+pub(super) fn placeholder() -> QuantLabel {
     QuantLabel { label: "-".into(), base: "-".into(), known: false }
 }
 
