@@ -19,6 +19,7 @@ mod secret;
 mod suggest;
 mod validate;
 mod validate_engine;
+mod validate_quants;
 mod validate_settings;
 
 use std::path::Path;
