@@ -54,6 +54,7 @@ fn result() -> RunResult {
         hardware: kitt::hardware::detect(),
         benchmarks: Vec::new(),
         passed: true,
+        campaign: None,
     }
 }
 

@@ -52,3 +52,13 @@ fn a_model_that_is_not_local_is_skipped_with_the_reason() {
     assert!(outcome.stdout.contains("skipped"), "{}", outcome.stdout);
     assert!(outcome.stdout.contains("0 succeeded, 0 failed, 1 skipped"), "{}", outcome.stdout);
 }
+
+#[test]
+fn campaign_create_help() {
+    let scratch = Scratch::new();
+    let mut command = scratch.kitt();
+    command.args(["campaign", "create", "--help"]).env("COLUMNS", "100");
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 0);
+    insta::assert_snapshot!(outcome.stdout);
+}

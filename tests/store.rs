@@ -125,6 +125,7 @@ fn sample(id: &str, model: &str, started_at: &str) -> RunResult {
         hardware: hardware(),
         benchmarks: vec![throughput, latency],
         passed: false,
+        campaign: None,
     }
 }
 

@@ -38,6 +38,7 @@ use crate::error::{KittError, with_causes};
 use crate::notify::{Message, Notifier};
 use crate::plan::matrix::disk_shortfall_message;
 use crate::plan::{Plan, PlannedRun, RunPlan};
+use crate::results::CampaignContext;
 use crate::results::compare::Compared;
 use crate::results::model::{BenchmarkStatus, RunResult};
 use crate::run::{
@@ -649,6 +650,12 @@ async fn run_one(
         defer_store: true,
         beside: Some(&beside),
         pulls: pull_rules,
+        context: Some(CampaignContext::new(
+            context.campaign,
+            context.campaign_id,
+            planned,
+            model.format,
+        )),
     };
     let execution = crate::run::execute(&request, cancel);
     tokio::pin!(execution);

@@ -25,6 +25,7 @@ mod acquire;
 mod cleanup;
 pub mod compare;
 pub mod coordinator;
+pub mod create;
 mod devon;
 mod download_view;
 pub mod lock;

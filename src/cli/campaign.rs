@@ -138,7 +138,7 @@ pub fn list(_args: &ListArgs, home: &Path, json: bool) -> Result<Exit, KittError
 
 /// The store for reading, when one with campaign state exists: reading
 /// commands never create, migrate or write it.
-fn open_existing(home: &Path) -> Result<Option<Store>, KittError> {
+pub(super) fn open_existing(home: &Path) -> Result<Option<Store>, KittError> {
     let store =
         Store::open_read_only(home).map_err(|error| KittError::Environment(with_causes(&error)))?;
     let Some(store) = store else { return Ok(None) };

@@ -1,6 +1,7 @@
 //! The command line: clap types (no logic) and the dispatch to handlers.
 
 mod campaign;
+mod create;
 mod datasets;
 mod run;
 mod schedule;
@@ -216,6 +217,33 @@ pub enum CampaignCommand {
     /// List every campaign, newest first.
     List(ListArgs),
 
+    /// Write a campaign file from what already ran: result directories, or a
+    /// stored campaign's failed runs.
+    ///
+    /// --from-results DIR reads every metrics.json under DIR (kitt's result
+    /// directories, and the original Python tool's files) and writes a
+    /// campaign that repeats exactly those model × engine × variant × suite
+    /// runs: each model gets `quants` naming the engines and variants that
+    /// ran, with the sources the results recorded (or, for results that record
+    /// none, the repository read from the model's path under a storage root or
+    /// the Hugging Face cache, or the Ollama tag). Results whose source cannot
+    /// be read are named on stderr and in a comment, never dropped silently.
+    ///
+    /// --from-campaign ID --failed writes a config that reruns just the
+    /// campaign's failed runs; run it with `kitt campaign run FILE --resume
+    /// --campaign-id ID`. Credentials are never copied.
+    ///
+    /// The file is checked as `campaign run` checks it before it is written.
+    /// Without -o it goes to stdout.
+    ///
+    /// Example: kitt campaign create --from-results ~/.kitt/results -o replay.yaml
+    ///
+    /// Example: kitt campaign create --from-campaign nightly-20261204-020000 --failed -o rerun.yaml
+    #[command(after_help = "Exit codes: 0 file written (or no failed run to rerun); 2 nothing \
+                            to replay, unknown campaign, or FILE exists without --force; 3 \
+                            environment problem (store, writing FILE).")]
+    Create(CreateArgs),
+
     /// Run a campaign file on a cron schedule.
     ///
     /// EXPR has five fields (minute hour day-of-month month day-of-week:
@@ -360,6 +388,31 @@ pub struct WizardArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Arguments of `kitt campaign create`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from_results", "from_campaign"])))]
+pub struct CreateArgs {
+    /// A directory of results (searched recursively for metrics.json).
+    #[arg(long, value_name = "DIR", conflicts_with = "from_campaign")]
+    pub from_results: Option<PathBuf>,
+
+    /// A stored campaign (with --failed: rerun its failed runs).
+    #[arg(long, value_name = "ID", requires = "failed")]
+    pub from_campaign: Option<String>,
+
+    /// With --from-campaign: the campaign's failed runs.
+    #[arg(long, requires = "from_campaign")]
+    pub failed: bool,
+
+    /// Write the campaign to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Replace FILE when it exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
+}
+
 /// Arguments of `kitt campaign status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -406,6 +459,7 @@ fn dispatch(cli: Cli) -> Result<Exit, KittError> {
             campaign::status(&args, &home, cli.json)
         }
         Command::Campaign(CampaignCommand::List(args)) => campaign::list(&args, &home, cli.json),
+        Command::Campaign(CampaignCommand::Create(args)) => create::create(&args, &home),
         Command::Campaign(CampaignCommand::Schedule(args)) => {
             schedule::schedule(&args, &home, cli.json)
         }

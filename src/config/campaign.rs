@@ -71,6 +71,31 @@ pub struct ModelSpec {
     pub ollama_tag: Option<String>,
     /// `estimated_size_gb` in bytes.
     pub estimated_size_bytes: Option<u64>,
+    /// `quants`: when set, the engines this model runs on and, for each, the
+    /// only variant labels it runs (matched exactly, without regard to case).
+    pub quants: Option<Vec<(EngineKind, Vec<String>)>>,
+}
+
+/// What a model's `quants` allows on one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantRestriction<'a> {
+    /// No `quants`: every variant discovery finds.
+    Any,
+    /// `quants` is set and does not name this engine: no run.
+    NotListed,
+    /// Only these labels.
+    Only(&'a [String]),
+}
+
+impl ModelSpec {
+    /// What this model's `quants` allows on `engine`.
+    pub fn quants_on(&self, engine: EngineKind) -> QuantRestriction<'_> {
+        let Some(quants) = &self.quants else { return QuantRestriction::Any };
+        match quants.iter().find(|(kind, _)| *kind == engine) {
+            Some((_, labels)) => QuantRestriction::Only(labels),
+            None => QuantRestriction::NotListed,
+        }
+    }
 }
 
 /// One engine of the matrix.

@@ -9,6 +9,9 @@
 //! `quant_filter` (a pattern, a list, or a skip/include mapping applied after the
 //! top-level filter), and `notifications.notify_on` (the events to send, instead
 //! of `on_complete`/`on_failure`). `matching_rules` is rejected with guidance.
+//! A model's own `quants` (engine name → exact variant labels) is kitt's
+//! addition: it makes a model run only on those engines and variants, which
+//! is how `kitt campaign create` writes a file that replays exactly what ran.
 
 mod campaign;
 mod error;
@@ -17,6 +20,7 @@ mod secret;
 mod suggest;
 mod validate;
 mod validate_engine;
+mod validate_quants;
 mod validate_settings;
 
 use std::path::Path;
@@ -25,7 +29,7 @@ pub use campaign::*;
 pub use error::{ConfigError, Problem, is_secret_key};
 pub use secret::{Secret, SecretOrigin};
 pub use suggest::did_you_mean;
-pub use validate::{SUITES, expand_home};
+pub use validate::{SUITES, expand_home, is_ollama_tag};
 
 /// Reads, parses and validates a campaign file.
 pub fn load(path: &Path) -> Result<Campaign, ConfigError> {

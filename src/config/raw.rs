@@ -5,6 +5,8 @@
 //! values are checked later carry their location (`Spanned`) so that a semantic
 //! error can still name the line and column.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -70,6 +72,9 @@ pub struct RawModel {
     pub ollama_tag: Option<Spanned<String>>,
     #[serde(default)]
     pub estimated_size_gb: Option<Spanned<f64>>,
+    /// Engine name → the only variants this model runs on that engine.
+    #[serde(default)]
+    pub quants: Option<Spanned<BTreeMap<String, Spanned<Vec<String>>>>>,
 }
 
 /// One entry of `engines`.

@@ -33,6 +33,11 @@ static OLLAMA_TAG: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 
+/// Whether `text` is written as an Ollama tag the config accepts (`ollama_tag`).
+pub fn is_ollama_tag(text: &str) -> bool {
+    OLLAMA_TAG.is_match(text)
+}
+
 /// Checks a parsed file and builds the campaign, or returns every problem found.
 pub fn validate(raw: RawCampaign, path: &Path, source: &str) -> Result<Campaign, Vec<Problem>> {
     let mut check = Checker { problems: Vec::new(), warnings: Vec::new() };
@@ -83,8 +88,8 @@ impl Checker {
         }
 
         let engines = self.engines(raw.engines);
-        let has_openai = engines.iter().any(|engine| engine.kind == EngineKind::Openai);
-        let models = self.models(raw.models, has_openai);
+        let kinds: Vec<EngineKind> = engines.iter().map(|engine| engine.kind).collect();
+        let models = self.models(raw.models, &kinds);
         let notifications = self.notifications(raw.notifications, raw.auto_compare);
         let schedule = raw.schedule.map(|schedule| self.schedule(schedule));
         let devon_url = raw.devon_url.map(|url| self.devon_url(url));
@@ -115,7 +120,12 @@ impl Checker {
         }
     }
 
-    fn models(&mut self, raw: Option<Spanned<Vec<RawModel>>>, has_openai: bool) -> Vec<ModelSpec> {
+    fn models(
+        &mut self,
+        raw: Option<Spanned<Vec<RawModel>>>,
+        engines: &[EngineKind],
+    ) -> Vec<ModelSpec> {
+        let has_openai = engines.contains(&EngineKind::Openai);
         let Some(list) = raw else {
             self.report_file("models", "required field `models` is missing".into())
                 .hint("list at least one model with a `name` and a source such as `gguf_repo`");
@@ -142,6 +152,7 @@ impl Checker {
             let estimated = model
                 .estimated_size_gb
                 .and_then(|size| self.size_gb(&size, &format!("{field}.estimated_size_gb")));
+            let quants = model.quants.map(|quants| self.model_quants(quants, &field, engines));
             let has_source =
                 gguf_repo.is_some() || safetensors_repo.is_some() || ollama_tag.is_some();
             if !has_source && !has_openai {
@@ -157,6 +168,7 @@ impl Checker {
                 gguf_repo,
                 ollama_tag,
                 estimated_size_bytes: estimated.filter(|bytes| *bytes > 0),
+                quants,
             });
         }
         models

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use super::discover::{Discovery, RepoInfo, RepoLookup};
 use super::ollama::tag_candidate;
 use super::quant::QuantLabel;
+use super::restrict::{not_listed, restrict};
 use super::size::{bits_per_weight, estimate_bytes};
 use super::variants::{gguf_variants, safetensors_files};
 use super::{Plan, PlannedRun, RunPlan, SizeSource};
 use crate::acquire::hub::Gate;
-use crate::config::{Campaign, EngineSpec, GB, ModelSpec};
+use crate::config::{Campaign, EngineSpec, GB, ModelSpec, QuantRestriction};
 use crate::engine::ollama::store::Location;
 use crate::engine::{EngineKind, Format};
 
@@ -47,7 +48,13 @@ pub fn plan(campaign: &Campaign, discovery: &Discovery, env: &PlanEnv) -> Plan {
     let mut planner = Planner::new(campaign, env);
     for model in &campaign.models {
         for (index, engine) in campaign.engines.iter().enumerate() {
-            let candidates = candidates(model, engine, discovery, env);
+            let candidates = match model.quants_on(engine.kind) {
+                QuantRestriction::Any => candidates(model, engine, discovery, env),
+                QuantRestriction::NotListed => vec![not_listed(engine)],
+                QuantRestriction::Only(labels) => {
+                    restrict(candidates(model, engine, discovery, env), labels, engine.kind)
+                }
+            };
             planner.add(model, index, engine, candidates);
         }
     }
@@ -270,7 +277,7 @@ fn no_source(engine: &EngineSpec) -> Candidate {
     candidate
 }
 
-fn placeholder() -> QuantLabel {
+pub(super) fn placeholder() -> QuantLabel {
     QuantLabel { label: "-".into(), base: "-".into(), known: false }
 }
 

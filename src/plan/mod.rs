@@ -11,6 +11,7 @@ pub mod glob;
 pub mod matrix;
 mod ollama;
 pub mod quant;
+mod restrict;
 pub mod size;
 pub mod variants;
 

@@ -69,7 +69,7 @@ pub fn gguf_variants<'a>(files: impl IntoIterator<Item = &'a SizedFile>) -> Vec<
 
 /// The label of a file: its sub-folder's when the folder is named after a
 /// quant (`Q4_K_M/…-00001-of-00002.gguf`), else the one in its name.
-fn label_for(path: &str, name: &str) -> QuantLabel {
+pub(crate) fn label_for(path: &str, name: &str) -> QuantLabel {
     let parent = path.rsplit('/').nth(1);
     parent.and_then(quant_from_dir_name).unwrap_or_else(|| quant_from_file_name(name))
 }

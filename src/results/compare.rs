@@ -440,6 +440,7 @@ mod tests {
             hardware: Hardware { fingerprint: "box".into(), ..Hardware::default() },
             benchmarks: vec![benchmark],
             passed: true,
+            campaign: None,
         }
     }
 

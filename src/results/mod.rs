@@ -4,8 +4,11 @@
 //! SQLite is the `store` module's job.
 
 pub mod compare;
+pub mod context;
 pub mod files;
 pub mod model;
+
+pub use context::CampaignContext;
 
 pub use files::write_run_dir;
 pub use model::{

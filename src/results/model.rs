@@ -35,6 +35,10 @@ pub struct RunResult {
     pub benchmarks: Vec<BenchmarkResult>,
     /// True when every benchmark that ran produced valid measurements.
     pub passed: bool,
+    /// The campaign, run key, and model and engine entries of a campaign run;
+    /// absent for `kitt run` and for results written before kitt recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<super::CampaignContext>,
 }
 
 impl RunResult {
@@ -68,6 +72,7 @@ impl RunResult {
             hardware: self.hardware.clone(),
             benchmarks,
             passed: self.passed,
+            campaign: self.campaign.clone(),
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct RunRequest<'a> {
     pub beside: Option<&'a Beside>,
     /// What the engine may do with models it pulls (Ollama).
     pub pulls: crate::engine::pulls::PullRules,
+    /// The campaign run this is, recorded with the result (`None` for `kitt run`).
+    pub context: Option<crate::results::CampaignContext>,
 }
 
 /// What ran beside a run's measurements (a download for the next run of a
@@ -258,6 +260,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         hardware,
         passed: passed(&benchmarks),
         benchmarks,
+        campaign: request.context.clone(),
     };
     request.phase(|| STORING_PHASE.to_owned());
     // The run directory first: it is derived output, and a crash between the

@@ -370,6 +370,15 @@ impl Store {
             .doing(&self.path, "read a campaign")
     }
 
+    /// The config snapshot a campaign last ran with (credentials redacted, see
+    /// [`crate::campaign::config_snapshot`]); `None` for an unknown id.
+    pub fn campaign_config(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT config_yaml FROM campaigns WHERE id = ?1", [id], |row| row.get(0))
+            .optional()
+            .doing(&self.path, "read a campaign's config")
+    }
+
     /// The newest campaign, or the newest of that name.
     pub fn latest_campaign(&self, name: Option<&str>) -> Result<Option<CampaignRow>, StoreError> {
         self.conn
