@@ -14,7 +14,6 @@ use super::WizardArgs;
 use crate::acquire::local::{LocalIndex, hf_cache_dir, storage_root};
 use crate::campaign::wizard::{self, EngineChoice, Offer, Stopped};
 use crate::config::Campaign;
-use crate::engine::EngineKind;
 use crate::error::{Exit, KittError};
 use crate::plan::Plan;
 use crate::report;
@@ -65,8 +64,7 @@ fn offer() -> Offer {
     let engines = super::run::engine_availability()
         .into_iter()
         .map(|(kind, usable, detail)| EngineChoice { kind, usable, detail })
-        .collect::<Vec<_>>();
-    debug_assert_eq!(engines.len(), EngineKind::ALL.len());
+        .collect();
     Offer { storage_root: root, local, engines }
 }
 
