@@ -27,6 +27,7 @@ pub mod coordinator;
 mod devon;
 mod download_view;
 pub mod lock;
+pub mod parallel;
 pub mod progress;
 mod pulls;
 
