@@ -28,6 +28,8 @@
 //! Example: `NVIDIA-H100-80GB-HBM3-80GB-2x_AMD-EPYC-7B13-64-Core-Processor-64c_
 //! 504GB_Ubuntu-22.04.4-LTS-5.15.0-105-generic` (one line).
 
+pub mod inventory;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -71,6 +73,11 @@ pub fn detect() -> Hardware {
     };
     hardware.fingerprint = fingerprint(&hardware);
     hardware
+}
+
+/// The system RAM in bytes (0 when unknown).
+pub fn detect_ram_bytes() -> u64 {
+    parse_meminfo(&read_or_empty("/proc/meminfo")).unwrap_or(0)
 }
 
 /// Computes the fingerprint (see the module documentation) from the other fields.
@@ -272,9 +279,17 @@ fn parse_nvidia_smi(text: &str) -> GpuReport {
 
 /// Runs `nvidia-smi`'s GPU query; `None` when the command is missing, fails or hangs.
 fn query_nvidia_smi(program: impl AsRef<Path>) -> Option<String> {
-    let program = program.as_ref();
+    run_nvidia_smi(
+        program.as_ref(),
+        &["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+    )
+}
+
+/// Runs `nvidia-smi` with `args` and returns its output; `None` when the
+/// command is missing, fails or hangs.
+pub(crate) fn run_nvidia_smi(program: &Path, args: &[&str]) -> Option<String> {
     let spawned = Command::new(program)
-        .args(["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -281,3 +281,30 @@ fn a_devon_url_with_credentials_is_refused_before_any_run() {
     let query = format!("campaign_name: c\ndevon_url: \"http://127.0.0.1:9/?key=k\"\n{VALID_TAIL}");
     assert!(rejected(&query).contains("devon_url"));
 }
+
+#[test]
+fn max_parallel_must_be_a_positive_whole_number() {
+    for value in ["0", "-2"] {
+        let yaml = format!("campaign_name: c\nparallel: true\nmax_parallel: {value}\n{VALID_TAIL}");
+        let stderr = rejected(&yaml);
+        assert!(stderr.contains("max_parallel"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("must be a positive whole number, got {value}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("campaign.yaml:3"), "names the line: {stderr}");
+    }
+}
+
+#[test]
+fn max_parallel_without_parallel_is_a_warning() {
+    let scratch = Scratch::new();
+    scratch.write("campaign.yaml", &format!("campaign_name: c\nmax_parallel: 2\n{VALID_TAIL}"));
+    let outcome = scratch.dry_run("campaign.yaml", &[]);
+    assert_eq!(outcome.code, 0, "stderr: {}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("max_parallel: 2 has no effect without `parallel: true`"),
+        "{}",
+        outcome.stderr
+    );
+}

@@ -57,12 +57,18 @@ pub(super) struct Downloads {
     refused: HashMap<String, String>,
     /// Who downloads: kitt itself or Devon.
     via: Via,
+    /// The downloads in flight of a parallel campaign, whose missing bytes
+    /// the disk check counts too.
+    in_flight: Option<std::sync::Arc<super::parallel::InFlight>>,
 }
 
 /// A run's variant, checked and ready to download.
 pub(super) struct Pending {
     variant: Variant,
     missing: Vec<VariantFile>,
+    /// Its missing bytes, counted by the other downloads of a parallel
+    /// campaign until the download ends.
+    _held: Option<super::parallel::Held>,
 }
 
 impl Pending {
@@ -164,7 +170,13 @@ impl Downloads {
     /// Downloads through `hub` (an error to report on every download when the
     /// client could not be built), or through Devon as `devon` says.
     pub(super) fn new(hub: Result<HubClient, String>, devon: &crate::config::Devon) -> Self {
-        Downloads { hub, refused: HashMap::new(), via: devon::choose(devon) }
+        Downloads { hub, refused: HashMap::new(), via: devon::choose(devon), in_flight: None }
+    }
+
+    /// Counts the bytes other downloads in flight still need in every disk
+    /// check, and this one's in theirs (a parallel campaign).
+    pub(super) fn share_reserve(&mut self, in_flight: std::sync::Arc<super::parallel::InFlight>) {
+        self.in_flight = Some(in_flight);
     }
 
     /// After a run: has Devon remove what it downloaded for the campaign
@@ -226,15 +238,23 @@ impl Downloads {
         }
 
         let missing: Vec<VariantFile> = variant.missing().into_iter().cloned().collect();
+        let bytes = variant.missing_bytes();
         if let Some(free) = free_space(root) {
-            let bytes = variant.missing_bytes();
             let reserve = context.campaign.disk.reserve_bytes;
-            if free < reserve.saturating_add(bytes) {
-                let message = disk_shortfall_message(root, bytes, 0, reserve, free);
+            let others = self.in_flight.as_ref().map_or(0, |in_flight| in_flight.bytes());
+            if free < reserve.saturating_add(bytes).saturating_add(others) {
+                let mut message = disk_shortfall_message(root, bytes, 0, reserve, free);
+                if others > 0 {
+                    message.push_str(&format!(
+                        ", and the downloads of other runs in flight need {} more",
+                        human_bytes(others)
+                    ));
+                }
                 return Err(Unavailable::Skip(message));
             }
         }
-        Ok(Pending { variant, missing })
+        let _held = self.in_flight.as_ref().map(|in_flight| in_flight.hold(bytes));
+        Ok(Pending { variant, missing, _held })
     }
 
     /// Starts downloading what `pending` misses with kitt's own downloader,
@@ -357,7 +377,7 @@ impl Job {
     /// The download: store rows first, then the files, then the outcome.
     async fn run(self) -> Result<Ended, KittError> {
         let store = Store::open(&self.home).map_err(environment)?;
-        let Pending { variant, missing } = &self.pending;
+        let Pending { variant, missing, .. } = &self.pending;
         let mut rows = HashMap::new();
         for file in missing {
             let recorded = self.record_start(&store, &variant.repo, file).map_err(environment)?;

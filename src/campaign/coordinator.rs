@@ -18,6 +18,10 @@
 //! it (`concurrent_activity`). Not prefetched: a next run whose model an
 //! engine pulls itself (Ollama tags), and anything while the current run's
 //! engine pulls one, whose size kitt cannot hold back.
+//!
+//! With `parallel: true` the same per-run steps ([`run_one`]) run for
+//! several runs at once on devices of their own: [`super::parallel`] places
+//! them and drives them from this task.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -254,7 +258,24 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
     let mut downloads = Downloads::new(hub, &campaign.devon);
     let mut interrupted = false;
     let mut prefetch: Option<Prefetch> = None;
-    for (position, &(run_id, planned)) in todo.iter().enumerate() {
+    if campaign.parallel {
+        let mut failed = |key: &str, error: String| {
+            notify_failure(&notifier, (&campaign.name, &id), key, &error, &mut notes);
+        };
+        let sessions =
+            super::parallel::Session { context: &context, session_id, json: options.json };
+        interrupted = super::parallel::run_all(
+            &sessions,
+            &mut store,
+            &todo,
+            (&mut downloads, &mut progress),
+            cancel,
+            &mut failed,
+        )
+        .await?;
+    }
+    let sequential = if campaign.parallel { &todo[..0] } else { &todo[..] };
+    for (position, &(run_id, planned)) in sequential.iter().enumerate() {
         if cancel.is_cancelled() {
             interrupted = true;
             break;
@@ -269,7 +290,7 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
             &context,
             &mut store,
             &mut acquiring,
-            session,
+            (session, None),
             (planned, &later),
             cancel,
             &mut progress,
@@ -285,17 +306,14 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
                 cleanup::after_run(&context, &store, run_id, planned, &later, &mut progress);
                 downloads.after_run(&context, &store, planned, &later, &mut progress).await;
                 progress.run_finished(&planned.key, &outcome, seconds);
-                if let Some(error) = failure
-                    && notifier.wants(NotifyEvent::Failure)
-                {
-                    let message = Message {
-                        title: format!("kitt: run failed: {}", planned.key),
-                        body: failure_body(&campaign.name, &id, &planned.key, &error),
-                    };
-                    let notifier = Arc::clone(&notifier);
-                    notes.push(tokio::spawn(async move {
-                        notifier.send(NotifyEvent::Failure, &message).await;
-                    }));
+                if let Some(error) = failure {
+                    notify_failure(
+                        &notifier,
+                        (&campaign.name, &id),
+                        &planned.key,
+                        &error,
+                        &mut notes,
+                    );
                 }
             }
         }
@@ -375,6 +393,27 @@ fn compare_finished(store: &mut Store, id: &str, campaign: &Campaign) -> Option<
             None
         }
     }
+}
+
+/// Sends the failure notification of run `key` when the campaign wants it.
+fn notify_failure(
+    notifier: &Arc<Notifier>,
+    (name, id): (&str, &str),
+    key: &str,
+    error: &str,
+    notes: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    if !notifier.wants(NotifyEvent::Failure) {
+        return;
+    }
+    let message = Message {
+        title: format!("kitt: run failed: {key}"),
+        body: failure_body(name, id, key, error),
+    };
+    let notifier = Arc::clone(notifier);
+    notes.push(tokio::spawn(async move {
+        notifier.send(NotifyEvent::Failure, &message).await;
+    }));
 }
 
 /// Whether a failed run ran out of memory at start-up under the config it
@@ -485,7 +524,7 @@ pub(super) struct RunContext<'a> {
 }
 
 /// The next run's download, running beside the current run.
-struct Prefetch {
+pub(super) struct Prefetch {
     /// The next run's key.
     key: String,
     /// Its repository.
@@ -494,23 +533,23 @@ struct Prefetch {
 }
 
 /// What a run needs to get its model and start the next one's.
-struct Acquiring<'a, 'p> {
-    downloads: &'a mut Downloads,
+pub(super) struct Acquiring<'a, 'p> {
+    pub(super) downloads: &'a mut Downloads,
     /// A download running beside the runs: for this run (started by the
     /// previous one), or for the next (started by this one).
-    prefetch: &'a mut Option<Prefetch>,
+    pub(super) prefetch: &'a mut Option<Prefetch>,
     /// The next run, to prefetch for.
-    next: Option<(i64, &'p PlannedRun)>,
+    pub(super) next: Option<(i64, &'p PlannedRun)>,
 }
 
 /// The session and the stored run an attempt belongs to.
 #[derive(Clone, Copy)]
-struct Attempt {
-    session_id: i64,
-    run_id: i64,
+pub(super) struct Attempt {
+    pub(super) session_id: i64,
+    pub(super) run_id: i64,
 }
 
-enum Ended {
+pub(super) enum Ended {
     Done {
         /// e.g. `success in 41.2 s, 52.3 tok/s`.
         outcome: String,
@@ -522,12 +561,13 @@ enum Ended {
     Interrupted,
 }
 
-/// Runs `planned` (`later` are the session's runs after it).
-async fn run_one(
+/// Runs `planned` (`later` are the session's runs after it), on the devices
+/// of `placement` in a parallel campaign.
+pub(super) async fn run_one(
     context: &RunContext<'_>,
     store: &mut Store,
     acquiring: &mut Acquiring<'_, '_>,
-    session: Attempt,
+    (session, placement): (Attempt, Option<&super::parallel::Placement>),
     (planned, later): (&PlannedRun, &[&PlannedRun]),
     cancel: &Cancel,
     progress: &mut Progress,
@@ -631,7 +671,8 @@ async fn run_one(
         .await
         .inspect(|started| progress.next_run(&started.key, "downloading beside this run", false));
     let prefetch = &mut *acquiring.prefetch;
-    let beside = Beside::default();
+    let own_beside = Beside::default();
+    let beside = placement.map_or(&own_beside, |placement| &*placement.beside);
     let engine = &context.campaign.engines[planned.engine_index];
     let (phases, mut phase_events) = tokio::sync::mpsc::unbounded_channel();
     let (ledger, mut pull_notes) = PullLedger::channel();
@@ -648,7 +689,7 @@ async fn run_one(
         output_root: context.home.to_owned(),
         phases: Some(phases),
         defer_store: true,
-        beside: Some(&beside),
+        beside: Some(beside),
         pulls: pull_rules,
         context: Some(CampaignContext::new(
             context.campaign,
@@ -656,6 +697,7 @@ async fn run_one(
             planned,
             model.format,
         )),
+        devices: placement.map(|placement| (placement.devices.as_slice(), placement.described())),
     };
     let execution = crate::run::execute(&request, cancel);
     tokio::pin!(execution);

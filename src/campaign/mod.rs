@@ -29,6 +29,7 @@ pub mod create;
 mod devon;
 mod download_view;
 pub mod lock;
+pub mod parallel;
 pub mod progress;
 mod pulls;
 pub mod wizard;

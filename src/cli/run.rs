@@ -80,6 +80,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         defer_store: false,
         pulls: crate::engine::pulls::PullRules::from_env(),
         context: None,
+        devices: None,
     };
     crate::campaign::coordinator::reap_orphan_engines();
     let outcome = block_on_interruptible(|cancel| async move {

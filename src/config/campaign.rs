@@ -35,8 +35,11 @@ pub struct Campaign {
     pub quant_filter: QuantFilter,
     /// `resource_limits.max_model_size_gb` in bytes; `None` when 0 or absent.
     pub max_model_size_bytes: Option<u64>,
-    /// `parallel`.
+    /// `parallel`: runs on different devices at once.
     pub parallel: bool,
+    /// `max_parallel`: at most this many runs at once (`None`: one per
+    /// device group that is free).
+    pub max_parallel: Option<u32>,
     /// Devon settings.
     pub devon: Devon,
     /// `hf_token`, else `HF_TOKEN`.

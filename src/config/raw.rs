@@ -33,6 +33,8 @@ pub struct RawCampaign {
     #[serde(default)]
     pub parallel: bool,
     #[serde(default)]
+    pub max_parallel: Option<Spanned<i64>>,
+    #[serde(default)]
     pub devon_managed: bool,
     #[serde(default)]
     pub devon_url: Option<Spanned<String>>,

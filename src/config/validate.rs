@@ -106,6 +106,7 @@ impl Checker {
                 .filter(&raw.quant_filter.skip_patterns, &raw.quant_filter.include_only),
             max_model_size_bytes: self.max_model_size(raw.resource_limits),
             parallel: raw.parallel,
+            max_parallel: self.max_parallel(raw.max_parallel, raw.parallel),
             devon: Devon {
                 managed: raw.devon_managed,
                 url: devon_url,
@@ -506,6 +507,29 @@ impl Checker {
             }
             (_, None) => None,
         }
+    }
+
+    /// `max_parallel`: a positive whole number; set without `parallel:
+    /// true` it changes nothing, which is worth a warning.
+    fn max_parallel(&mut self, value: Option<Spanned<i64>>, parallel: bool) -> Option<u32> {
+        let value = value?;
+        let Ok(count) = u32::try_from(value.value) else {
+            let message = format!("must be a positive whole number, got {}", value.value);
+            self.report(&value, "max_parallel", message)
+                .hint("write how many runs may run at once, e.g. `max_parallel: 2`");
+            return None;
+        };
+        if count == 0 {
+            self.report(&value, "max_parallel", "must be a positive whole number, got 0".into())
+                .hint("write how many runs may run at once, e.g. `max_parallel: 2`");
+            return None;
+        }
+        if !parallel {
+            self.warnings.push(format!(
+                "max_parallel: {count} has no effect without `parallel: true`; runs go one at a time"
+            ));
+        }
+        Some(count)
     }
 
     pub(super) fn bounded<T: TryFrom<i64>>(

@@ -112,8 +112,9 @@ async fn start_native(launch: &Launch<'_>, model: &Path) -> Result<Running, Engi
     let parameters = parameters(launch, &model.display().to_string(), "127.0.0.1", port);
 
     tracing::info!(port, model = %model.display(), "starting llama-server");
+    let env = launch.device_env();
     let process =
-        EngineProcess::spawn(&binary, &arguments(launch, &parameters), &[], &launch.log_path)
+        EngineProcess::spawn(&binary, &arguments(launch, &parameters), &env, &launch.log_path)
             .map_err(EngineError::Io)?;
     let base_url = format!("http://127.0.0.1:{port}");
     let handle = ready(process.into(), &base_url, launch, Some(port)).await?;
@@ -130,7 +131,7 @@ const CONTAINER_PORT: u16 = 8080;
 
 async fn start_in_docker(launch: &Launch<'_>, model: &Path) -> Result<Running, EngineError> {
     let docker = docker::cli()?;
-    let gpus = docker::resolve_gpus(launch.config.gpus.as_ref());
+    let gpus = launch.container_gpus();
     let image = docker::image_for(EngineKind::LlamaCpp, launch.config.image.as_deref(), &gpus)?;
     let (mount, model_inside) = docker::model_mount(model)?;
     // Inside its own network namespace the server must listen on every

@@ -196,6 +196,37 @@ pub struct Launch<'a> {
     /// Whether the engine may pull a missing model, what becomes of a pulled
     /// one after the run, and where the campaign records pulls (Ollama).
     pub pulls: pulls::PullRules,
+    /// The GPUs a parallel campaign placed the run on (indices); `None`:
+    /// whatever the engine's config says (all, by default).
+    pub devices: Option<&'a [u32]>,
+}
+
+impl Launch<'_> {
+    /// The environment that pins a native engine to its devices:
+    /// `CUDA_VISIBLE_DEVICES` (and `HIP_VISIBLE_DEVICES`, read by ROCm
+    /// builds) listing the placed GPUs; nothing when the run was not placed.
+    pub fn device_env(&self) -> Vec<(String, String)> {
+        let Some(devices) = self.devices.filter(|devices| !devices.is_empty()) else {
+            return Vec::new();
+        };
+        let list: Vec<String> = devices.iter().map(u32::to_string).collect();
+        let list = list.join(",");
+        vec![
+            ("CUDA_VISIBLE_DEVICES".to_owned(), list.clone()),
+            ("HIP_VISIBLE_DEVICES".to_owned(), list),
+        ]
+    }
+
+    /// The GPUs a container gets: the placed devices, else the config's
+    /// `gpus` ([`docker::resolve_gpus`]).
+    pub fn container_gpus(&self) -> crate::config::Gpus {
+        match self.devices {
+            Some(devices) if !devices.is_empty() => {
+                crate::config::Gpus::Devices(devices.iter().map(u32::to_string).collect())
+            }
+            _ => docker::resolve_gpus(self.config.gpus.as_ref()),
+        }
+    }
 }
 
 /// A sink for one-line progress texts sent while an engine starts, such as

@@ -3,11 +3,35 @@
 use std::collections::HashSet;
 use std::net::TcpListener;
 
-/// A port that was free on 127.0.0.1 a moment ago. The engine binds it next;
-/// the ownership check after start-up catches the rare race.
+/// How many ports handed out last are never handed out again, so engines
+/// that start at the same time (a parallel campaign) get distinct ports.
+const REMEMBERED: usize = 64;
+
+/// Ports [`free_port`] handed out last.
+static HANDED_OUT: std::sync::Mutex<std::collections::VecDeque<u16>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// A port that was free on 127.0.0.1 a moment ago and that this process has
+/// not handed out recently (an engine started beside this one may not have
+/// bound its own yet). The engine binds it next; the ownership check after
+/// start-up catches the rare race with other programs.
 pub fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The kernel hands out ephemeral ports in turn, so a repeat is rare and
+    // a few attempts always suffice.
+    let mut port = 0;
+    for _ in 0..REMEMBERED {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        port = listener.local_addr()?.port();
+        if !handed.contains(&port) {
+            break;
+        }
+    }
+    if handed.len() == REMEMBERED {
+        handed.pop_front();
+    }
+    handed.push_back(port);
+    Ok(port)
 }
 
 /// Whether some process in `pids` holds the listening socket of `port`

@@ -321,7 +321,8 @@ impl Started {
 /// Starts the server of `plan` as a native process and waits until it
 /// serves; stops it again when any step fails.
 pub async fn launch(plan: &ServerPlan, launch: &Launch<'_>) -> Result<Started, EngineError> {
-    let command = plan.command();
+    let mut command = plan.command();
+    command.env.extend(launch.device_env());
     tracing::info!(engine = %plan.kind, port = plan.port, "starting {}", plan.kind);
     let process = EngineProcess::spawn_in(
         &command.program,

@@ -185,6 +185,7 @@ mod tests {
             log_path: PathBuf::from("/dev/null"),
             progress: crate::engine::StartProgress::default(),
             pulls: crate::engine::pulls::PullRules::default(),
+            devices: None,
         }
     }
 

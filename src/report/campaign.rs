@@ -121,8 +121,11 @@ pub struct StatusView {
     pub counts: RunCounts,
     /// Runs left `running` by a process that died (0 while live).
     pub interrupted_runs: u64,
-    /// The run being executed.
+    /// The run being executed (with several in flight, the latest to
+    /// start that is still running).
     pub current_run: Option<RunRow>,
+    /// Every run in flight (several in a parallel campaign).
+    pub current_runs: Vec<RunRow>,
     /// The next run while its model downloads beside the current one.
     pub next_run: Option<RunRow>,
     /// Failed runs with their errors.
@@ -161,10 +164,19 @@ pub fn status_view(
     let Some(campaign) = campaign else { return Ok(None) };
     let live = lock::is_held(home, &campaign.id);
     let counts = store.run_counts(&campaign.id)?;
+    let current_runs: Vec<RunRow> = if live {
+        let running = store.campaign_runs(&campaign.id, Some(RunStatus::Running), None)?;
+        running.into_iter().filter(|run| run.in_config).collect()
+    } else {
+        Vec::new()
+    };
     let current_run = match (live, campaign.current_run) {
         (true, Some(run)) => store.campaign_run(run)?,
         _ => None,
     };
+    // A parallel run that ends clears the campaign's current run while
+    // others still run.
+    let current_run = current_run.or_else(|| current_runs.last().cloned());
     let next_run = if live {
         let pending = store.campaign_runs(&campaign.id, Some(RunStatus::Pending), None)?;
         pending.into_iter().find(|run| run.in_config && run.phase.is_some())
@@ -200,6 +212,7 @@ pub fn status_view(
         interrupted_runs: if live { 0 } else { counts.running },
         counts,
         current_run,
+        current_runs,
         next_run,
         failed_runs,
         failed_total: counts.failed,
@@ -244,7 +257,12 @@ pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io:
         "Runs:     {} total | {} success | {} failed | {} skipped | {} {running} | {} pending",
         view.total, counts.success, counts.failed, counts.skipped, counts.running, counts.pending
     )?;
-    if let Some(run) = &view.current_run {
+    let current: Vec<&RunRow> = if view.current_runs.len() > 1 {
+        view.current_runs.iter().collect()
+    } else {
+        view.current_run.iter().collect()
+    };
+    for run in current {
         let phase = run.phase.as_deref().unwrap_or("starting");
         let since = run.started_at.as_deref().unwrap_or("?");
         writeln!(out, "Current:  {} — {phase} (attempt {}, since {since})", run.key, run.attempts)?;

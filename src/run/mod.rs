@@ -90,6 +90,10 @@ pub struct RunRequest<'a> {
     pub pulls: crate::engine::pulls::PullRules,
     /// The campaign run this is, recorded with the result (`None` for `kitt run`).
     pub context: Option<crate::results::CampaignContext>,
+    /// The GPUs a parallel campaign placed the run on, and how they are
+    /// described in the result (`None`: not placed, the engine's own
+    /// choice).
+    pub devices: Option<(&'a [u32], String)>,
 }
 
 /// What ran beside a run's measurements (a download for the next run of a
@@ -219,6 +223,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         log_path: log_path.clone(),
         progress: request.start_progress(),
         pulls: request.pulls.clone(),
+        devices: request.devices.as_ref().map(|(devices, _)| *devices),
     };
     request.phase(|| format!("starting {}", request.engine));
     let mut running = start_engine(launch, cancel).await?;
@@ -235,6 +240,9 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     stopped?;
     if let Some(observed) = output_length_observed(&benchmarks) {
         running.comparability.insert("output_length_observed".into(), observed);
+    }
+    if let Some((_, described)) = &request.devices {
+        running.comparability.insert("devices".into(), described.clone());
     }
     if let Some(beside) = request.beside.and_then(Beside::text) {
         running.comparability.insert("concurrent_activity".into(), beside);

@@ -189,6 +189,7 @@ async fn start_native(
     let host = format!("127.0.0.1:{port}");
     let mut spawn_env = env.clone();
     spawn_env.push(("OLLAMA_HOST".to_owned(), host.clone()));
+    spawn_env.extend(launch.device_env());
 
     tracing::info!(port, model = ?launch.model_path, "starting ollama serve");
     let process =
@@ -214,7 +215,7 @@ async fn start_in_docker(
     env: Vec<(String, String)>,
 ) -> Result<Server, EngineError> {
     let docker = docker::cli()?;
-    let gpus = docker::resolve_gpus(launch.config.gpus.as_ref());
+    let gpus = launch.container_gpus();
     let image = docker::image_for(EngineKind::Ollama, launch.config.image.as_deref(), &gpus)?;
     let mut spec = ContainerSpec::new(image, CONTAINER_PORT);
     spec.args = vec!["serve".to_owned()];

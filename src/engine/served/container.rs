@@ -53,7 +53,7 @@ pub async fn launch(
 ) -> Result<(ServerPlan, Started), EngineError> {
     let model = super::check_model(launch, tokenizer)?;
     let docker = docker::cli()?;
-    let gpus = docker::resolve_gpus(launch.config.gpus.as_ref());
+    let gpus = launch.container_gpus();
     let image = docker::image_for(launch.kind, launch.config.image.as_deref(), &gpus)?;
     let mut mounts = vec![docker::model_mount(model)?.0];
     if let Some(dir) = tokenizer.map(Path::new).filter(|path| path.is_dir()) {

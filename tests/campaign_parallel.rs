@@ -1,0 +1,352 @@
+//! `parallel: true` end to end: the real llama-server on generated models,
+//! on a machine whose GPUs a fake `nvidia-smi` (tests/fakes/gpu) describes.
+//! Two runs go at once, each pinned to its own device (read from the live
+//! engines' /proc environ) on its own port, and their results overlap in
+//! time and name each other; a model bigger than one device gets two, one
+//! bigger than the machine is skipped with the sizes; `kill -9` during two
+//! runs then `--resume` finishes both with one result each and no engine
+//! left; a unified-memory device (`[N/A]`) holds what the RAM holds; without
+//! any GPU (no NVML, no `nvidia-smi`) the machine is one device and runs
+//! never overlap. This machine has no NVML library, so every test also shows
+//! the fallback to `nvidia-smi`. The servers run together under one
+//! `ServerLock`.
+
+mod common;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Outcome, Scratch, processes_mentioning};
+use kitt::gguf::TinyModel;
+use kitt::results::model::RunResult;
+use kitt::store::{ResultFilter, Store};
+use serde_json::Value;
+use support::engine::{Engine, ServerLock};
+
+/// The directory of the fake `nvidia-smi`.
+fn fake_gpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/gpu")
+}
+
+/// `kitt campaign ARGS` with the fake `nvidia-smi` first on the PATH,
+/// reporting `count` devices of `memory` MiB (or `[N/A]`).
+fn campaign(scratch: &Scratch, engine: &Engine, gpus: (u32, &str), args: &[&str]) -> Command {
+    let mut command = scratch.kitt();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![fake_gpus()];
+    dirs.extend(std::env::split_paths(&path));
+    command
+        .env("PATH", std::env::join_paths(dirs).unwrap())
+        .env("FAKE_GPU_COUNT", gpus.0.to_string())
+        .env("FAKE_GPU_MEMORY_MIB", gpus.1)
+        .env("KITT_LLAMA_SERVER", &engine.server)
+        .arg("campaign")
+        .args(args);
+    command
+}
+
+/// Writes a generated model as `<root>/huggingface/<repo>/<stem>.gguf`;
+/// returns its size.
+fn install(scratch: &Scratch, repo: &str, file: &str, model: &TinyModel) -> u64 {
+    let dir = scratch.models().join("huggingface").join(repo);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(file);
+    model.write(&path).unwrap();
+    std::fs::metadata(&path).unwrap().len()
+}
+
+fn config(name: &str, models: &[(&str, &str)], extra: &str) -> String {
+    let mut text = format!("campaign_name: {name}\nparallel: true\n{extra}models:\n");
+    for (model, repo) in models {
+        text.push_str(&format!("  - name: {model}\n    params: \"2.5M\"\n    gguf_repo: {repo}\n"));
+    }
+    text.push_str("engines:\n  - name: llama_cpp\n    suite: quick\n");
+    text.push_str("disk:\n  reserve_gb: 0\n  cleanup_after_run: false\n");
+    text
+}
+
+fn summary(outcome: &Outcome, code: i32) -> Value {
+    assert_eq!(outcome.code, code, "stdout: {}\nstderr: {}", outcome.stdout, outcome.stderr);
+    serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| panic!("{e}: {}", outcome.stdout))
+}
+
+fn finish(child: Child) -> Outcome {
+    let output = child.wait_with_output().unwrap();
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Every stored result, by the first word of its model file's name
+/// (`one` for `one-F16.gguf`).
+fn results(scratch: &Scratch) -> BTreeMap<String, RunResult> {
+    let store = Store::open(&scratch.home()).unwrap();
+    store
+        .results(&ResultFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|summary| {
+            let result = store.result(&summary.id).unwrap().unwrap();
+            let file = Path::new(&result.model.path).file_name().unwrap().to_string_lossy();
+            let word = file.split('-').next().unwrap().to_owned();
+            (word, result)
+        })
+        .collect()
+}
+
+fn span(result: &RunResult) -> (jiff::Timestamp, jiff::Timestamp) {
+    (result.started_at.parse().unwrap(), result.finished_at.parse().unwrap())
+}
+
+fn overlap(a: &RunResult, b: &RunResult) -> bool {
+    let ((a_start, a_end), (b_start, b_end)) = (span(a), span(b));
+    a_start < b_end && b_start < a_end
+}
+
+/// A running engine as /proc shows it: its pin and its port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Pinned {
+    visible: Option<String>,
+    port: String,
+}
+
+/// The engines serving models under `models` now (a wrapper and the server
+/// it starts count once: same port).
+fn engines(models: &Path) -> BTreeSet<Pinned> {
+    processes_mentioning(models)
+        .into_iter()
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let visible = environ
+                .split(|byte| *byte == 0)
+                .filter_map(|entry| std::str::from_utf8(entry).ok())
+                .find_map(|entry| entry.strip_prefix("CUDA_VISIBLE_DEVICES="))
+                .map(str::to_owned);
+            let args: Vec<String> = cmdline
+                .split(|byte| *byte == 0)
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            let port =
+                args.iter().position(|arg| arg == "--port").map(|at| args[at + 1].clone())?;
+            Some(Pinned { visible, port })
+        })
+        .collect()
+}
+
+/// Waits until two engines run at once; returns them.
+fn two_engines(child: &mut Child, models: &Path) -> BTreeSet<Pinned> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the campaign ended ({status}) before two engines ran at once");
+        }
+        let seen = engines(models);
+        if seen.len() == 2 {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "two engines never ran at once: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn no_engine_left(scratch: &Scratch) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(scratch.models());
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "engine processes left: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn two_slow_models(scratch: &Scratch) -> PathBuf {
+    install(scratch, "test/one-GGUF", "one-F16.gguf", &TinyModel::measurably_slow());
+    install(scratch, "test/two-GGUF", "two-F16.gguf", &TinyModel::measurably_slow());
+    scratch
+        .write("p.yaml", &config("par", &[("One", "test/one-GGUF"), ("Two", "test/two-GGUF")], ""))
+}
+
+#[test]
+fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let file = two_slow_models(&scratch);
+    let path = file.to_str().unwrap();
+
+    let mut child = campaign(&scratch, &engine, (2, "24576"), &["--json", "run", path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = two_engines(&mut child, &scratch.models());
+    let pins: BTreeSet<Option<String>> = seen.iter().map(|e| e.visible.clone()).collect();
+    assert_eq!(pins, BTreeSet::from([Some("0".to_owned()), Some("1".to_owned())]), "{seen:?}");
+    let ports: BTreeSet<&String> = seen.iter().map(|e| &e.port).collect();
+    assert_eq!(ports.len(), 2, "distinct ports: {seen:?}");
+    // `campaign status` lists both runs in flight (the slow models' suites
+    // last seconds; the engines were both up a moment ago).
+    let status = scratch.run(scratch.kitt().args(["--json", "campaign", "status"]));
+    let view: Value = serde_json::from_str(&status.stdout).unwrap();
+    let current: BTreeSet<&str> = view["current_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(current, BTreeSet::from(["One|llama_cpp|F16", "Two|llama_cpp|F16"]), "{view}");
+    let text = scratch.run(scratch.kitt().args(["campaign", "status"])).stdout;
+    assert_eq!(text.matches("Current:").count(), 2, "{text}");
+
+    let outcome = finish(child);
+    let done = summary(&outcome, 0);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        outcome.stderr.contains("parallel: runs placed on GPU 0 Fake GPU 24GB"),
+        "{}",
+        outcome.stderr
+    );
+    let results = results(&scratch);
+    let (one, two) = (&results["one"], &results["two"]);
+    assert!(overlap(one, two), "the runs overlap in time: {:?} {:?}", span(one), span(two));
+    let devices: BTreeSet<&str> =
+        [one, two].iter().map(|r| r.engine.comparability["devices"].as_str()).collect();
+    assert_eq!(
+        devices,
+        BTreeSet::from([
+            "GPU 0 (CUDA_VISIBLE_DEVICES=0) (placed by `parallel: true`)",
+            "GPU 1 (CUDA_VISIBLE_DEVICES=1) (placed by `parallel: true`)",
+        ])
+    );
+    for (result, other) in [(one, "Two|llama_cpp|F16"), (two, "One|llama_cpp|F16")] {
+        let beside = &result.engine.comparability["concurrent_activity"];
+        assert!(beside.contains(&format!("run {other} ran at the same time on GPU")), "{beside}");
+    }
+    no_engine_left(&scratch);
+}
+
+#[test]
+fn a_model_bigger_than_one_gpu_gets_two_and_one_bigger_than_the_machine_is_skipped() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let big = install(&scratch, "test/big-GGUF", "big-F32.gguf", &TinyModel::default());
+    let huge = install(&scratch, "test/huge-GGUF", "huge-F16.gguf", &TinyModel::measurably_slow());
+    // Two devices that each hold a little more than half of Big with its
+    // headroom: Big needs both; Huge needs more than the machine has.
+    let mib = 1u64 << 20;
+    let per_device = (big + big / 5).div_ceil(2).div_ceil(mib) + 1;
+    assert!((huge + huge / 5) > 2 * per_device * mib, "Huge must exceed the machine");
+    let file = scratch.write(
+        "p.yaml",
+        &config("sizes", &[("Big", "test/big-GGUF"), ("Huge", "test/huge-GGUF")], ""),
+    );
+    let memory = per_device.to_string();
+    let mut command =
+        campaign(&scratch, &engine, (2, &memory), &["--json", "run", file.to_str().unwrap()]);
+    let done = summary(&scratch.run(&mut command), 0);
+    let runs = done["runs"].as_array().unwrap();
+    let by_key: BTreeMap<&str, &Value> =
+        runs.iter().map(|run| (run["key"].as_str().unwrap(), run)).collect();
+    assert_eq!(by_key["Big|llama_cpp|F32"]["status"], "success", "{done}");
+    let huge_run = by_key["Huge|llama_cpp|F16"];
+    assert_eq!(huge_run["status"], "skipped", "{done}");
+    let reason = huge_run["reason"].as_str().unwrap();
+    assert!(reason.contains("headroom") && reason.contains("2 device(s) of"), "{reason}");
+    let results = results(&scratch);
+    assert_eq!(
+        results["big"].engine.comparability["devices"],
+        "GPU 0,1 (CUDA_VISIBLE_DEVICES=0,1) (placed by `parallel: true`)"
+    );
+    assert_eq!(results.len(), 1, "a skipped run has no result");
+}
+
+#[test]
+fn kill_9_during_two_runs_then_resume_finishes_both_once() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let file = two_slow_models(&scratch);
+    let path = file.to_str().unwrap();
+
+    let mut child = campaign(&scratch, &engine, (2, "24576"), &["run", path])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    two_engines(&mut child, &scratch.models());
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    no_engine_left(&scratch);
+    let status = scratch.run(scratch.kitt().args(["--json", "campaign", "status"]));
+    let view: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(view["state"], "interrupted", "{view}");
+    assert_eq!(view["counts"]["running"], 2, "{view}");
+
+    let resumed = scratch.run(&mut campaign(
+        &scratch,
+        &engine,
+        (2, "24576"),
+        &["--json", "run", path, "--resume"],
+    ));
+    let done = summary(&resumed, 0);
+    assert_eq!(done["status"], "completed", "{done}");
+    for run in done["runs"].as_array().unwrap() {
+        assert_eq!(run["status"], "success", "{done}");
+        assert_eq!(run["attempts"], 2, "{done}");
+    }
+    assert_eq!(results(&scratch).len(), 2, "one result per run");
+    no_engine_left(&scratch);
+}
+
+#[test]
+fn a_unified_memory_gpu_holds_what_the_ram_holds() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    install(&scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
+    let file = scratch.write("p.yaml", &config("unified", &[("A", "test/a-GGUF")], ""));
+    let mut command =
+        campaign(&scratch, &engine, (1, "[N/A]"), &["--json", "run", file.to_str().unwrap()]);
+    let outcome = scratch.run(&mut command);
+    let done = summary(&outcome, 0);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(outcome.stderr.contains("unified memory"), "{}", outcome.stderr);
+    assert_eq!(
+        results(&scratch)["a"].engine.comparability["devices"],
+        "GPU 0 (CUDA_VISIBLE_DEVICES=0) (placed by `parallel: true`)"
+    );
+}
+
+#[test]
+fn without_any_gpu_the_machine_is_one_device_and_runs_never_overlap() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    install(&scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
+    install(&scratch, "test/b-GGUF", "b-F32.gguf", &TinyModel::default());
+    let file = scratch.write(
+        "p.yaml",
+        &config("cpu", &[("A", "test/a-GGUF"), ("B", "test/b-GGUF")], "max_parallel: 4\n"),
+    );
+    // No NVML on this machine and no nvidia-smi: `KITT_NVIDIA_SMI` set empty.
+    let mut command = campaign(&scratch, &engine, (2, "24576"), &["--json", "run"]);
+    command.arg(file.to_str().unwrap()).env("KITT_NVIDIA_SMI", "");
+    let outcome = scratch.run(&mut command);
+    let done = summary(&outcome, 0);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(outcome.stderr.contains("no GPU: one CPU device"), "{}", outcome.stderr);
+    let results = results(&scratch);
+    let (a, b) = (&results["a"], &results["b"]);
+    assert!(!overlap(a, b), "one device: one run at a time");
+    assert!(a.engine.comparability["devices"].starts_with("the CPU"));
+    assert!(!a.engine.comparability.contains_key("concurrent_activity"));
+}
