@@ -226,6 +226,14 @@ fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
             "GPU 1 (CUDA_VISIBLE_DEVICES=1) (placed by `parallel: true`)",
         ])
     );
+    // Two engines share the CPU: each gets its share of the machine's threads.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let share = (cores / 2).max(1).to_string();
+    for result in [one, two] {
+        assert_eq!(result.engine.parameters["threads"], share, "{:?}", result.engine.parameters);
+        let note = &result.engine.comparability["threads"];
+        assert!(note.starts_with(&format!("{share} (the CPU shared")), "{note}");
+    }
     for (result, other) in [(one, "Two|llama_cpp|F16"), (two, "One|llama_cpp|F16")] {
         let beside = &result.engine.comparability["concurrent_activity"];
         assert!(beside.contains(&format!("run {other} ran at the same time on GPU")), "{beside}");
@@ -349,4 +357,5 @@ fn without_any_gpu_the_machine_is_one_device_and_runs_never_overlap() {
     assert!(!overlap(a, b), "one device: one run at a time");
     assert!(a.engine.comparability["devices"].starts_with("the CPU"));
     assert!(!a.engine.comparability.contains_key("concurrent_activity"));
+    assert!(!a.engine.parameters.contains_key("threads"), "one at a time: the engine's default");
 }

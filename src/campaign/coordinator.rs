@@ -698,6 +698,7 @@ pub(super) async fn run_one(
             model.format,
         )),
         devices: placement.map(|placement| (placement.devices.as_slice(), placement.described())),
+        cpu_threads: placement.and_then(|placement| placement.cpu_threads),
     };
     let execution = crate::run::execute(&request, cancel);
     tokio::pin!(execution);

@@ -29,6 +29,12 @@
 //!   every run that was in flight at the same time, with its devices
 //!   (`concurrent_activity`), so a reader can judge interference on shared
 //!   buses, CPU and disk.
+//! - Engines share the CPU: when several runs can be in flight, a llama.cpp
+//!   engine without `threads` in its config gets the machine's threads
+//!   divided by the runs that can be in flight (at least one), recorded as a
+//!   `threads` comparability note. Without it each llama-server starts a
+//!   thread per core and the engines, busy-waiting, slow each other down
+//!   many times over.
 //! - No prefetch in parallel: the runs in flight download their own models
 //!   side by side. Each download's disk check also counts the bytes the
 //!   other downloads in flight still need ([`InFlight`]), so the reserve
@@ -75,6 +81,9 @@ pub(super) struct Placement {
     pub(super) devices: Vec<u32>,
     /// What ran beside it, filled in while it runs.
     pub(super) beside: Arc<Beside>,
+    /// CPU threads for an engine that takes a thread count and has none set:
+    /// the machine's threads divided among the runs that may be in flight.
+    pub(super) cpu_threads: Option<u32>,
 }
 
 impl Placement {
@@ -120,6 +129,18 @@ pub fn devices_needed(model_bytes: Option<u64>, inventory: &Inventory) -> Result
         gib(needed),
         gib(model)
     ))
+}
+
+/// The CPU threads each of `runs` engines in flight at once gets (`None`
+/// when only one runs at a time): the machine's threads divided among them,
+/// at least one. Without it every llama-server starts a thread per core and
+/// the engines of a parallel campaign fight over the same cores.
+fn cpu_threads_per_run(runs: usize) -> Option<u32> {
+    if runs < 2 {
+        return None;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    Some(u32::try_from((threads / runs).max(1)).unwrap_or(1))
 }
 
 /// The bytes the downloads in flight still need, counted by every other
@@ -186,6 +207,7 @@ pub(super) async fn run_all(
         None => String::new(),
     };
     progress.note(&format!("parallel: runs placed on {}{limit}", inventory.describe()));
+    let cpu_share = cpu_threads_per_run(inventory.device_count().min(cap));
     let total = todo.len() as u64;
     let mut free = vec![true; inventory.device_count()];
     let mut queue: VecDeque<(i64, &PlannedRun)> = todo.iter().copied().collect();
@@ -241,7 +263,11 @@ pub(super) async fn run_all(
                 .map(|(_, run)| *run)
                 .chain(active.iter().map(|other| other.planned))
                 .collect();
-            let placement = Placement { devices: devices.clone(), beside: Arc::clone(&beside) };
+            let placement = Placement {
+                devices: devices.clone(),
+                beside: Arc::clone(&beside),
+                cpu_threads: cpu_share,
+            };
             let token = next_token;
             next_token += 1;
             let run = One {

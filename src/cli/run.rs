@@ -81,6 +81,7 @@ pub fn run(args: &RunCmd, home: &Path, json: bool) -> Result<Exit, KittError> {
         pulls: crate::engine::pulls::PullRules::from_env(),
         context: None,
         devices: None,
+        cpu_threads: None,
     };
     crate::campaign::coordinator::reap_orphan_engines();
     let outcome = block_on_interruptible(|cancel| async move {

@@ -262,7 +262,7 @@ fn parameters(launch: &Launch<'_>, model: &str, host: &str, port: u16) -> Vec<(S
         ("--no-webui".to_owned(), String::new()),
         ("--metrics".to_owned(), String::new()),
     ];
-    if let Some(threads) = config.threads {
+    if let Some(threads) = config.threads.or(launch.cpu_threads) {
         flags.push(("--threads".to_owned(), threads.to_string()));
     }
     if let Some(layers) = config.gpu_layers {

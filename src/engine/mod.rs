@@ -199,6 +199,9 @@ pub struct Launch<'a> {
     /// The GPUs a parallel campaign placed the run on (indices); `None`:
     /// whatever the engine's config says (all, by default).
     pub devices: Option<&'a [u32]>,
+    /// CPU threads to use when the config sets none (a parallel campaign's
+    /// share of the machine); `None`: the engine's own default.
+    pub cpu_threads: Option<u32>,
 }
 
 impl Launch<'_> {

@@ -186,6 +186,7 @@ mod tests {
             progress: crate::engine::StartProgress::default(),
             pulls: crate::engine::pulls::PullRules::default(),
             devices: None,
+            cpu_threads: None,
         }
     }
 

@@ -94,6 +94,9 @@ pub struct RunRequest<'a> {
     /// described in the result (`None`: not placed, the engine's own
     /// choice).
     pub devices: Option<(&'a [u32], String)>,
+    /// CPU threads for an engine without a `threads` setting, when a
+    /// parallel campaign shares the CPU among several engines.
+    pub cpu_threads: Option<u32>,
 }
 
 /// What ran beside a run's measurements (a download for the next run of a
@@ -224,6 +227,7 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
         progress: request.start_progress(),
         pulls: request.pulls.clone(),
         devices: request.devices.as_ref().map(|(devices, _)| *devices),
+        cpu_threads: request.cpu_threads,
     };
     request.phase(|| format!("starting {}", request.engine));
     let mut running = start_engine(launch, cancel).await?;
@@ -243,6 +247,13 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     }
     if let Some((_, described)) = &request.devices {
         running.comparability.insert("devices".into(), described.clone());
+    }
+    if let Some(threads) = request.cpu_threads
+        && request.engine == crate::engine::EngineKind::LlamaCpp
+        && request.config.threads.is_none()
+    {
+        let note = format!("{threads} (the CPU shared among the runs of a parallel campaign)");
+        running.comparability.insert("threads".into(), note);
     }
     if let Some(beside) = request.beside.and_then(Beside::text) {
         running.comparability.insert("concurrent_activity".into(), beside);
