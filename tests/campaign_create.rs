@@ -341,6 +341,9 @@ fn the_original_tools_results_replay_with_repositories_and_variants() {
         &python_metrics("/srv/elsewhere/model.gguf", "llama_cpp", "quick", "2025-01-16T00:00:00"),
     );
     scratch.write("py/d/metrics.json", "{ not json");
+    // A link to an endless device is no result: named and skipped, never read.
+    std::fs::create_dir_all(scratch.path().join("py/e")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", scratch.path().join("py/e/metrics.json")).unwrap();
 
     let dir = scratch.path().join("py");
     let outcome =
@@ -349,6 +352,12 @@ fn the_original_tools_results_replay_with_repositories_and_variants() {
     let c = dir.join("c/metrics.json");
     let d = dir.join("d/metrics.json");
     assert!(outcome.stderr.contains(&format!("skipped {}", d.display())), "{}", outcome.stderr);
+    let endless = dir.join("e/metrics.json");
+    assert!(
+        outcome.stderr.contains(&format!("skipped {}: not a regular file", endless.display())),
+        "{}",
+        outcome.stderr
+    );
     assert!(
         outcome.stderr.contains(&format!("not replayed: {}", c.display())),
         "{}",

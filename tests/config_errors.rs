@@ -308,3 +308,12 @@ fn max_parallel_without_parallel_is_a_warning() {
         outcome.stderr
     );
 }
+
+#[test]
+fn a_negative_parameter_count_is_an_error() {
+    let yaml = "campaign_name: c\nmodels:\n  - name: M\n    params: \"-8B\"\n    \
+                gguf_repo: org/M-GGUF\nengines:\n  - name: llama_cpp\n";
+    let stderr = rejected(yaml);
+    assert!(stderr.contains("models[0].params"), "{stderr}");
+    assert!(stderr.contains("cannot read a parameter count from `-8B`"), "{stderr}");
+}

@@ -256,7 +256,9 @@ impl Checker {
         if text.is_empty() {
             return None;
         }
-        let parsed = parse_params(text);
+        // A leading minus is a negative count here, not a separator as in
+        // a model name such as `Llama-3.1-8B`.
+        let parsed = if text.starts_with('-') { None } else { parse_params(text) };
         if parsed.is_none() {
             let message = format!("cannot read a parameter count from `{text}`");
             self.report(params, &format!("{field}.params"), message)

@@ -65,7 +65,9 @@ pub(super) fn infer(model: &str, engine: EngineKind) -> Result<Inferred, String>
         })
         .collect();
     let (repo, rest, storage_root) =
-        storage_layout(path, &parts).or_else(|| cache_layout(&parts)).ok_or_else(|| {
+        // The cache first: its usual home, `~/.cache/huggingface/hub/`, has a
+        // `huggingface` folder that is no storage root.
+        cache_layout(&parts).or_else(|| storage_layout(path, &parts)).ok_or_else(|| {
             format!(
                 "`{model}` is under neither a storage root (`<root>/huggingface/<org>/<repo>/…`) \
                  nor the Hugging Face cache (`models--<org>--<repo>/snapshots/<rev>/…`)"
@@ -160,6 +162,13 @@ mod tests {
         assert_eq!(
             infer(path, EngineKind::LlamaCpp),
             Ok(repo("org/Tiny-GGUF", Format::Gguf, "Q8_0", None))
+        );
+        // The cache's usual home has a `huggingface` folder that is no storage root.
+        let home =
+            "/root/.cache/huggingface/hub/models--org--Tiny-GGUF/snapshots/r/tiny-Q4_K_M.gguf";
+        assert_eq!(
+            infer(home, EngineKind::LlamaCpp),
+            Ok(repo("org/Tiny-GGUF", Format::Gguf, "Q4_K_M", None))
         );
     }
 

@@ -140,6 +140,10 @@ pub fn from_results(dir: &Path) -> Result<Generated, CreateError> {
     Ok(Generated { text, warnings: gathered.warnings, keys: listed_keys(&file.models) })
 }
 
+/// The largest `metrics.json` read (kitt's own are a few KiB: requests are
+/// kept in their own file).
+const MAX_METRICS_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Every `metrics.json` under `dir`; a folder that cannot be read is warned
 /// about and left out.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, warnings: &mut Vec<String>) {
@@ -155,7 +159,19 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, warnings: &mut Vec<String>) {
         if kind.is_dir() {
             walk(&entry.path(), out, warnings);
         } else if entry.file_name() == "metrics.json" {
-            out.push(entry.path());
+            // Only regular files (a link is followed to one): a device, a
+            // pipe or a huge file is not a result and would never end.
+            let path = entry.path();
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() && meta.len() <= MAX_METRICS_BYTES => out.push(path),
+                Ok(meta) if meta.is_file() => warnings.push(format!(
+                    "skipped {}: {} bytes is too large for a metrics.json",
+                    path.display(),
+                    meta.len()
+                )),
+                Ok(_) => warnings.push(format!("skipped {}: not a regular file", path.display())),
+                Err(error) => warnings.push(format!("skipped {}: {error}", path.display())),
+            }
         }
     }
 }
