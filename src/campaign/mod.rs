@@ -22,6 +22,7 @@
 //!   same way, so it stays failed, with a note, until the config changes.
 
 mod acquire;
+mod board;
 mod cleanup;
 pub mod compare;
 pub mod coordinator;

@@ -39,9 +39,11 @@
 //!   side by side. Each download's disk check also counts the bytes the
 //!   other downloads in flight still need ([`InFlight`]), so the reserve
 //!   holds for all of them together.
-//! - Progress is plain lines, one per phase change of each run, prefixed by
-//!   the run's key (a single live line cannot show several runs); `campaign
-//!   status` lists every run in flight.
+//! - Progress on a terminal is a board ([`super::board`]): the campaign's
+//!   line and one live line per run in flight; finished runs and notes are
+//!   printed above it. Elsewhere it is plain lines, one per phase change of
+//!   each run, prefixed by the run's key. `campaign status` lists every run
+//!   in flight.
 //! - A run that stops the campaign (the store fails) lets the others end
 //!   before the error is returned; Ctrl-C reaches every run in flight
 //!   through the shared cancel, and each stops its engine.
@@ -207,6 +209,7 @@ pub(super) async fn run_all(
         None => String::new(),
     };
     progress.note(&format!("parallel: runs placed on {}{limit}", inventory.describe()));
+    progress.share_live();
     let cpu_share = cpu_threads_per_run(inventory.device_count().min(cap));
     let total = todo.len() as u64;
     let mut free = vec![true; inventory.device_count()];
@@ -218,6 +221,7 @@ pub(super) async fn run_all(
     let mut fatal: Option<KittError> = None;
     let in_flight = Arc::new(InFlight::default());
     let mut done = 0u64;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         while !cancel.is_cancelled() && fatal.is_none() && active.len() < cap {
             let Some(&(run_id, planned)) = queue.front() else { break };
@@ -278,11 +282,21 @@ pub(super) async fn run_all(
                 placement,
                 position: (done + 1, total),
                 in_flight: Arc::clone(&in_flight),
+                line: progress.board_line(),
             };
             running.push(Box::pin(run.drive(token, cancel)));
             active.push(Active { token, run_id, planned, slots, devices, beside });
         }
-        let Some((token, ended)) = running.next().await else { break };
+        if running.is_empty() {
+            break;
+        }
+        let (token, ended) = tokio::select! {
+            Some(ended) = running.next() => ended,
+            _ = ticker.tick() => {
+                progress.tick();
+                continue;
+            }
+        };
         let Some(at) = active.iter().position(|run| run.token == token) else { continue };
         let finished = active.swap_remove(at);
         for slot in &finished.slots {
@@ -337,6 +351,8 @@ struct One<'s, 'a, 'c, 'p> {
     /// Its position among the session's runs, for its progress lines.
     position: (u64, u64),
     in_flight: Arc<InFlight>,
+    /// Its line of the campaign's board on a terminal, else plain lines.
+    line: Option<super::board::Slot>,
 }
 
 impl One<'_, '_, '_, '_> {
@@ -347,7 +363,9 @@ impl One<'_, '_, '_, '_> {
             Ok(store) => store,
             Err(error) => return (token, Err(environment(error))),
         };
-        let display = if self.session.json {
+        let display = if let Some(line) = self.line {
+            Display::Board(line)
+        } else if self.session.json {
             Display::Lines(Box::new(std::io::stderr()))
         } else {
             Display::Lines(Box::new(std::io::stdout()))

@@ -11,9 +11,15 @@
 //! A download for the next run that runs beside the current one (a
 //! prefetch) is shown after the current run on the live line (`· next …`)
 //! and as its own `next <key>:` lines in plain output.
+//!
+//! A parallel campaign on a terminal turns the live line into a
+//! [`Board`](super::board::Board): the campaign's line and one line per run
+//! in flight, each run's `Progress` drawing its own.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+use super::board::{Board, Slot};
 
 /// How often plain lines repeat a phase's changing numbers.
 pub const UPDATE_LINES: Duration = Duration::from_secs(10);
@@ -24,6 +30,8 @@ pub enum Display {
     Live(Box<dyn Write + Send>),
     /// Plain lines.
     Lines(Box<dyn Write + Send>),
+    /// One line of a board shared by the runs of a parallel campaign.
+    Board(Slot),
 }
 
 /// The state of the view.
@@ -98,7 +106,7 @@ impl Progress {
         current.last_line = current.phase_started;
         let line = format!("{position} {}: {phase}", current.key);
         match self.display {
-            Display::Live(_) => self.redraw(),
+            Display::Live(_) | Display::Board(_) => self.redraw(),
             Display::Lines(_) => self.line(&line),
         }
     }
@@ -113,7 +121,7 @@ impl Progress {
         let Some(current) = &mut self.current else { return };
         current.phase = text.to_owned();
         let line = match self.display {
-            Display::Live(_) => None,
+            Display::Live(_) | Display::Board(_) => None,
             Display::Lines(_) if current.last_line.elapsed() >= every => {
                 current.last_line = Instant::now();
                 Some(format!("{position} {}: {text}", current.key))
@@ -160,7 +168,7 @@ impl Progress {
             }
         };
         match self.display {
-            Display::Live(_) if update => self.redraw(),
+            Display::Live(_) | Display::Board(_) if update => self.redraw(),
             _ if print => self.line(&format!("next {key}: {text}")),
             _ => {}
         }
@@ -181,7 +189,7 @@ impl Progress {
     /// heartbeat when a phase has been quiet for the heartbeat interval.
     pub fn tick(&mut self) {
         match self.display {
-            Display::Live(_) => self.redraw(),
+            Display::Live(_) | Display::Board(_) => self.redraw(),
             Display::Lines(_) => {
                 let heartbeat = self.heartbeat;
                 let elapsed = clock(self.started.elapsed());
@@ -203,14 +211,44 @@ impl Progress {
         }
     }
 
-    /// Clears the live line before the summary is printed.
+    /// Clears the live line (or this view's line of a board) before the
+    /// summary is printed.
     pub fn finish(&mut self) {
-        if let Display::Live(out) = &mut self.display
-            && self.drawn
-        {
-            let _ = write!(out, "\r\x1b[2K");
-            let _ = out.flush();
-            self.drawn = false;
+        match &mut self.display {
+            Display::Live(out) if self.drawn => {
+                let _ = write!(out, "\r\x1b[2K");
+                let _ = out.flush();
+                self.drawn = false;
+            }
+            Display::Board(slot) => slot.remove(),
+            _ => {}
+        }
+    }
+
+    /// Turns a live line into a board the runs of a parallel campaign share
+    /// (this view keeps the board's first line, for the campaign); plain
+    /// lines stay plain.
+    pub fn share_live(&mut self) {
+        let plain = Display::Lines(Box::new(std::io::sink()));
+        match std::mem::replace(&mut self.display, plain) {
+            Display::Live(mut out) => {
+                if self.drawn {
+                    let _ = write!(out, "\r\x1b[2K");
+                    self.drawn = false;
+                }
+                self.display = Display::Board(Board::open(out, terminal_width));
+                self.redraw();
+            }
+            other => self.display = other,
+        }
+    }
+
+    /// A new line of this view's board, for a run in flight; `None` when
+    /// progress is plain lines.
+    pub fn board_line(&self) -> Option<Slot> {
+        match &self.display {
+            Display::Board(slot) => Some(slot.another()),
+            _ => None,
         }
     }
 
@@ -236,6 +274,10 @@ impl Progress {
     }
 
     fn line(&mut self, text: &str) {
+        if let Display::Board(slot) = &self.display {
+            slot.print_above(text, &self.board_text());
+            return;
+        }
         match &mut self.display {
             Display::Live(out) => {
                 let _ = write!(out, "\r\x1b[2K{text}\n");
@@ -247,10 +289,15 @@ impl Progress {
                 let _ = writeln!(out, "{text}");
                 let _ = out.flush();
             }
+            Display::Board(_) => {}
         }
     }
 
     fn redraw(&mut self) {
+        if let Display::Board(slot) = &self.display {
+            slot.set(&self.board_text());
+            return;
+        }
         let status = self.status_line();
         if let (Display::Live(out), Some(status)) = (&mut self.display, status) {
             let width = terminal_width();
@@ -258,6 +305,29 @@ impl Progress {
             let _ = write!(out, "\r\x1b[2K{status}");
             let _ = out.flush();
             self.drawn = true;
+        }
+    }
+
+    /// This view's line of a board: its run, or (the campaign's view, with
+    /// no run of its own) the campaign's counts.
+    fn board_text(&self) -> String {
+        let spinner = spinner(self.started.elapsed());
+        match &self.current {
+            Some(current) => format!(
+                "{spinner} {} {} · {} {} · run {}",
+                self.position(),
+                current.key,
+                current.phase,
+                clock(current.phase_started.elapsed()),
+                clock(current.run_started.elapsed()),
+            ),
+            None => format!(
+                "{spinner} done {}/{} · elapsed {}{}",
+                self.done,
+                self.total,
+                clock(self.started.elapsed()),
+                self.eta_text(),
+            ),
         }
     }
 
@@ -430,6 +500,43 @@ mod tests {
         assert!(live.text().ends_with("· next b: downloading org/b 50%"), "{:?}", live.text());
         progress.next_run_done();
         assert!(!live.text().ends_with("50%"), "{:?}", live.text());
+    }
+
+    #[test]
+    fn a_parallel_campaign_shares_a_board_with_a_line_per_run() {
+        let sink = Sink::default();
+        let mut campaign = Progress::new(Display::Live(Box::new(sink.clone())), 3, 0, None);
+        campaign.share_live();
+        let mut runs: Vec<Progress> = ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(at, key)| {
+                let line = campaign.board_line().expect("a board");
+                let mut run = Progress::new(Display::Board(line), 3, at as u64, None);
+                run.run_started(key);
+                run
+            })
+            .collect();
+        runs[1].phase("latency (run 1 of 3)");
+        let text = sink.text();
+        let frame = text.rsplit("\x1b[J").next().expect("a frame");
+        assert_eq!(
+            frame,
+            "| done 0/3 · elapsed 0s\n\
+             | [1/3] a · checking 0s · run 0s\n\
+             | [2/3] b · latency (run 1 of 3) 0s · run 0s",
+        );
+        // A finished run's line goes above; its own line goes with it.
+        campaign.run_finished("a", "success in 1.0 s", Some(1.0));
+        runs.remove(0);
+        let text = sink.text();
+        let frame = text.rsplit("\x1b[J").next().expect("a frame");
+        assert_eq!(
+            frame,
+            "| done 1/3 · elapsed 0s, ETA 2s\n| [2/3] b · latency (run 1 of 3) 0s · run 0s"
+        );
+        assert!(text.contains("\x1b[J[1/3] a: success in 1.0 s\n"), "{text:?}");
+        assert!(!text.contains("\n\n"), "{text:?}");
     }
 
     #[test]
