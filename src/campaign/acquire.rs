@@ -43,14 +43,13 @@ use super::coordinator::{RunContext, Unavailable, environment};
 use super::devon::{self, Via};
 use super::download_view::{Shown, View, record_phase};
 use super::progress::Progress;
-use super::reserve::Claim;
+use super::reserve::{Claim, shortfall};
 use crate::acquire::download::{self, DownloadError, Downloader};
 use crate::acquire::hub::HubClient;
-use crate::acquire::local::free_space;
 use crate::acquire::variant::{self, Variant, VariantFile};
 use crate::error::{KittError, with_causes};
 use crate::plan::PlannedRun;
-use crate::plan::matrix::{disk_shortfall_message, human_bytes};
+use crate::plan::matrix::human_bytes;
 use crate::run::Cancel;
 use crate::store::{NewDownload, Store, StoreError};
 
@@ -515,24 +514,6 @@ fn refusal(skip_gated: bool, reason: String) -> Unavailable {
     } else {
         Unavailable::Fail(reason)
     }
-}
-
-/// Why `bytes` to download do not fit under `root` beside the `reserve` and
-/// the `others` bytes other downloads in flight still need; `None` when
-/// they fit or the free space is unknown.
-fn shortfall(root: &Path, reserve: u64, bytes: u64, others: u64) -> Option<String> {
-    let free = free_space(root)?;
-    if free >= reserve.saturating_add(bytes).saturating_add(others) {
-        return None;
-    }
-    let mut message = disk_shortfall_message(root, bytes, 0, reserve, free);
-    if others > 0 {
-        message.push_str(&format!(
-            ", and the downloads of other runs in flight need {} more",
-            human_bytes(others)
-        ));
-    }
-    Some(message)
 }
 
 /// An error when a file kitt did not download sits, with the wrong size,

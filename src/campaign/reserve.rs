@@ -16,12 +16,15 @@
 //!   never wait for each other forever: when the last run that could free
 //!   room stops, they check once more and go on or are skipped.
 //! - The sequential coordinator has none of this: its one download at a
-//!   time (and a prefetch) is checked once.
+//!   time (and a prefetch) is checked once, with the same [`shortfall`].
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
+use crate::acquire::local::free_space;
+use crate::plan::matrix::{disk_shortfall_message, human_bytes};
 use crate::run::Cancel;
 
 /// The downloads and runs in flight of a parallel campaign.
@@ -158,6 +161,24 @@ impl Drop for Held {
         state.bytes = state.bytes.saturating_sub(self.bytes);
         self.in_flight.changed(&mut state);
     }
+}
+
+/// Why `bytes` to download do not fit under `root` beside the `reserve` and
+/// the `others` bytes other downloads in flight still need; `None` when
+/// they fit or the free space is unknown.
+pub(super) fn shortfall(root: &Path, reserve: u64, bytes: u64, others: u64) -> Option<String> {
+    let free = free_space(root)?;
+    if free >= reserve.saturating_add(bytes).saturating_add(others) {
+        return None;
+    }
+    let mut message = disk_shortfall_message(root, bytes, 0, reserve, free);
+    if others > 0 {
+        message.push_str(&format!(
+            ", and the downloads of other runs in flight need {} more",
+            human_bytes(others)
+        ));
+    }
+    Some(message)
 }
 
 #[cfg(test)]
