@@ -118,7 +118,7 @@ fn state_costs(home: &Path) {
     let rows = store.campaign_runs(id, None, None).expect("runs");
     let started = Instant::now();
     for (index, row) in rows.iter().enumerate() {
-        let attempt = store.run_started(session_id, row.id).expect("start");
+        let attempt = store.run_started(session_id, row.id, None).expect("start");
         store.run_phase(row.id, "throughput (run 1 of 1)").expect("phase");
         let end = match index % 10 {
             0 => RunEnd::Failed { error: "the engine exited while loading", result_id: None },

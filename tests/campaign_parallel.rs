@@ -1,15 +1,19 @@
 //! `parallel: true` end to end: the real llama-server on generated models,
 //! on a machine whose GPUs a fake `nvidia-smi` (tests/fakes/gpu) describes.
 //! Two runs go at once, each pinned to its own device (read from the live
-//! engines' /proc environ) on its own port, and their results overlap in
-//! time and name each other; a model bigger than one device gets two, one
-//! bigger than the machine is skipped with the sizes; `kill -9` during two
-//! runs then `--resume` finishes both with one result each and no engine
-//! left; a unified-memory device (`[N/A]`) holds what the RAM holds; without
-//! any GPU (no NVML, no `nvidia-smi`) the machine is one device and runs
-//! never overlap. This machine has no NVML library, so every test also shows
-//! the fallback to `nvidia-smi`. The servers run together under one
-//! `ServerLock`.
+//! engines' /proc environ) on its own port, numbered apart in the progress
+//! lines and listed with their devices by `campaign status`, and their
+//! results overlap in time and name each other; a model bigger than one
+//! device gets two, one bigger than the machine is skipped with the sizes;
+//! memory another process uses keeps a run off its device; `kill -9` or
+//! Ctrl-C during two runs then `--resume` finishes both with one result each
+//! and no engine left; a unified-memory device (`[N/A]`) holds what the RAM
+//! holds; without any GPU (no NVML, no `nvidia-smi`) the machine is one
+//! device and runs never overlap. The dry run shows the devices and what
+//! each run needs, and `max_parallel` without `parallel` warns on every
+//! path (neither needs an engine). This machine has no NVML library, so
+//! every test also shows the fallback to `nvidia-smi`. The servers run
+//! together under one `ServerLock`.
 
 mod common;
 mod support;
@@ -19,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Scratch, processes_mentioning};
+use common::{Scratch, finish, no_engine_left, processes_mentioning, signal, summary};
 use kitt::gguf::TinyModel;
 use kitt::results::model::RunResult;
 use kitt::store::{ResultFilter, Store};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::engine::{Engine, ServerLock};
 
@@ -31,17 +36,23 @@ fn fake_gpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/gpu")
 }
 
-/// `kitt campaign ARGS` with the fake `nvidia-smi` first on the PATH,
-/// reporting `count` devices of `memory` MiB (or `[N/A]`).
-fn campaign(scratch: &Scratch, engine: &Engine, gpus: (u32, &str), args: &[&str]) -> Command {
-    let mut command = scratch.kitt();
+/// Puts the fake `nvidia-smi` first on the PATH of `command`, reporting
+/// `count` devices of `memory` MiB (or `[N/A]`).
+fn on_fake_gpus<'c>(command: &'c mut Command, (count, memory): (u32, &str)) -> &'c mut Command {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![fake_gpus()];
     dirs.extend(std::env::split_paths(&path));
     command
         .env("PATH", std::env::join_paths(dirs).unwrap())
-        .env("FAKE_GPU_COUNT", gpus.0.to_string())
-        .env("FAKE_GPU_MEMORY_MIB", gpus.1)
+        .env("FAKE_GPU_COUNT", count.to_string())
+        .env("FAKE_GPU_MEMORY_MIB", memory)
+}
+
+/// `kitt campaign ARGS` on the fake GPUs ([`on_fake_gpus`]) with the real
+/// llama-server.
+fn campaign(scratch: &Scratch, engine: &Engine, gpus: (u32, &str), args: &[&str]) -> Command {
+    let mut command = scratch.kitt();
+    on_fake_gpus(&mut command, gpus)
         .env("KITT_LLAMA_SERVER", &engine.server)
         .arg("campaign")
         .args(args);
@@ -66,20 +77,6 @@ fn config(name: &str, models: &[(&str, &str)], extra: &str) -> String {
     text.push_str("engines:\n  - name: llama_cpp\n    suite: quick\n");
     text.push_str("disk:\n  reserve_gb: 0\n  cleanup_after_run: false\n");
     text
-}
-
-fn summary(outcome: &Outcome, code: i32) -> Value {
-    assert_eq!(outcome.code, code, "stdout: {}\nstderr: {}", outcome.stdout, outcome.stderr);
-    serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| panic!("{e}: {}", outcome.stdout))
-}
-
-fn finish(child: Child) -> Outcome {
-    let output = child.wait_with_output().unwrap();
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 /// Every stored result, by the first word of its model file's name
@@ -155,18 +152,6 @@ fn two_engines(child: &mut Child, models: &Path) -> BTreeSet<Pinned> {
     }
 }
 
-fn no_engine_left(scratch: &Scratch) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_mentioning(scratch.models());
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "engine processes left: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn two_slow_models(scratch: &Scratch) -> PathBuf {
     install(scratch, "test/one-GGUF", "one-F16.gguf", &TinyModel::measurably_slow());
     install(scratch, "test/two-GGUF", "two-F16.gguf", &TinyModel::measurably_slow());
@@ -203,8 +188,19 @@ fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
         .map(|run| run["key"].as_str().unwrap())
         .collect();
     assert_eq!(current, BTreeSet::from(["One|llama_cpp|F16", "Two|llama_cpp|F16"]), "{view}");
+    // Each with the devices it runs on.
+    let devices: BTreeSet<&str> = view["current_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["devices"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(devices, BTreeSet::from(["GPU 0", "GPU 1"]), "{view}");
     let text = scratch.run(scratch.kitt().args(["campaign", "status"])).stdout;
     assert_eq!(text.matches("Current:").count(), 2, "{text}");
+    for gpu in ["GPU 0", "GPU 1"] {
+        assert!(text.contains(&format!("_cpp|F16 on {gpu} — ")), "{text}");
+    }
 
     let outcome = finish(child);
     let done = summary(&outcome, 0);
@@ -214,6 +210,19 @@ fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
         "{}",
         outcome.stderr
     );
+    // Runs started together have numbers of their own, kept to their last line.
+    let numbers: BTreeSet<(String, &str)> = outcome
+        .stderr
+        .lines()
+        .filter_map(|line| {
+            let (number, rest) = line.strip_prefix('[')?.split_once("/2] ")?;
+            Some((number.to_owned(), rest.split(':').next()?))
+        })
+        .collect();
+    let expected = [("1", "One|llama_cpp|F16"), ("2", "Two|llama_cpp|F16")];
+    let expected: BTreeSet<(String, &str)> =
+        expected.into_iter().map(|(number, key)| (number.to_owned(), key)).collect();
+    assert_eq!(numbers, expected, "{}", outcome.stderr);
     let results = results(&scratch);
     let (one, two) = (&results["one"], &results["two"]);
     assert!(overlap(one, two), "the runs overlap in time: {:?} {:?}", span(one), span(two));
@@ -299,9 +308,15 @@ fn kill_9_during_two_runs_then_resume_finishes_both_once() {
     assert_eq!(view["state"], "interrupted", "{view}");
     assert_eq!(view["counts"]["running"], 2, "{view}");
 
+    resume_finishes_both_once(&scratch, &engine, path);
+}
+
+/// `--resume` after two runs in flight were stopped: both run again and
+/// succeed, each with one result, and no engine is left.
+fn resume_finishes_both_once(scratch: &Scratch, engine: &Engine, path: &str) {
     let resumed = scratch.run(&mut campaign(
-        &scratch,
-        &engine,
+        scratch,
+        engine,
         (2, "24576"),
         &["--json", "run", path, "--resume"],
     ));
@@ -311,8 +326,46 @@ fn kill_9_during_two_runs_then_resume_finishes_both_once() {
         assert_eq!(run["status"], "success", "{done}");
         assert_eq!(run["attempts"], 2, "{done}");
     }
-    assert_eq!(results(&scratch).len(), 2, "one result per run");
+    assert_eq!(results(scratch).len(), 2, "one result per run");
+    no_engine_left(scratch);
+}
+
+#[test]
+fn ctrl_c_during_two_runs_stops_both_engines_and_resume_finishes_both_once() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let file = two_slow_models(&scratch);
+    let path = file.to_str().unwrap();
+
+    let mut child = campaign(&scratch, &engine, (2, "24576"), &["--json", "run", path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    two_engines(&mut child, &scratch.models());
+    signal(&child, Signal::SIGINT);
+    let outcome = finish(child);
+    // README: an interrupted campaign prints its summary and exits 130.
+    let stopped = summary(&outcome, 130);
+    assert_eq!(stopped["interrupted"], true, "{stopped}");
+    assert_eq!(stopped["status"], "pending", "{stopped}");
+    for run in stopped["runs"].as_array().unwrap() {
+        assert_eq!(run["status"], "pending", "{stopped}");
+        assert_eq!(run["attempts"], 1, "{stopped}");
+    }
+    let stderr = &outcome.stderr;
+    assert_eq!(stderr.matches("interrupted; redone on resume").count(), 2, "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
     no_engine_left(&scratch);
+    let status = scratch.run(scratch.kitt().args(["--json", "campaign", "status"]));
+    let view: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(view["state"], "pending", "{view}");
+    assert_eq!(view["live"], false, "{view}");
+    assert_eq!(view["counts"]["pending"], 2, "{view}");
+    assert_eq!(view["counts"]["running"], 0, "{view}");
+
+    resume_finishes_both_once(&scratch, &engine, path);
 }
 
 #[test]
@@ -358,4 +411,121 @@ fn without_any_gpu_the_machine_is_one_device_and_runs_never_overlap() {
     assert!(a.engine.comparability["devices"].starts_with("the CPU"));
     assert!(!a.engine.comparability.contains_key("concurrent_activity"));
     assert!(!a.engine.parameters.contains_key("threads"), "one at a time: the engine's default");
+}
+
+#[test]
+fn memory_in_use_at_the_start_keeps_a_run_off_the_device_that_cannot_hold_it() {
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    install(&scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
+    let file = scratch.write("p.yaml", &config("in-use", &[("A", "test/a-GGUF")], ""));
+    // Another process fills GPU 0: the run goes to GPU 1.
+    let mut command =
+        campaign(&scratch, &engine, (2, "24576"), &["--json", "run", file.to_str().unwrap()]);
+    command.env("FAKE_GPU_USED_MIB", "24576,0");
+    let done = summary(&scratch.run(&mut command), 0);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        results(&scratch)["a"].engine.comparability["devices"],
+        "GPU 1 (CUDA_VISIBLE_DEVICES=1) (placed by `parallel: true`)"
+    );
+}
+
+/// Three local models of 10, 100 and 300 MiB (sparse files: only the plan
+/// reads them).
+fn three_sizes(scratch: &Scratch) -> PathBuf {
+    let mib = 1 << 20;
+    scratch.model_file("test/small-GGUF", "small-Q4_K_M.gguf", 10 * mib);
+    scratch.model_file("test/big-GGUF", "big-Q4_K_M.gguf", 100 * mib);
+    scratch.model_file("test/huge-GGUF", "huge-Q4_K_M.gguf", 300 * mib);
+    let models =
+        [("Small", "test/small-GGUF"), ("Big", "test/big-GGUF"), ("Huge", "test/huge-GGUF")];
+    scratch.write("p.yaml", &config("sizes", &models, "max_parallel: 2\n"))
+}
+
+/// `kitt campaign run FILE --dry-run ARGS` on two fake GPUs of 100 MiB with
+/// `used` MiB in use on each.
+fn dry_run(scratch: &Scratch, file: &Path, used: &str, json: bool) -> String {
+    let mut command = scratch.kitt();
+    on_fake_gpus(&mut command, (2, "100")).env("FAKE_GPU_USED_MIB", used);
+    if json {
+        command.arg("--json");
+    }
+    command.args(["campaign", "run"]).arg(file).arg("--dry-run");
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 0, "{outcome:?}");
+    outcome.stdout
+}
+
+#[test]
+fn the_dry_run_shows_the_devices_and_what_each_run_needs() {
+    let scratch = Scratch::new();
+    let file = three_sizes(&scratch);
+
+    let text = dry_run(&scratch, &file, "0,0", false);
+    assert!(text.contains("Parallel:     on, at most 2 at once"), "{text}");
+    assert!(text.contains("Devices:      GPU 0 Fake GPU 24GB"), "{text}");
+    assert!(text.contains("1 of GPU 0,1"), "{text}");
+    assert!(text.contains("2 of GPU 0,1"), "{text}");
+    assert!(
+        text.contains(
+            "skipped: the model needs 360.0 MiB of device memory (300.0 MiB plus 20% headroom) \
+             and this machine has 2 device(s) of 100.0 MiB each"
+        ),
+        "{text}"
+    );
+
+    let plan: Value = serde_json::from_str(&dry_run(&scratch, &file, "0,0", true)).unwrap();
+    assert!(plan["parallel"]["devices"].as_str().unwrap().starts_with("GPU 0 Fake GPU"), "{plan}");
+    assert_eq!(plan["parallel"]["max_parallel"], 2, "{plan}");
+    let placement: BTreeMap<&str, &Value> = plan["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| (run["model"].as_str().unwrap(), &run["placement"]))
+        .collect();
+    assert_eq!(placement["Small"]["devices_needed"], 1, "{plan}");
+    assert_eq!(placement["Big"]["devices_needed"], 2, "{plan}");
+    assert_eq!(placement["Big"]["devices"], "2 of GPU 0,1", "{plan}");
+    assert!(placement["Huge"]["skipped"].as_str().unwrap().contains("360.0 MiB"), "{plan}");
+
+    // 60 MiB in use on GPU 0 at the start: Big no longer fits, and the
+    // reason names the device's total and what is in use.
+    let plan: Value = serde_json::from_str(&dry_run(&scratch, &file, "60,0", true)).unwrap();
+    let big = plan["runs"].as_array().unwrap().iter().find(|run| run["model"] == "Big").unwrap();
+    let reason = big["placement"]["skipped"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "2 device(s): GPU 0 of 100.0 MiB with 60.0 MiB in use by other processes at the \
+             start, GPU 1 of 100.0 MiB"
+        ),
+        "{reason}"
+    );
+}
+
+#[test]
+fn max_parallel_without_parallel_warns_on_every_path() {
+    let scratch = Scratch::new();
+    // The model is not on the machine: the plan skips it and the run ends
+    // without an engine.
+    let file = scratch.write(
+        "p.yaml",
+        "campaign_name: serial\nparallel: false\nmax_parallel: 2\nmodels:\n  - name: M\n    \
+         params: \"2.5M\"\n    gguf_repo: test/absent-GGUF\nengines:\n  - name: llama_cpp\n\
+         disk:\n  reserve_gb: 0\n",
+    );
+    let path = file.to_str().unwrap();
+    let warning = "warning: max_parallel: 2 has no effect without `parallel: true`";
+    for args in [
+        vec!["campaign", "run", path, "--dry-run"],
+        vec!["--json", "campaign", "run", path, "--dry-run"],
+        vec!["campaign", "run", path],
+        vec!["--json", "campaign", "run", path],
+    ] {
+        let outcome = scratch.run(scratch.kitt().args(&args));
+        assert_eq!(outcome.code, 0, "{args:?}: {outcome:?}");
+        assert_eq!(outcome.stderr.matches(warning).count(), 1, "{args:?}: {}", outcome.stderr);
+        assert!(!outcome.stdout.contains(warning), "{args:?}: {}", outcome.stdout);
+    }
 }

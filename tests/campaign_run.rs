@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Scratch, processes_mentioning};
+use common::{Outcome, Scratch, finish, no_engine_left, processes_mentioning, signal, summary};
 use kitt::gguf::TinyModel;
 use kitt::store::{ResultFilter, Store};
 use nix::sys::signal::Signal;
@@ -73,11 +73,6 @@ fn json(scratch: &Scratch, args: &[&str]) -> Value {
     serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| panic!("{e}: {}", outcome.stdout))
 }
 
-fn summary(outcome: &Outcome, code: i32) -> Value {
-    assert_eq!(outcome.code, code, "stdout: {}\nstderr: {}", outcome.stdout, outcome.stderr);
-    serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| panic!("{e}: {}", outcome.stdout))
-}
-
 fn run_status(summary: &Value) -> Vec<(String, String)> {
     summary["runs"]
         .as_array()
@@ -92,18 +87,6 @@ fn run_status(summary: &Value) -> Vec<(String, String)> {
 fn result_count(scratch: &Scratch) -> usize {
     let store = Store::open(&scratch.home()).unwrap();
     store.results(&ResultFilter::default()).unwrap().len()
-}
-
-fn no_engine_left(scratch: &Scratch) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_mentioning(scratch.models());
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "engine processes left: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Starts `campaign run` in the background and waits until `key` is in a
@@ -129,20 +112,6 @@ fn start_until_benchmarking(scratch: &Scratch, engine: &Engine, args: &[&str], k
         }
         assert!(Instant::now() < deadline, "`{key}` never started benchmarking");
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn signal(child: &Child, signal: Signal) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, signal).unwrap();
-}
-
-fn finish(child: Child) -> Outcome {
-    let output = child.wait_with_output().unwrap();
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

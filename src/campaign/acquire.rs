@@ -22,6 +22,9 @@
 //!   download fails the run rather than being overwritten.
 //! - A prefetch's failure is its run's: the task's outcome waits, unread,
 //!   until that run starts, and ends it the way a foreground download would.
+//! - In a parallel campaign the disk check counts the other downloads in
+//!   flight too, and a download that does not fit beside them waits for
+//!   room rather than being skipped ([`super::reserve`]).
 //!
 //! What the download shows is [`super::download_view`]'s; what is deleted
 //! after the run, [`super::cleanup`]'s. With `devon_managed`, the download
@@ -40,13 +43,13 @@ use super::coordinator::{RunContext, Unavailable, environment};
 use super::devon::{self, Via};
 use super::download_view::{Shown, View, record_phase};
 use super::progress::Progress;
+use super::reserve::{Claim, shortfall};
 use crate::acquire::download::{self, DownloadError, Downloader};
 use crate::acquire::hub::HubClient;
-use crate::acquire::local::free_space;
 use crate::acquire::variant::{self, Variant, VariantFile};
 use crate::error::{KittError, with_causes};
 use crate::plan::PlannedRun;
-use crate::plan::matrix::{disk_shortfall_message, human_bytes};
+use crate::plan::matrix::human_bytes;
 use crate::run::Cancel;
 use crate::store::{NewDownload, Store, StoreError};
 
@@ -59,7 +62,7 @@ pub(super) struct Downloads {
     via: Via,
     /// The downloads in flight of a parallel campaign, whose missing bytes
     /// the disk check counts too.
-    in_flight: Option<std::sync::Arc<super::parallel::InFlight>>,
+    in_flight: Option<std::sync::Arc<super::reserve::InFlight>>,
 }
 
 /// A run's variant, checked and ready to download.
@@ -68,7 +71,7 @@ pub(super) struct Pending {
     missing: Vec<VariantFile>,
     /// Its missing bytes, counted by the other downloads of a parallel
     /// campaign until the download ends.
-    _held: Option<super::parallel::Held>,
+    _held: Option<super::reserve::Held>,
 }
 
 impl Pending {
@@ -175,7 +178,7 @@ impl Downloads {
 
     /// Counts the bytes other downloads in flight still need in every disk
     /// check, and this one's in theirs (a parallel campaign).
-    pub(super) fn share_reserve(&mut self, in_flight: std::sync::Arc<super::parallel::InFlight>) {
+    pub(super) fn share_reserve(&mut self, in_flight: std::sync::Arc<super::reserve::InFlight>) {
         self.in_flight = Some(in_flight);
     }
 
@@ -207,13 +210,17 @@ impl Downloads {
 
     /// Checks before the first byte: a refusal earlier in the session, the
     /// listing, files in the way, and free space for the real missing bytes.
+    /// In a parallel campaign a download that does not fit beside the others
+    /// in flight waits for room ([`super::reserve`]), telling `waiting` why;
+    /// `None` when the user stopped the campaign meanwhile.
     pub(super) async fn prepare(
         &self,
         context: &RunContext<'_>,
         store: &Store,
-        planned: &PlannedRun,
-        repo: &str,
-    ) -> Result<Pending, Unavailable> {
+        (planned, repo): (&PlannedRun, &str),
+        cancel: &Cancel,
+        waiting: &mut dyn FnMut(&str),
+    ) -> Result<Option<Pending>, Unavailable> {
         if let Some(reason) = self.refused.get(repo) {
             tracing::debug!(key = %planned.key, repo, "not asking the Hub again: {reason}");
             return Err(refusal(context.campaign.skip_gated, reason.clone()));
@@ -237,24 +244,37 @@ impl Downloads {
             }
         }
 
-        let missing: Vec<VariantFile> = variant.missing().into_iter().cloned().collect();
-        let bytes = variant.missing_bytes();
-        if let Some(free) = free_space(root) {
-            let reserve = context.campaign.disk.reserve_bytes;
-            let others = self.in_flight.as_ref().map_or(0, |in_flight| in_flight.bytes());
-            if free < reserve.saturating_add(bytes).saturating_add(others) {
-                let mut message = disk_shortfall_message(root, bytes, 0, reserve, free);
-                if others > 0 {
-                    message.push_str(&format!(
-                        ", and the downloads of other runs in flight need {} more",
-                        human_bytes(others)
-                    ));
-                }
-                return Err(Unavailable::Skip(message));
+        let reserve = context.campaign.disk.reserve_bytes;
+        // Counted again on every check: another run may have downloaded
+        // some of the files meanwhile.
+        let check = |others: u64| {
+            let bytes = variant.missing_bytes();
+            match shortfall(root, reserve, bytes, others) {
+                Some(message) => Err(message),
+                None => Ok(bytes),
             }
-        }
-        let _held = self.in_flight.as_ref().map(|in_flight| in_flight.hold(bytes));
-        Ok(Pending { variant, missing, _held })
+        };
+        let _held = match &self.in_flight {
+            None => {
+                check(0).map_err(Unavailable::Skip)?;
+                None
+            }
+            Some(in_flight) => {
+                let wait = |shortfall: &str| {
+                    waiting(&format!(
+                        "waiting for disk space: {shortfall}; checks again when a run in \
+                         flight ends its download or its run"
+                    ));
+                };
+                match in_flight.claim(check, cancel, wait).await {
+                    Claim::Held(held) => Some(held),
+                    Claim::Skip(message) => return Err(Unavailable::Skip(message)),
+                    Claim::Interrupted => return Ok(None),
+                }
+            }
+        };
+        let missing: Vec<VariantFile> = variant.missing().into_iter().cloned().collect();
+        Ok(Some(Pending { variant, missing, _held }))
     }
 
     /// Starts downloading what `pending` misses with kitt's own downloader,

@@ -101,6 +101,20 @@ impl Slot {
         board.draw();
     }
 
+    /// Whether this is a run's line (not the campaign's, the first).
+    pub fn is_run(&self) -> bool {
+        self.id != 0
+    }
+
+    /// Removes this slot's line and prints `text` above the block.
+    pub fn leave(&self, text: &str) {
+        let mut board = self.lock();
+        board.lines.remove(&self.id);
+        board.clear();
+        let _ = writeln!(board.out, "{text}");
+        board.draw();
+    }
+
     /// Removes this slot's line; when no line is left the block is gone
     /// and the cursor is at the start of an empty line.
     pub fn remove(&self) {
@@ -177,8 +191,10 @@ mod tests {
         sink.take();
         run.print_above("a: success", "a: cleaning up");
         assert_eq!(sink.take(), "\r\x1b[1A\x1b[Ja: success\ndone 0/1\na: cleaning");
+        run.leave("a: done");
+        assert_eq!(sink.take(), "\r\x1b[1A\x1b[Ja: done\ndone 0/1");
         drop(run);
-        assert_eq!(sink.take(), "\r\x1b[1A\x1b[Jdone 0/1");
+        assert_eq!(sink.take(), "");
         campaign.remove();
         assert_eq!(sink.take(), "\r\x1b[J");
         // Nothing left: printing adds a plain line.

@@ -262,8 +262,12 @@ pub async fn drive(options: &Options<'_>, cancel: &Cancel) -> Result<Outcome, Ki
         let mut failed = |key: &str, error: String| {
             notify_failure(&notifier, (&campaign.name, &id), key, &error, &mut notes);
         };
-        let sessions =
-            super::parallel::Session { context: &context, session_id, json: options.json };
+        let sessions = super::parallel::Session {
+            context: &context,
+            session_id,
+            json: options.json,
+            done_before: total - todo.len() as u64,
+        };
         interrupted = super::parallel::run_all(
             &sessions,
             &mut store,
@@ -588,11 +592,16 @@ pub(super) async fn run_one(
     // missing) and downloaded once the attempt has started.
     let model = match (prefetched, hub_repo(planned)) {
         (Some(prefetched), _) => Ok(Source::Fetch(Fetch::Prefetched(Box::new(prefetched)))),
-        (None, Some(repo)) => match downloads.prepare(context, store, planned, repo).await {
-            Ok(pending) => Ok(Source::Fetch(Fetch::Pending(Box::new(pending)))),
-            Err(Unavailable::Skip(reason)) => return skipped(store, reason),
-            Err(Unavailable::Fail(error)) => Err(error),
-        },
+        (None, Some(repo)) => {
+            let waiting = &mut |text: &str| progress.phase(text);
+            match downloads.prepare(context, store, (planned, repo), cancel, waiting).await {
+                Ok(Some(pending)) => Ok(Source::Fetch(Fetch::Pending(Box::new(pending)))),
+                // Stopped while it waited for disk space: never started.
+                Ok(None) => return Ok(Ended::Interrupted),
+                Err(Unavailable::Skip(reason)) => return skipped(store, reason),
+                Err(Unavailable::Fail(error)) => Err(error),
+            }
+        }
         (None, None) => match local_model(context, planned, None) {
             Ok(model) => Ok(Source::Local(model)),
             Err(Unavailable::Skip(reason)) => return skipped(store, reason),
@@ -608,7 +617,8 @@ pub(super) async fn run_one(
         })
         .map_err(|error| error.to_string());
 
-    let attempt = store.run_started(session_id, run_id).map_err(environment)?;
+    let devices = placement.map(super::parallel::Placement::short);
+    let attempt = store.run_started(session_id, run_id, devices.as_deref()).map_err(environment)?;
     let started = Instant::now();
     let failed = |store: &Store, error: String| -> Result<Ended, KittError> {
         let seconds = started.elapsed().as_secs_f64();
@@ -827,8 +837,12 @@ async fn start_prefetch(
         return None;
     }
     let repo = hub_repo(next)?;
-    let pending = match acquiring.downloads.prepare(context, store, next, repo).await {
-        Ok(pending) => pending,
+    // A sequential session shares no reserve: the check never waits.
+    let quiet = &mut |_: &str| {};
+    let prepared = acquiring.downloads.prepare(context, store, (next, repo), cancel, quiet);
+    let pending = match prepared.await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return None,
         Err(Unavailable::Skip(why) | Unavailable::Fail(why)) => {
             tracing::debug!(key = %next.key, "not prefetched: {why}");
             return None;

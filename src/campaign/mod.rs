@@ -31,8 +31,10 @@ mod devon;
 mod download_view;
 pub mod lock;
 pub mod parallel;
+pub mod placement;
 pub mod progress;
 mod pulls;
+mod reserve;
 pub mod wizard;
 
 use std::path::Path;

@@ -2,22 +2,22 @@
 //!
 //! The coordinator task still owns the campaign: it reads the machine's
 //! devices ([`crate::hardware::inventory`]), places runs on free devices in
-//! plan order, and drives every run in flight as a future of its own task
-//! (each with its own store connection and progress lines), so no run state
-//! is shared between runs except through the coordinator. When a run ends,
-//! the coordinator frees its devices, cleans up after it and starts what
-//! fits next.
+//! plan order ([`super::placement`]), and drives every run in flight as a
+//! future of its own task (each with its own store connection and progress
+//! lines), so no run state is shared between runs except through the
+//! coordinator. When a run ends, the coordinator frees its devices, cleans
+//! up after it and starts what fits next.
 //!
 //! Decisions:
-//! - A run needs its model's size plus [`HEADROOM_PERCENT`] (KV cache,
-//!   activations, the engine's own buffers) of device memory. When one
-//!   device cannot hold that, it gets as many devices as the memory needs
-//!   (the smallest device counts for all); when the whole machine cannot,
-//!   the run is skipped with the sizes in its reason. A model of unknown
-//!   size needs one device.
+//! - What a run needs and where it goes are [`super::placement`]'s: its
+//!   model's size plus headroom, memory other processes use at the start
+//!   taken from their devices, unified-memory devices sharing one RAM
+//!   budget. A run the machine can never hold is skipped with the sizes in
+//!   its reason.
 //! - Placement is in plan order: a run waits until enough devices are free
 //!   and runs after it wait too, so a big run is never starved by small
-//!   ones and the order stays predictable. It takes the lowest free indices.
+//!   ones and the order stays predictable. It takes the lowest free indices
+//!   that hold it.
 //! - Devices are never shared: two runs that overlap in time have disjoint
 //!   devices. A CPU-only machine is one device, so a parallel campaign there
 //!   runs one run at a time.
@@ -28,7 +28,8 @@
 //! - Each result records its devices (`devices` comparability note) and
 //!   every run that was in flight at the same time, with its devices
 //!   (`concurrent_activity`), so a reader can judge interference on shared
-//!   buses, CPU and disk.
+//!   buses, CPU and disk. The store keeps each run's devices too, for
+//!   `campaign status`.
 //! - Engines share the CPU: when several runs can be in flight, a llama.cpp
 //!   engine without `threads` in its config gets the machine's threads
 //!   divided by the runs that can be in flight (at least one), recorded as a
@@ -37,13 +38,17 @@
 //!   many times over.
 //! - No prefetch in parallel: the runs in flight download their own models
 //!   side by side. Each download's disk check also counts the bytes the
-//!   other downloads in flight still need ([`InFlight`]), so the reserve
-//!   holds for all of them together.
+//!   other downloads in flight still need, and one that does not fit beside
+//!   them waits for them rather than being skipped ([`super::reserve`]).
 //! - Progress on a terminal is a board ([`super::board`]): the campaign's
 //!   line and one live line per run in flight; finished runs and notes are
 //!   printed above it. Elsewhere it is plain lines, one per phase change of
-//!   each run, prefixed by the run's key. `campaign status` lists every run
-//!   in flight.
+//!   each run, prefixed by `[i/N]` and the run's key. `i` numbers the runs
+//!   in the order they start (a run skipped at placement takes its number
+//!   too), counting on from the runs done before this session, so two runs
+//!   started together have different numbers and a run's last line has the
+//!   number of its first. `campaign status` lists every run in flight with
+//!   its devices.
 //! - A run that stops the campaign (the store fails) lets the others end
 //!   before the error is returned; Ctrl-C reaches every run in flight
 //!   through the shared cancel, and each stops its engine.
@@ -58,16 +63,15 @@ use futures_util::stream::FuturesUnordered;
 
 use super::acquire::Downloads;
 use super::coordinator::{Acquiring, Attempt, Ended, RunContext, environment, run_one};
+use super::placement::{Placed, Placer, Seat};
 use super::progress::{Display, Progress};
+use super::reserve::InFlight;
 use crate::acquire::hub::HubClient;
 use crate::error::KittError;
-use crate::hardware::inventory::{Inventory, gib};
+use crate::hardware::inventory::Inventory;
 use crate::plan::PlannedRun;
 use crate::run::{Beside, Cancel};
 use crate::store::Store;
-
-/// Device memory a run needs beyond its model's size, in percent.
-pub const HEADROOM_PERCENT: u64 = 20;
 
 /// What every parallel run of a session shares.
 pub(super) struct Session<'a, 'c> {
@@ -75,6 +79,9 @@ pub(super) struct Session<'a, 'c> {
     pub(super) session_id: i64,
     /// Progress lines go to stderr (stdout carries JSON).
     pub(super) json: bool,
+    /// Runs of the campaign done or skipped before this session: the runs
+    /// of this one are numbered after them.
+    pub(super) done_before: u64,
 }
 
 /// Where a run was placed.
@@ -93,6 +100,15 @@ impl Placement {
     pub(super) fn described(&self) -> String {
         format!("{} (placed by `parallel: true`)", devices_text(&self.devices))
     }
+
+    /// The devices as `campaign status` shows them: `GPU 0,1`, or `CPU`.
+    pub(super) fn short(&self) -> String {
+        if self.devices.is_empty() {
+            return "CPU".to_owned();
+        }
+        let list: Vec<String> = self.devices.iter().map(u32::to_string).collect();
+        format!("GPU {}", list.join(","))
+    }
 }
 
 /// `GPU 0,1 (CUDA_VISIBLE_DEVICES=0,1)`, or `the CPU` without GPUs.
@@ -103,34 +119,6 @@ fn devices_text(devices: &[u32]) -> String {
     let list: Vec<String> = devices.iter().map(u32::to_string).collect();
     let list = list.join(",");
     format!("GPU {list} (CUDA_VISIBLE_DEVICES={list})")
-}
-
-/// How many devices a model of `model_bytes` needs on `inventory`, or why
-/// the machine cannot hold it.
-pub fn devices_needed(model_bytes: Option<u64>, inventory: &Inventory) -> Result<usize, String> {
-    let Some(model) = model_bytes.filter(|bytes| *bytes > 0) else { return Ok(1) };
-    let needed = model.saturating_add(model / 100 * HEADROOM_PERCENT);
-    let count = inventory.device_count();
-    let smallest = (0..count).map(|slot| inventory.usable_bytes(slot)).min().unwrap_or(0);
-    if smallest == 0 {
-        // Memory unknown: one device, as without placement.
-        return Ok(1);
-    }
-    let devices = needed.div_ceil(smallest) as usize;
-    if devices <= count {
-        return Ok(devices.max(1));
-    }
-    let what = if inventory.has_gpus() {
-        format!("{count} device(s) of {} each", gib(smallest))
-    } else {
-        format!("no GPU and {} of RAM", gib(smallest))
-    };
-    Err(format!(
-        "the model needs {} of device memory ({} plus {HEADROOM_PERCENT}% headroom) and this \
-         machine has {what}",
-        gib(needed),
-        gib(model)
-    ))
 }
 
 /// The CPU threads each of `runs` engines in flight at once gets (`None`
@@ -145,49 +133,33 @@ fn cpu_threads_per_run(runs: usize) -> Option<u32> {
     Some(u32::try_from((threads / runs).max(1)).unwrap_or(1))
 }
 
-/// The bytes the downloads in flight still need, counted by every other
-/// download's disk check.
-#[derive(Debug, Default)]
-pub(super) struct InFlight(std::sync::Mutex<u64>);
-
-impl InFlight {
-    /// Bytes counted now.
-    pub(super) fn bytes(&self) -> u64 {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Counts `bytes` until the guard is dropped.
-    pub(super) fn hold(self: &Arc<Self>, bytes: u64) -> Held {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += bytes;
-        Held { in_flight: Arc::clone(self), bytes }
-    }
-}
-
-/// Bytes counted in [`InFlight`] while a download runs.
-pub(super) struct Held {
-    in_flight: Arc<InFlight>,
-    bytes: u64,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut bytes = self.in_flight.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *bytes = bytes.saturating_sub(self.bytes);
-    }
-}
-
 /// A run in flight, as the coordinator sees it.
 struct Active<'p> {
     token: u64,
     run_id: i64,
     planned: &'p PlannedRun,
-    /// Device slots it holds.
-    slots: Vec<usize>,
-    devices: Vec<u32>,
+    seat: Seat,
     beside: Arc<Beside>,
 }
 
-type RunFuture<'f> = Pin<Box<dyn Future<Output = (u64, Result<Ended, KittError>)> + 'f>>;
+/// How a run in flight ended, with its own progress lines for the last one.
+type RunEnded = (u64, Result<Ended, KittError>, Progress);
+
+type RunFuture<'f> = Pin<Box<dyn Future<Output = RunEnded> + 'f>>;
+
+/// The runs of a session numbered in the order they start.
+struct Numbers {
+    next: u64,
+    total: u64,
+}
+
+impl Numbers {
+    /// The next run's number and the total.
+    fn take(&mut self) -> (u64, u64) {
+        self.next += 1;
+        (self.next, self.total)
+    }
+}
 
 /// Runs `todo` on the machine's devices, several at once; returns whether
 /// the user stopped the campaign. `failed` hears every failed run.
@@ -210,9 +182,10 @@ pub(super) async fn run_all(
     };
     progress.note(&format!("parallel: runs placed on {}{limit}", inventory.describe()));
     progress.share_live();
-    let cpu_share = cpu_threads_per_run(inventory.device_count().min(cap));
-    let total = todo.len() as u64;
-    let mut free = vec![true; inventory.device_count()];
+    let mut placer = Placer::new(&inventory);
+    let cpu_share = cpu_threads_per_run(placer.device_count().min(cap));
+    let mut numbers =
+        Numbers { next: session.done_before, total: session.done_before + todo.len() as u64 };
     let mut queue: VecDeque<(i64, &PlannedRun)> = todo.iter().copied().collect();
     let mut active: Vec<Active<'_>> = Vec::new();
     let mut running: FuturesUnordered<RunFuture<'_>> = FuturesUnordered::new();
@@ -220,34 +193,26 @@ pub(super) async fn run_all(
     let mut interrupted = false;
     let mut fatal: Option<KittError> = None;
     let in_flight = Arc::new(InFlight::default());
-    let mut done = 0u64;
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         while !cancel.is_cancelled() && fatal.is_none() && active.len() < cap {
             let Some(&(run_id, planned)) = queue.front() else { break };
-            let need = match devices_needed(planned.size_bytes, &inventory) {
-                Ok(need) => need,
-                Err(reason) => {
+            let seat = match placer.place(planned.size_bytes) {
+                Placed::Seat(seat) => seat,
+                Placed::Wait => break,
+                Placed::TooBig(reason) => {
                     queue.pop_front();
                     store.run_skipped(run_id, &reason).map_err(environment)?;
-                    progress.run_finished(&planned.key, &format!("skipped: {reason}"), None);
-                    done += 1;
+                    // Numbered like the lines of the runs that start.
+                    let (number, total) = numbers.take();
+                    progress
+                        .note(&format!("[{number}/{total}] {}: skipped: {reason}", planned.key));
+                    progress.count_finished(None);
                     continue;
                 }
             };
-            let slots: Vec<usize> = (0..free.len()).filter(|slot| free[*slot]).take(need).collect();
-            if slots.len() < need {
-                break;
-            }
             queue.pop_front();
-            for slot in &slots {
-                free[*slot] = false;
-            }
-            let devices: Vec<u32> = slots
-                .iter()
-                .filter_map(|slot| inventory.gpus.get(*slot))
-                .map(|d| d.index)
-                .collect();
+            let devices = seat.devices.clone();
             let beside = Arc::new(Beside::default());
             for other in &active {
                 other.beside.add(&format!(
@@ -258,7 +223,7 @@ pub(super) async fn run_all(
                 beside.add(&format!(
                     "run {} ran at the same time on {}",
                     other.planned.key,
-                    devices_text(&other.devices)
+                    devices_text(&other.seat.devices)
                 ));
             }
             progress.note(&format!("{}: starts on {}", planned.key, devices_text(&devices)));
@@ -267,50 +232,48 @@ pub(super) async fn run_all(
                 .map(|(_, run)| *run)
                 .chain(active.iter().map(|other| other.planned))
                 .collect();
-            let placement = Placement {
-                devices: devices.clone(),
-                beside: Arc::clone(&beside),
-                cpu_threads: cpu_share,
-            };
+            let placement =
+                Placement { devices, beside: Arc::clone(&beside), cpu_threads: cpu_share };
             let token = next_token;
             next_token += 1;
+            in_flight.run_started();
             let run = One {
                 session,
                 attempt: Attempt { session_id: session.session_id, run_id },
                 planned,
                 later,
                 placement,
-                position: (done + 1, total),
+                position: numbers.take(),
                 in_flight: Arc::clone(&in_flight),
                 line: progress.board_line(),
             };
             running.push(Box::pin(run.drive(token, cancel)));
-            active.push(Active { token, run_id, planned, slots, devices, beside });
+            active.push(Active { token, run_id, planned, seat, beside });
         }
         if running.is_empty() {
             break;
         }
-        let (token, ended) = tokio::select! {
+        let (token, ended, mut lines) = tokio::select! {
             Some(ended) = running.next() => ended,
             _ = ticker.tick() => {
                 progress.tick();
                 continue;
             }
         };
-        let Some(at) = active.iter().position(|run| run.token == token) else { continue };
+        let Some(at) = active.iter().position(|run| run.token == token) else {
+            in_flight.run_ended();
+            continue;
+        };
         let finished = active.swap_remove(at);
-        for slot in &finished.slots {
-            free[*slot] = true;
-        }
+        placer.release(&finished.seat);
         let planned = finished.planned;
-        done += 1;
         match ended {
             Err(error) => {
-                progress.run_finished(&planned.key, "stopped the campaign", None);
+                lines.run_finished(&planned.key, "stopped the campaign", None);
                 fatal.get_or_insert(error);
             }
             Ok(Ended::Interrupted) => {
-                progress.run_finished(&planned.key, "interrupted; redone on resume", None);
+                lines.run_finished(&planned.key, "interrupted; redone on resume", None);
                 interrupted = true;
             }
             Ok(Ended::Done { outcome, seconds, failure }) => {
@@ -328,12 +291,15 @@ pub(super) async fn run_all(
                     progress,
                 );
                 downloads.after_run(context, store, planned, &later, progress).await;
-                progress.run_finished(&planned.key, &outcome, seconds);
+                lines.run_finished(&planned.key, &outcome, seconds);
+                progress.count_finished(seconds);
                 if let Some(error) = failure {
                     failed(&planned.key, error);
                 }
             }
         }
+        // After its cleanup: a download waiting for room checks again.
+        in_flight.run_ended();
     }
     if let Some(error) = fatal {
         return Err(error);
@@ -348,7 +314,7 @@ struct One<'s, 'a, 'c, 'p> {
     planned: &'p PlannedRun,
     later: Vec<&'p PlannedRun>,
     placement: Placement,
-    /// Its position among the session's runs, for its progress lines.
+    /// Its number among the campaign's runs and their total, for its lines.
     position: (u64, u64),
     in_flight: Arc<InFlight>,
     /// Its line of the campaign's board on a terminal, else plain lines.
@@ -356,13 +322,11 @@ struct One<'s, 'a, 'c, 'p> {
 }
 
 impl One<'_, '_, '_, '_> {
-    /// Runs it with its own store connection, downloads and progress lines.
-    async fn drive(self, token: u64, cancel: &Cancel) -> (u64, Result<Ended, KittError>) {
+    /// Runs it with its own store connection, downloads and progress lines
+    /// (returned for its last line, which the coordinator writes after
+    /// cleaning up).
+    async fn drive(self, token: u64, cancel: &Cancel) -> RunEnded {
         let context = self.session.context;
-        let mut store = match Store::open(context.home) {
-            Ok(store) => store,
-            Err(error) => return (token, Err(environment(error))),
-        };
         let display = if let Some(line) = self.line {
             Display::Board(line)
         } else if self.session.json {
@@ -372,6 +336,10 @@ impl One<'_, '_, '_, '_> {
         };
         let (position, total) = self.position;
         let mut progress = Progress::new(display, total, position - 1, None);
+        let mut store = match Store::open(context.home) {
+            Ok(store) => store,
+            Err(error) => return (token, Err(environment(error)), progress),
+        };
         let campaign = context.campaign;
         let token_text = campaign.hf_token.as_ref().map(|token| token.expose().to_owned());
         let hub = HubClient::from_env(token_text).map_err(|e| e.to_string());
@@ -391,76 +359,27 @@ impl One<'_, '_, '_, '_> {
             &mut progress,
         )
         .await;
-        (token, ended)
+        (token, ended, progress)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hardware::inventory::Device;
-
-    const GIB: u64 = 1 << 30;
-
-    fn gpus(count: u32, memory: Option<u64>) -> Inventory {
-        let devices = (0..count)
-            .map(|index| Device {
-                index,
-                uuid: None,
-                name: "Test GPU".into(),
-                memory_bytes: memory,
-                used_bytes: None,
-                utilization_percent: None,
-            })
-            .collect();
-        Inventory::new(devices, 64 * GIB)
-    }
-
-    #[test]
-    fn a_model_that_fits_one_device_needs_one() {
-        assert_eq!(devices_needed(Some(10 * GIB), &gpus(2, Some(24 * GIB))), Ok(1));
-        assert_eq!(devices_needed(None, &gpus(2, Some(24 * GIB))), Ok(1));
-    }
-
-    #[test]
-    fn headroom_counts_and_a_bigger_model_gets_more_devices() {
-        // 20 GiB + 20% = 24 GiB: one 24 GiB device holds it exactly.
-        assert_eq!(devices_needed(Some(20 * GIB), &gpus(2, Some(24 * GIB))), Ok(1));
-        assert_eq!(devices_needed(Some(21 * GIB), &gpus(2, Some(24 * GIB))), Ok(2));
-        assert_eq!(devices_needed(Some(50 * GIB), &gpus(4, Some(24 * GIB))), Ok(3));
-    }
-
-    #[test]
-    fn a_model_bigger_than_the_machine_says_why() {
-        let reason = devices_needed(Some(100 * GIB), &gpus(2, Some(24 * GIB))).unwrap_err();
-        assert!(reason.contains("120.0 GiB"), "{reason}");
-        assert!(reason.contains("2 device(s) of 24.0 GiB each"), "{reason}");
-        let cpu = Inventory::new(Vec::new(), 8 * GIB);
-        let reason = devices_needed(Some(10 * GIB), &cpu).unwrap_err();
-        assert!(reason.contains("no GPU and 8.0 GiB of RAM"), "{reason}");
-    }
-
-    #[test]
-    fn unified_memory_devices_hold_what_the_ram_holds() {
-        assert_eq!(devices_needed(Some(40 * GIB), &gpus(1, None)), Ok(1));
-        assert!(devices_needed(Some(60 * GIB), &gpus(1, None)).is_err());
-    }
 
     #[test]
     fn placed_devices_are_described_with_their_pin() {
         assert_eq!(devices_text(&[0, 1]), "GPU 0,1 (CUDA_VISIBLE_DEVICES=0,1)");
         assert_eq!(devices_text(&[]), "the CPU (no GPU found)");
+        let placement =
+            Placement { devices: vec![2, 3], beside: Arc::default(), cpu_threads: None };
+        assert_eq!(placement.short(), "GPU 2,3");
     }
 
     #[test]
-    fn in_flight_bytes_are_counted_while_held() {
-        let in_flight = Arc::new(InFlight::default());
-        let first = in_flight.hold(10);
-        let second = in_flight.hold(5);
-        assert_eq!(in_flight.bytes(), 15);
-        drop(first);
-        assert_eq!(in_flight.bytes(), 5);
-        drop(second);
-        assert_eq!(in_flight.bytes(), 0);
+    fn runs_are_numbered_in_the_order_they_start_after_the_earlier_ones() {
+        let mut numbers = Numbers { next: 2, total: 5 };
+        assert_eq!(numbers.take(), (3, 5));
+        assert_eq!(numbers.take(), (4, 5));
     }
 }

@@ -143,7 +143,23 @@ impl Progress {
             self.durations.1 += 1;
         }
         self.current = None;
-        self.line(&format!("{position} {key}: {outcome}"));
+        let line = format!("{position} {key}: {outcome}");
+        match &self.display {
+            // A run's line of a board goes with it.
+            Display::Board(slot) if slot.is_run() => slot.leave(&line),
+            _ => self.line(&line),
+        }
+    }
+
+    /// A run that another view showed (a parallel campaign's run) ended:
+    /// counts it for the campaign's line and ETA without a line of its own.
+    pub fn count_finished(&mut self, seconds: Option<f64>) {
+        self.done += 1;
+        if let Some(seconds) = seconds {
+            self.durations.0 += seconds;
+            self.durations.1 += 1;
+        }
+        self.redraw();
     }
 
     /// What the prefetch for the run `key` (the next one) shows: a new
@@ -527,8 +543,10 @@ mod tests {
              | [2/3] b · latency (run 1 of 3) 0s · run 0s",
         );
         // A finished run's line goes above; its own line goes with it.
-        campaign.run_finished("a", "success in 1.0 s", Some(1.0));
-        runs.remove(0);
+        let mut first = runs.remove(0);
+        first.run_finished("a", "success in 1.0 s", Some(1.0));
+        campaign.count_finished(Some(1.0));
+        drop(first);
         let text = sink.text();
         let frame = text.rsplit("\x1b[J").next().expect("a frame");
         assert_eq!(

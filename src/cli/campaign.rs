@@ -11,6 +11,7 @@ use crate::acquire::local::{
 };
 use crate::acquire::ollama::OllamaClient;
 use crate::campaign::coordinator::{Options, drive};
+use crate::campaign::placement::Preview;
 use crate::config::{self, Campaign};
 use crate::error::{Exit, KittError, with_causes};
 use crate::plan::Plan;
@@ -36,11 +37,16 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
         eprintln!("warning: {warning}");
     }
     if args.dry_run {
+        // What the run would place its runs on, asked of the machine now.
+        let preview = campaign.parallel.then(|| {
+            let inventory = crate::hardware::inventory::inventory();
+            Preview::new(&inventory, campaign.max_parallel)
+        });
         let mut out = std::io::stdout().lock();
         let written = if json {
-            report::plan::write_json(&mut out, &plan)
+            report::plan::write_json(&mut out, &plan, preview.as_ref())
         } else {
-            report::plan::write_table(&mut out, &campaign, &plan)
+            report::plan::write_table(&mut out, &campaign, &plan, preview.as_ref())
         };
         written.and_then(|()| out.flush()).map_err(KittError::Output)?;
         return Ok(Exit::Success);

@@ -124,7 +124,7 @@ fn show_plan(campaign: &Campaign, plan: &Plan) -> Result<(), KittError> {
         eprintln!("warning: {warning}");
     }
     let mut out = std::io::stdout().lock();
-    report::plan::write_table(&mut out, campaign, plan)
+    report::plan::write_table(&mut out, campaign, plan, None)
         .and_then(|()| out.flush())
         .map_err(KittError::Output)?;
     if plan.planned().next().is_none() {

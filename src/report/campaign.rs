@@ -124,7 +124,8 @@ pub struct StatusView {
     /// The run being executed (with several in flight, the latest to
     /// start that is still running).
     pub current_run: Option<RunRow>,
-    /// Every run in flight (several in a parallel campaign).
+    /// Every run in flight (several in a parallel campaign, each with its
+    /// `devices`).
     pub current_runs: Vec<RunRow>,
     /// The next run while its model downloads beside the current one.
     pub next_run: Option<RunRow>,
@@ -265,7 +266,13 @@ pub fn write_status(out: &mut impl Write, view: &StatusView, home: &Path) -> io:
     for run in current {
         let phase = run.phase.as_deref().unwrap_or("starting");
         let since = run.started_at.as_deref().unwrap_or("?");
-        writeln!(out, "Current:  {} — {phase} (attempt {}, since {since})", run.key, run.attempts)?;
+        let devices =
+            run.devices.as_ref().map(|devices| format!(" on {devices}")).unwrap_or_default();
+        writeln!(
+            out,
+            "Current:  {}{devices} — {phase} (attempt {}, since {since})",
+            run.key, run.attempts
+        )?;
     }
     if let Some(run) = &view.next_run {
         let phase = run.phase.as_deref().unwrap_or_default();

@@ -232,8 +232,9 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     request.phase(|| format!("starting {}", request.engine));
     let mut running = start_engine(launch, cancel).await?;
     let measured = tokio::select! {
-        measured = measure(&mut running, request, cancel) => measured,
+        biased;
         () = cancel.cancelled() => Err(RunError::Interrupted),
+        measured = measure(&mut running, request, cancel) => measured.map_err(|e| stopped(e, cancel)),
     };
     request.phase(|| format!("stopping {}", request.engine));
     if cancel.is_cancelled() {
@@ -386,12 +387,21 @@ fn output_length_observed(benchmarks: &[BenchmarkResult]) -> Option<String> {
 /// Starts the engine; an interruption kills whatever it started.
 async fn start_engine(launch: Launch<'_>, cancel: &Cancel) -> Result<Running, RunError> {
     tokio::select! {
-        started = engine::start(&launch) => Ok(started?),
+        biased;
         () = cancel.cancelled() => {
             engine::process::kill_all_engines();
             Err(RunError::Interrupted)
         }
+        started = engine::start(&launch) => started.map_err(|e| stopped(e.into(), cancel)),
     }
+}
+
+/// A run's error once the user stopped the run: an interruption. Stopping
+/// kills every engine this process started (one run's interruption in a
+/// parallel campaign stops the others' engines too), so an engine that
+/// died or stopped answering then was stopped, not broken.
+fn stopped(error: RunError, cancel: &Cancel) -> RunError {
+    if cancel.is_cancelled() { RunError::Interrupted } else { error }
 }
 
 /// Creates `dir` if needed and checks that files can be created in it.

@@ -266,6 +266,10 @@ pub struct RunRow {
     /// The item limit of its latest attempt (`--limit`): its quality
     /// benchmarks scored only their first N items. `None`: whole datasets.
     pub item_limit: Option<u32>,
+    /// The devices its latest attempt was placed on in a parallel campaign
+    /// (`GPU 0,1`, `CPU`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<String>,
 }
 
 impl RunRow {
@@ -503,9 +507,10 @@ impl Store {
         let mut statement = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS}, {} FROM campaign_runs WHERE campaign_id = ?1 \
+                "SELECT {RUN_COLUMNS}, {}, {} FROM campaign_runs WHERE campaign_id = ?1 \
                  AND (?2 IS NULL OR (status = ?2 AND in_config = 1)) ORDER BY position LIMIT ?3",
-                self.item_limit_column()?
+                self.item_limit_column()?,
+                self.devices_column()?
             ))
             .doing(&self.path, "read runs")?;
         statement
@@ -519,8 +524,9 @@ impl Store {
         self.conn
             .query_row(
                 &format!(
-                    "SELECT {RUN_COLUMNS}, {} FROM campaign_runs WHERE id = ?1",
-                    self.item_limit_column()?
+                    "SELECT {RUN_COLUMNS}, {}, {} FROM campaign_runs WHERE id = ?1",
+                    self.item_limit_column()?,
+                    self.devices_column()?
                 ),
                 [run_id],
                 run_row,
@@ -567,6 +573,16 @@ impl Store {
             "item_limit"
         } else {
             "NULL AS item_limit"
+        })
+    }
+
+    /// The run column with the devices of parallel runs; a store opened
+    /// read-only from before they were recorded has none.
+    fn devices_column(&self) -> Result<&'static str, StoreError> {
+        Ok(if self.schema_version()? >= super::schema::RUN_DEVICES_VERSION {
+            "devices"
+        } else {
+            "NULL AS devices"
         })
     }
 
@@ -739,16 +755,23 @@ impl Store {
     }
 
     /// A run starts its next attempt: `running`, attempts + 1, the campaign's
-    /// current run, the session's item limit. Returns the attempt id.
-    pub fn run_started(&self, session_id: i64, run_id: i64) -> Result<i64, StoreError> {
+    /// current run, the session's item limit, the `devices` a parallel
+    /// campaign placed it on (`None`: one run at a time). Returns the
+    /// attempt id.
+    pub fn run_started(
+        &self,
+        session_id: i64,
+        run_id: i64,
+        devices: Option<&str>,
+    ) -> Result<i64, StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self.conn.unchecked_transaction().doing(&self.path, "start a run")?;
         tx.execute(
             "UPDATE campaign_runs SET status = 'running', attempts = attempts + 1, \
              phase = 'starting', reason = NULL, started_at = ?2, finished_at = NULL, \
-             duration_s = NULL, \
+             duration_s = NULL, devices = ?4, \
              item_limit = (SELECT item_limit FROM campaign_sessions WHERE id = ?3) WHERE id = ?1",
-            params![run_id, now, session_id],
+            params![run_id, now, session_id, devices],
         )
         .doing(&self.path, "start a run")?;
         tx.execute(
@@ -928,6 +951,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
             error_rate: row.get(21)?,
         },
         item_limit: row.get(22)?,
+        devices: row.get(23)?,
     })
 }
 

@@ -48,7 +48,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "comparisons",
         sql: include_str!("migrations/0009_comparisons.sql"),
     },
+    Migration {
+        version: 10,
+        name: "run devices",
+        sql: include_str!("migrations/0010_run_devices.sql"),
+    },
 ];
+
+/// The first schema version that records the devices of parallel runs.
+pub const RUN_DEVICES_VERSION: i64 = 10;
 
 /// The first schema version that stores `auto_compare`'s comparisons.
 pub const COMPARISONS_VERSION: i64 = 9;

@@ -5,7 +5,10 @@
 pub mod ollama;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// What a kitt invocation produced.
 #[derive(Debug)]
@@ -104,4 +107,40 @@ pub fn processes_mentioning(needle: impl AsRef<Path>) -> Vec<u32> {
             String::from_utf8_lossy(&cmdline).contains(&needle) && !stat.contains(") Z ")
         })
         .collect()
+}
+
+/// The JSON summary of a `--json campaign run` that exited with `code`.
+pub fn summary(outcome: &Outcome, code: i32) -> Value {
+    assert_eq!(outcome.code, code, "stdout: {}\nstderr: {}", outcome.stdout, outcome.stderr);
+    serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| panic!("{e}: {}", outcome.stdout))
+}
+
+/// Waits for a spawned kitt and collects what it printed.
+pub fn finish(child: Child) -> Outcome {
+    let output = child.wait_with_output().unwrap();
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Sends `signal` to a spawned kitt.
+pub fn signal(child: &Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+/// Waits (up to 10 s) until no process serves a model of the scratch
+/// directory's storage root.
+pub fn no_engine_left(scratch: &Scratch) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(scratch.models());
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "engine processes left: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
