@@ -9,7 +9,8 @@
 //! Ctrl-C during two runs then `--resume` finishes both with one result each
 //! and no engine left; a unified-memory device (`[N/A]`) holds what the RAM
 //! holds; without any GPU (no NVML, no `nvidia-smi`) the machine is one
-//! device and runs never overlap. The dry run shows the devices and what
+//! device and runs never overlap. On a terminal each run in flight has a
+//! live line of its own under the campaign's. The dry run shows the devices and what
 //! each run needs, and `max_parallel` without `parallel` warns on every
 //! path (neither needs an engine). This machine has no NVML library, so
 //! every test also shows the fallback to `nvidia-smi`. The servers run
@@ -528,4 +529,51 @@ fn max_parallel_without_parallel_warns_on_every_path() {
         assert_eq!(outcome.stderr.matches(warning).count(), 1, "{args:?}: {}", outcome.stderr);
         assert!(!outcome.stdout.contains(warning), "{args:?}: {}", outcome.stdout);
     }
+}
+
+/// On a terminal a parallel campaign draws a board: the campaign's line and
+/// one live line per run in flight, redrawn in place, with each run's last
+/// line printed above it.
+#[test]
+fn on_a_terminal_each_run_in_flight_has_a_live_line() {
+    use expectrl::process::unix::WaitStatus;
+    use expectrl::{Eof, Expect, Session};
+
+    let Some(engine) = Engine::find() else { return };
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    let file = two_slow_models(&scratch);
+    let mut command = campaign(&scratch, &engine, (2, "24576"), &["run", file.to_str().unwrap()]);
+    command.env("TERM", "xterm");
+    let mut session = Session::spawn(command).expect("spawn kitt in a pty");
+    session.get_process_mut().set_window_size(120, 40).expect("window size");
+    session.set_expect_timeout(Some(Duration::from_secs(600)));
+    let captured = session.expect(Eof).expect("the campaign ends");
+    // The terminal ends lines with CR LF; a lone CR starts a redraw.
+    let text = String::from_utf8_lossy(captured.as_bytes()).replace("\r\n", "\n");
+    let status = session.get_process().wait().expect("wait");
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}\n{text}");
+
+    // A frame is what is drawn after the board clears to the end of the
+    // screen, up to the next redraw.
+    let frames: Vec<Vec<&str>> = text
+        .split("\x1b[J")
+        .map(|frame| frame.split('\r').next().unwrap_or_default())
+        .map(|frame| frame.split('\n').collect())
+        .collect();
+    let both = frames.iter().find(|lines| {
+        lines.len() == 3
+            && lines[0].contains("done 0/2 · elapsed")
+            && lines[1].contains("] One|llama_cpp|F16 · ")
+            && lines[2].contains("] Two|llama_cpp|F16 · ")
+    });
+    assert!(both.is_some(), "no frame shows both runs in flight under the campaign:\n{text:?}");
+    for lines in &frames {
+        for line in lines {
+            assert!(line.chars().count() < 120, "a board line wider than the terminal: {line:?}");
+        }
+    }
+    assert!(text.contains("[1/2] One|llama_cpp|F16: success"), "{text:?}");
+    assert!(text.contains("[2/2] Two|llama_cpp|F16: success"), "{text:?}");
+    no_engine_left(&scratch);
 }
