@@ -170,8 +170,9 @@ mod tests {
     }
 
     /// An `nvidia-smi` whose first call answers at once and whose later
-    /// calls wait (up to 10 s) for a `flag` file in its directory before
-    /// answering 100 MiB; without the flag they answer 1 MiB.
+    /// calls wait for a `flag` file in its directory before answering
+    /// 100 MiB; they give up after about 3 s (within kitt's 10 s limit on
+    /// `nvidia-smi`) and answer 1 MiB.
     fn waiting_nvidia_smi(dir: &std::path::Path) -> std::path::PathBuf {
         let program = dir.join("nvidia-smi");
         let script = "#!/bin/sh\n\
@@ -179,7 +180,7 @@ mod tests {
             echo call >> \"$dir/calls\"\n\
             if [ \"$(wc -l < \"$dir/calls\")\" -gt 1 ]; then\n\
               i=0\n\
-              while [ ! -e \"$dir/flag\" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done\n\
+              while [ ! -e \"$dir/flag\" ] && [ $i -lt 300 ]; do sleep 0.01; i=$((i+1)); done\n\
               [ -e \"$dir/flag\" ] || { echo '0, 1'; exit 0; }\n\
             fi\n\
             echo '0, 100'\n";
