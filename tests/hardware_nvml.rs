@@ -235,3 +235,30 @@ fn kitt_run_samples_only_the_gpus_cuda_visible_devices_leaves() {
     // The fingerprint names the machine, every GPU included.
     assert_eq!(result["hardware"]["gpus"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn kitt_run_without_nvml_reads_the_configured_nvidia_smi_not_the_path() {
+    // KITT_NVML_LIBRARY empty: NVML off. The fake nvidia-smi is not on the
+    // PATH; only KITT_NVIDIA_SMI names it.
+    let server = ScriptedStream::start(Script::chat("m", &["a"; 4], Duration::from_millis(1)));
+    server.serve_models(&["m"]);
+    let scratch = Scratch::new();
+    let log = scratch.path().join("smi.log");
+    let mut command = scratch.kitt();
+    command
+        .env("KITT_NVML_LIBRARY", "")
+        .env("KITT_NVIDIA_SMI", fake_nvidia_smi())
+        .env("FAKE_GPU_COUNT", "2")
+        .env("FAKE_GPU_LOG", &log)
+        .args(["--json", "run", "-m", "m", "-e", "openai"])
+        .args(["--engine-config", &format!("base_url={}/v1", server.url())]);
+    let outcome = scratch.run(&mut command);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let result: Value = serde_json::from_str(&outcome.stdout).unwrap();
+
+    assert_eq!(result["hardware"]["gpus"][1]["name"], "Fake GPU 24GB", "{}", result["hardware"]);
+    let memory = &result["engine"]["comparability"]["memory"];
+    assert_eq!(memory, "GPU memory used on all GPUs (nvidia-smi)");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("--query-gpu=index,memory.used"), "{calls}");
+}
