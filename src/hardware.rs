@@ -1,8 +1,11 @@
 //! Describes the machine a run measures, and the fingerprint that identifies it.
 //!
 //! [`detect`] reads Linux's own descriptions (`/proc/cpuinfo`, `/proc/meminfo`,
-//! `/etc/os-release`, `/proc/sys/kernel/osrelease`) and asks `nvidia-smi` for
-//! GPUs when that command exists. It never fails: whatever cannot be read
+//! `/etc/os-release`, `/proc/sys/kernel/osrelease`) and asks NVML, else
+//! `nvidia-smi`, for the GPUs, through the same [`gpu::Tools`] as the
+//! inventory, so a machine fingerprints the same way whichever answers. Every
+//! GPU counts, also those `CUDA_VISIBLE_DEVICES` hides: the fingerprint names
+//! the machine. It never fails: whatever cannot be read
 //! becomes `unknown` (or is left out, for optional fields). It does not probe
 //! storage, RAM type or container environments, which vary between boots
 //! without changing what a benchmark measures.
@@ -28,7 +31,9 @@
 //! Example: `NVIDIA-H100-80GB-HBM3-80GB-2x_AMD-EPYC-7B13-64-Core-Processor-64c_
 //! 504GB_Ubuntu-22.04.4-LTS-5.15.0-105-generic` (one line).
 
+pub mod gpu;
 pub mod inventory;
+pub mod visible;
 
 use std::io::Read;
 use std::path::Path;
@@ -47,14 +52,19 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// Detects this machine's hardware and computes its fingerprint; never fails.
 ///
-/// This reads files and may run `nvidia-smi`, so it blocks for a moment.
+/// This reads files and may load NVML or run `nvidia-smi`, so it blocks for a
+/// moment.
 pub fn detect() -> Hardware {
+    detect_with(&gpu::Tools::from_env())
+}
+
+/// [`detect`] with the GPUs `tools` describe.
+pub fn detect_with(tools: &gpu::Tools) -> Hardware {
     let cpu = parse_cpuinfo(&read_or_empty("/proc/cpuinfo"));
     let ram_bytes = parse_meminfo(&read_or_empty("/proc/meminfo")).unwrap_or(0);
     let os = parse_os_release(&read_or_empty("/etc/os-release"));
     let kernel = read_or_empty("/proc/sys/kernel/osrelease").trim().to_owned();
-    let gpus =
-        query_nvidia_smi("nvidia-smi").map(|text| parse_nvidia_smi(&text)).unwrap_or_default();
+    let gpus = gpu_report(tools);
 
     let threads = match cpu.threads {
         0 => std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
@@ -251,6 +261,25 @@ fn parse_os_release(text: &str) -> Option<String> {
 struct GpuReport {
     gpus: Vec<Gpu>,
     driver_version: Option<String>,
+}
+
+/// The GPUs and driver from NVML when it answers, else from `nvidia-smi`.
+fn gpu_report(tools: &gpu::Tools) -> GpuReport {
+    if let Some(nvml) = tools.nvml()
+        && let Some(devices) = gpu::nvml_devices(&nvml)
+    {
+        let gpus = devices
+            .into_iter()
+            .map(|device| Gpu { name: device.name, memory_bytes: device.memory_bytes })
+            .collect();
+        return GpuReport { gpus, driver_version: nvml.sys_driver_version().ok() };
+    }
+    tools
+        .nvidia_smi
+        .as_deref()
+        .and_then(query_nvidia_smi)
+        .map(|text| parse_nvidia_smi(&text))
+        .unwrap_or_default()
 }
 
 /// Parses `nvidia-smi --query-gpu=name,memory.total,driver_version

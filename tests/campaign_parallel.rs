@@ -12,9 +12,11 @@
 //! device and runs never overlap. On a terminal each run in flight has a
 //! live line of its own under the campaign's. The dry run shows the devices and what
 //! each run needs, and `max_parallel` without `parallel` warns on every
-//! path (neither needs an engine). This machine has no NVML library, so
-//! every test also shows the fallback to `nvidia-smi`. The servers run
-//! together under one `ServerLock`.
+//! path (neither needs an engine). Every test points `KITT_NVML_LIBRARY`
+//! at a library that does not exist, so a machine with a real NVML still
+//! runs on the fake `nvidia-smi`, and every test also shows the fallback to
+//! it; one runs on a fake NVML (tests/hardware_nvml.rs covers NVML itself).
+//! The servers run together under one `ServerLock`.
 
 mod common;
 mod support;
@@ -31,6 +33,7 @@ use kitt::store::{ResultFilter, Store};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::engine::{Engine, ServerLock};
+use support::nvml::FakeNvml;
 
 /// The directory of the fake `nvidia-smi`.
 fn fake_gpus() -> PathBuf {
@@ -38,13 +41,14 @@ fn fake_gpus() -> PathBuf {
 }
 
 /// Puts the fake `nvidia-smi` first on the PATH of `command`, reporting
-/// `count` devices of `memory` MiB (or `[N/A]`).
+/// `count` devices of `memory` MiB (or `[N/A]`), and no NVML.
 fn on_fake_gpus<'c>(command: &'c mut Command, (count, memory): (u32, &str)) -> &'c mut Command {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![fake_gpus()];
     dirs.extend(std::env::split_paths(&path));
     command
         .env("PATH", std::env::join_paths(dirs).unwrap())
+        .env("KITT_NVML_LIBRARY", "/nonexistent/kitt-test/libnvidia-ml.so.1")
         .env("FAKE_GPU_COUNT", count.to_string())
         .env("FAKE_GPU_MEMORY_MIB", memory)
 }
@@ -110,6 +114,8 @@ fn overlap(a: &RunResult, b: &RunResult) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Pinned {
     visible: Option<String>,
+    /// `CUDA_DEVICE_ORDER`, which makes the indices mean nvidia-smi's.
+    order: Option<String>,
     port: String,
 }
 
@@ -121,18 +127,22 @@ fn engines(models: &Path) -> BTreeSet<Pinned> {
         .filter_map(|pid| {
             let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let visible = environ
-                .split(|byte| *byte == 0)
-                .filter_map(|entry| std::str::from_utf8(entry).ok())
-                .find_map(|entry| entry.strip_prefix("CUDA_VISIBLE_DEVICES="))
-                .map(str::to_owned);
+            let variable = |name: &str| {
+                environ
+                    .split(|byte| *byte == 0)
+                    .filter_map(|entry| std::str::from_utf8(entry).ok())
+                    .find_map(|entry| entry.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            let (visible, order) =
+                (variable("CUDA_VISIBLE_DEVICES"), variable("CUDA_DEVICE_ORDER"));
             let args: Vec<String> = cmdline
                 .split(|byte| *byte == 0)
                 .map(|arg| String::from_utf8_lossy(arg).into_owned())
                 .collect();
             let port =
                 args.iter().position(|arg| arg == "--port").map(|at| args[at + 1].clone())?;
-            Some(Pinned { visible, port })
+            Some(Pinned { visible, order, port })
         })
         .collect()
 }
@@ -176,6 +186,7 @@ fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
     let seen = two_engines(&mut child, &scratch.models());
     let pins: BTreeSet<Option<String>> = seen.iter().map(|e| e.visible.clone()).collect();
     assert_eq!(pins, BTreeSet::from([Some("0".to_owned()), Some("1".to_owned())]), "{seen:?}");
+    assert!(seen.iter().all(|e| e.order.as_deref() == Some("PCI_BUS_ID")), "{seen:?}");
     let ports: BTreeSet<&String> = seen.iter().map(|e| &e.port).collect();
     assert_eq!(ports.len(), 2, "distinct ports: {seen:?}");
     // `campaign status` lists both runs in flight (the slow models' suites
@@ -207,7 +218,8 @@ fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
     let done = summary(&outcome, 0);
     assert_eq!(done["status"], "completed", "{done}");
     assert!(
-        outcome.stderr.contains("parallel: runs placed on GPU 0 Fake GPU 24GB"),
+        outcome.stderr.contains("parallel: runs placed on GPU 0 Fake GPU 24GB")
+            && outcome.stderr.contains("(from nvidia-smi)"),
         "{}",
         outcome.stderr
     );
@@ -399,7 +411,7 @@ fn without_any_gpu_the_machine_is_one_device_and_runs_never_overlap() {
         "p.yaml",
         &config("cpu", &[("A", "test/a-GGUF"), ("B", "test/b-GGUF")], "max_parallel: 4\n"),
     );
-    // No NVML on this machine and no nvidia-smi: `KITT_NVIDIA_SMI` set empty.
+    // No NVML (`campaign` points at none) and no nvidia-smi: `KITT_NVIDIA_SMI` set empty.
     let mut command = campaign(&scratch, &engine, (2, "24576"), &["--json", "run"]);
     command.arg(file.to_str().unwrap()).env("KITT_NVIDIA_SMI", "");
     let outcome = scratch.run(&mut command);
@@ -576,4 +588,39 @@ fn on_a_terminal_each_run_in_flight_has_a_live_line() {
     assert!(text.contains("[1/2] One|llama_cpp|F16: success"), "{text:?}");
     assert!(text.contains("[2/2] Two|llama_cpp|F16: success"), "{text:?}");
     no_engine_left(&scratch);
+}
+
+#[test]
+fn an_nvml_machine_places_runs_on_the_gpus_cuda_visible_devices_leaves() {
+    let Some(engine) = Engine::find() else { return };
+    let nvml = FakeNvml::build();
+    let _lock = ServerLock::acquire();
+    let scratch = Scratch::new();
+    install(&scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
+    let file = scratch.write("p.yaml", &config("nvml", &[("A", "test/a-GGUF")], ""));
+    // NVML describes two GPUs; the fake nvidia-smi (four) must not be asked.
+    let mut command = campaign(&scratch, &engine, (4, "24576"), &["--json", "run"]);
+    command
+        .arg(file.to_str().unwrap())
+        .env("KITT_NVML_LIBRARY", &nvml.library)
+        .env("FAKE_NVML_COUNT", "2")
+        .env("CUDA_VISIBLE_DEVICES", "GPU-8a3f0001");
+    let outcome = scratch.run(&mut command);
+    let done = summary(&outcome, 0);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        outcome.stderr.contains(
+            "runs placed on GPU 1 Fake NVML GPU 24.0 GiB (from NVML; GPU 0 hidden by \
+             CUDA_VISIBLE_DEVICES)"
+        ),
+        "{}",
+        outcome.stderr
+    );
+    let result = &results(&scratch)["a"];
+    assert_eq!(
+        result.engine.comparability["devices"],
+        "GPU 1 (CUDA_VISIBLE_DEVICES=1) (placed by `parallel: true`)"
+    );
+    assert_eq!(result.engine.comparability["memory"], "GPU memory used on GPU 1 (NVML)");
+    assert!(result.hardware.fingerprint.starts_with("Fake-NVML-GPU-24GB-2x_"));
 }

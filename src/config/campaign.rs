@@ -227,7 +227,7 @@ pub struct EngineConfig {
     /// Container image overriding the engine's default.
     pub image: Option<String>,
     /// GPUs handed to the engine's container (Docker mode; default: every
-    /// GPU when `nvidia-smi` finds one, else none).
+    /// GPU when NVML or `nvidia-smi` finds one, else none).
     pub gpus: Option<Gpus>,
     /// Base URL of an already-running OpenAI-compatible server (`openai` only).
     pub base_url: Option<String>,

@@ -11,7 +11,7 @@
 //! - sees the model read-only under `/models` ([`mounts`]), and for vLLM a
 //!   GGUF's tokenizer directory under `/tokenizer`; Ollama's store is the
 //!   named volume `kitt-ollama`;
-//! - gets the GPUs of the config's `gpus` (default: all when `nvidia-smi`
+//! - gets the GPUs of the config's `gpus` (default: all when NVML or `nvidia-smi`
 //!   finds a GPU, none otherwise) ([`resolve_gpus`]);
 //! - has its output followed into the run's `engine.log`.
 //!

@@ -207,7 +207,9 @@ pub struct Launch<'a> {
 impl Launch<'_> {
     /// The environment that pins a native engine to its devices:
     /// `CUDA_VISIBLE_DEVICES` (and `HIP_VISIBLE_DEVICES`, read by ROCm
-    /// builds) listing the placed GPUs; nothing when the run was not placed.
+    /// builds) listing the placed GPUs, with `CUDA_DEVICE_ORDER=PCI_BUS_ID`
+    /// so CUDA numbers them as NVML and `nvidia-smi` do (its own default
+    /// puts the fastest first); nothing when the run was not placed.
     pub fn device_env(&self) -> Vec<(String, String)> {
         let Some(devices) = self.devices.filter(|devices| !devices.is_empty()) else {
             return Vec::new();
@@ -215,6 +217,7 @@ impl Launch<'_> {
         let list: Vec<String> = devices.iter().map(u32::to_string).collect();
         let list = list.join(",");
         vec![
+            ("CUDA_DEVICE_ORDER".to_owned(), "PCI_BUS_ID".to_owned()),
             ("CUDA_VISIBLE_DEVICES".to_owned(), list.clone()),
             ("HIP_VISIBLE_DEVICES".to_owned(), list),
         ]
@@ -549,6 +552,36 @@ mod tests {
             assert_eq!(EngineKind::parse(kind.name()), Some(*kind));
         }
         assert_eq!(EngineKind::NAMES.len(), EngineKind::ALL.len());
+    }
+
+    #[test]
+    fn a_placed_engine_is_pinned_with_indices_in_pci_bus_order() {
+        let config = EngineConfig::default();
+        let devices = [0, 2];
+        let mut launch = Launch {
+            kind: EngineKind::LlamaCpp,
+            config: &config,
+            model_path: None,
+            format: None,
+            tokenizer: None,
+            run_id: "r",
+            campaign: None,
+            model_name: "m",
+            model_bytes: 0,
+            context_size: 1,
+            slots: 1,
+            log_path: PathBuf::from("/dev/null"),
+            progress: StartProgress::default(),
+            pulls: pulls::PullRules::default(),
+            devices: Some(&devices),
+            cpu_threads: None,
+        };
+        let env: BTreeMap<String, String> = launch.device_env().into_iter().collect();
+        assert_eq!(env["CUDA_VISIBLE_DEVICES"], "0,2");
+        assert_eq!(env["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
+        assert_eq!(env["HIP_VISIBLE_DEVICES"], "0,2");
+        launch.devices = None;
+        assert!(launch.device_env().is_empty(), "not placed: the user's own environment");
     }
 
     #[test]

@@ -206,7 +206,11 @@ pub async fn execute(request: &RunRequest<'_>, cancel: &Cancel) -> Result<RunOut
     let logs = request.home.join("logs");
     writable_dir(&logs)?;
     let log_path = engine_log_path(request.home, &id);
-    let hardware = crate::hardware::detect();
+    // NVML or nvidia-smi may take a moment: off the async threads, where
+    // other runs of a parallel campaign may be measuring.
+    let hardware = tokio::task::spawn_blocking(crate::hardware::detect)
+        .await
+        .unwrap_or_else(|_| crate::results::model::Hardware::default());
 
     let slots = request.config.parallel.unwrap_or_else(|| request.suite.max_concurrency());
     let context_size =
@@ -304,7 +308,8 @@ async fn measure(
     let client = StreamClient::new(&running.base_url).map_err(|error| {
         EngineError::Unreachable { url: running.base_url.clone(), reason: error.to_string() }
     })?;
-    let sampler = MemorySampler::for_engine(running.process_group());
+    let placed = request.devices.as_ref().map(|(devices, _)| *devices);
+    let sampler = MemorySampler::for_engine(running.process_group(), placed).await;
     running.comparability.insert("memory".into(), sampler.describe());
     let mut target = Target::new(client, running.served_model.clone(), sampler, suite.temperature);
     target.extras = running.request_extras.clone();

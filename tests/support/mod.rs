@@ -26,6 +26,7 @@ pub mod docker;
 pub mod engine;
 pub mod files;
 pub mod hub;
+pub mod nvml;
 pub mod ollama;
 pub mod parquet;
 mod server;
