@@ -63,6 +63,20 @@ pub enum NvmlLibrary {
     Off,
 }
 
+/// Whether the warning `what` is given for the first time in this process:
+/// the GPUs are asked again for every run's memory readings, and a warning
+/// about the environment is news only once (a repeat would also break into
+/// a live progress display).
+pub(crate) fn first_time(what: &str) -> bool {
+    static GIVEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if given.iter().any(|seen| seen == what) {
+        return false;
+    }
+    given.push(what.to_owned());
+    true
+}
+
 /// How this process reaches the GPUs, read from the environment once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tools {
@@ -111,7 +125,9 @@ impl Tools {
                 // The driver's library missing is the ordinary CPU-only case;
                 // a library the user named that fails deserves a warning.
                 if let NvmlLibrary::Path(path) = &self.nvml {
-                    tracing::warn!(library = ?path, %error, "cannot use KITT_NVML_LIBRARY");
+                    if first_time("nvml-library") {
+                        tracing::warn!(library = ?path, %error, "cannot use KITT_NVML_LIBRARY");
+                    }
                 } else {
                     tracing::debug!(%error, "no NVML: asking nvidia-smi");
                 }

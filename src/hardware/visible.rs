@@ -56,7 +56,7 @@ pub fn restrict(devices: Vec<Device>, spec: Option<&str>, order: Option<&str>) -
             }
             Err(why) => {
                 ignored = entries[at..].iter().map(|e| (*e).to_owned()).collect();
-                if !entry.starts_with('-') {
+                if !entry.starts_with('-') && super::gpu::first_time("visible-entry") {
                     tracing::warn!(
                         entry,
                         reason = why,
@@ -68,7 +68,11 @@ pub fn restrict(devices: Vec<Device>, spec: Option<&str>, order: Option<&str>) -
             }
         }
     }
-    if by_index && order != Some("PCI_BUS_ID") && models_differ(&devices) {
+    if by_index
+        && order != Some("PCI_BUS_ID")
+        && models_differ(&devices)
+        && super::gpu::first_time("visible-order")
+    {
         tracing::warn!(
             "CUDA_VISIBLE_DEVICES lists indices and the GPUs differ: kitt reads the indices \
              in PCI bus order (as nvidia-smi numbers them); set CUDA_DEVICE_ORDER=PCI_BUS_ID \
