@@ -170,6 +170,16 @@ fn two_slow_models(scratch: &Scratch) -> PathBuf {
         .write("p.yaml", &config("par", &[("One", "test/one-GGUF"), ("Two", "test/two-GGUF")], ""))
 }
 
+/// `kitt --json campaign run PATH` on two fake GPUs, started in the
+/// background with its output piped.
+fn two_runs_started(scratch: &Scratch, engine: &Engine, path: &str) -> Child {
+    campaign(scratch, engine, (2, "24576"), &["--json", "run", path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
     let Some(engine) = Engine::find() else { return };
@@ -177,12 +187,7 @@ fn two_runs_go_at_once_each_pinned_to_its_own_gpu_and_port() {
     let scratch = Scratch::new();
     let file = two_slow_models(&scratch);
     let path = file.to_str().unwrap();
-
-    let mut child = campaign(&scratch, &engine, (2, "24576"), &["--json", "run", path])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = two_runs_started(&scratch, &engine, path);
     let seen = two_engines(&mut child, &scratch.models());
     let pins: BTreeSet<Option<String>> = seen.iter().map(|e| e.visible.clone()).collect();
     assert_eq!(pins, BTreeSet::from([Some("0".to_owned()), Some("1".to_owned())]), "{seen:?}");
@@ -306,12 +311,7 @@ fn kill_9_during_two_runs_then_resume_finishes_both_once() {
     let scratch = Scratch::new();
     let file = two_slow_models(&scratch);
     let path = file.to_str().unwrap();
-
-    let mut child = campaign(&scratch, &engine, (2, "24576"), &["run", path])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = two_runs_started(&scratch, &engine, path);
     two_engines(&mut child, &scratch.models());
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -350,12 +350,7 @@ fn ctrl_c_during_two_runs_stops_both_engines_and_resume_finishes_both_once() {
     let scratch = Scratch::new();
     let file = two_slow_models(&scratch);
     let path = file.to_str().unwrap();
-
-    let mut child = campaign(&scratch, &engine, (2, "24576"), &["--json", "run", path])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = two_runs_started(&scratch, &engine, path);
     two_engines(&mut child, &scratch.models());
     signal(&child, Signal::SIGINT);
     let outcome = finish(child);

@@ -136,9 +136,10 @@ impl Drop for Slot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
+    /// A writer tests read back.
     #[derive(Clone, Default)]
     pub(crate) struct Sink(Arc<Mutex<Vec<u8>>>);
 
@@ -153,6 +154,12 @@ mod tests {
     }
 
     impl Sink {
+        /// Everything written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("sink").clone()).expect("utf-8")
+        }
+
+        /// Everything written since the last call.
         fn take(&self) -> String {
             let bytes = std::mem::take(&mut *self.0.lock().expect("sink"));
             String::from_utf8(bytes).expect("utf-8")

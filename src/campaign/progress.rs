@@ -396,27 +396,8 @@ pub fn clock(duration: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::board::tests::Sink;
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("sink").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Sink {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().expect("sink").clone()).expect("utf-8")
-        }
-    }
 
     #[test]
     fn lines_name_each_phase_and_outcome_and_the_eta_follows_finished_runs() {
