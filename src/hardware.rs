@@ -36,6 +36,7 @@ pub mod inventory;
 pub mod visible;
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,8 +55,13 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 ///
 /// This reads files and may load NVML or run `nvidia-smi`, so it blocks for a
 /// moment.
+///
+/// The machine is described once per process: every run of a campaign
+/// records the same hardware and fingerprint, and a GPU tool that hangs
+/// costs its timeout once rather than inside every run's time.
 pub fn detect() -> Hardware {
-    detect_with(&gpu::Tools::from_env())
+    static DETECTED: std::sync::OnceLock<Hardware> = std::sync::OnceLock::new();
+    DETECTED.get_or_init(|| detect_with(&gpu::Tools::from_env())).clone()
 }
 
 /// [`detect`] with the GPUs `tools` describe.
@@ -317,16 +323,26 @@ fn query_nvidia_smi(program: impl AsRef<Path>) -> Option<String> {
 /// Runs `nvidia-smi` with `args` and returns its output; `None` when the
 /// command is missing, fails or hangs.
 pub(crate) fn run_nvidia_smi(program: &Path, args: &[&str]) -> Option<String> {
+    // A group of its own, so a wrapper script that hangs is stopped with
+    // whatever it started.
     let spawned = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            tracing::debug!(program = %program.display(), "no nvidia-smi: assuming no NVIDIA GPU");
+            if program != Path::new("nvidia-smi") && gpu::first_time("nvidia-smi-missing") {
+                tracing::warn!(
+                    program = %program.display(),
+                    "KITT_NVIDIA_SMI names no program; assuming no NVIDIA GPU"
+                );
+            } else {
+                tracing::debug!(program = %program.display(), "no nvidia-smi: assuming no GPU");
+            }
             return None;
         }
         Err(error) => {
@@ -344,6 +360,10 @@ pub(crate) fn run_nvidia_smi(program: &Path, args: &[&str]) -> Option<String> {
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Ok(None) | Err(_) => {
                 // Best effort: the child is abandoned either way.
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let group = nix::unistd::Pid::from_raw(pid);
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 tracing::warn!("nvidia-smi did not answer in time; recording no GPU");

@@ -476,13 +476,15 @@ fn the_dry_run_shows_the_devices_and_what_each_run_needs() {
     assert!(text.contains("Devices:      GPU 0 Fake GPU 24GB"), "{text}");
     assert!(text.contains("1 of GPU 0,1"), "{text}");
     assert!(text.contains("2 of GPU 0,1"), "{text}");
+    // The run the machine cannot hold is a skip of the plan, counted so.
     assert!(
         text.contains(
-            "skipped: the model needs 360.0 MiB of device memory (300.0 MiB plus 20% headroom) \
+            "skip: the model needs 360.0 MiB of device memory (300.0 MiB plus 20% headroom) \
              and this machine has 2 device(s) of 100.0 MiB each"
         ),
         "{text}"
     );
+    assert!(text.contains("Runs:     3 (2 planned, 1 skipped)"), "{text}");
 
     let plan: Value = serde_json::from_str(&dry_run(&scratch, &file, "0,0", true)).unwrap();
     assert!(plan["parallel"]["devices"].as_str().unwrap().starts_with("GPU 0 Fake GPU"), "{plan}");
@@ -496,13 +498,17 @@ fn the_dry_run_shows_the_devices_and_what_each_run_needs() {
     assert_eq!(placement["Small"]["devices_needed"], 1, "{plan}");
     assert_eq!(placement["Big"]["devices_needed"], 2, "{plan}");
     assert_eq!(placement["Big"]["devices"], "2 of GPU 0,1", "{plan}");
-    assert!(placement["Huge"]["skipped"].as_str().unwrap().contains("360.0 MiB"), "{plan}");
+    let huge = plan["runs"].as_array().unwrap().iter().find(|run| run["model"] == "Huge").unwrap();
+    assert_eq!(huge["status"], "skipped", "{plan}");
+    assert!(huge["reason"].as_str().unwrap().contains("360.0 MiB"), "{plan}");
+    assert!(placement["Huge"].is_null(), "{plan}");
 
     // 60 MiB in use on GPU 0 at the start: Big no longer fits, and the
     // reason names the device's total and what is in use.
     let plan: Value = serde_json::from_str(&dry_run(&scratch, &file, "60,0", true)).unwrap();
     let big = plan["runs"].as_array().unwrap().iter().find(|run| run["model"] == "Big").unwrap();
-    let reason = big["placement"]["skipped"].as_str().unwrap();
+    assert_eq!(big["status"], "skipped", "{plan}");
+    let reason = big["reason"].as_str().unwrap();
     assert!(
         reason.contains(
             "2 device(s): GPU 0 of 100.0 MiB with 60.0 MiB in use by other processes at the \

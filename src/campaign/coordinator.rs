@@ -593,7 +593,17 @@ pub(super) async fn run_one(
     let model = match (prefetched, hub_repo(planned)) {
         (Some(prefetched), _) => Ok(Source::Fetch(Fetch::Prefetched(Box::new(prefetched)))),
         (None, Some(repo)) => {
-            let waiting = &mut |text: &str| progress.phase(text);
+            // A run that waits for disk space holds its devices: status
+            // shows it among the current runs, with what it waits for.
+            let held = placement.map(super::parallel::Placement::short);
+            let waiting = &mut |text: &str| {
+                if let Some(devices) = &held
+                    && let Err(error) = store.run_waiting(run_id, text, devices)
+                {
+                    tracing::warn!(%error, "cannot record that a run waits for disk space");
+                }
+                progress.phase(text);
+            };
             match downloads.prepare(context, store, (planned, repo), cancel, waiting).await {
                 Ok(Some(pending)) => Ok(Source::Fetch(Fetch::Pending(Box::new(pending)))),
                 // Stopped while it waited for disk space: never started.

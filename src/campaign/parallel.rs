@@ -114,7 +114,7 @@ impl Placement {
 /// `GPU 0,1 (CUDA_VISIBLE_DEVICES=0,1)`, or `the CPU` without GPUs.
 fn devices_text(devices: &[u32]) -> String {
     if devices.is_empty() {
-        return "the CPU (no GPU found)".to_owned();
+        return "the CPU (no GPU found or visible)".to_owned();
     }
     let list: Vec<String> = devices.iter().map(u32::to_string).collect();
     let list = list.join(",");
@@ -183,7 +183,8 @@ pub(super) async fn run_all(
     progress.note(&format!("parallel: runs placed on {}{limit}", inventory.describe()));
     progress.share_live();
     let mut placer = Placer::new(&inventory);
-    let cpu_share = cpu_threads_per_run(placer.device_count().min(cap));
+    let at_once = placer.most_at_once(todo.iter().map(|(_, run)| run.size_bytes));
+    let cpu_share = cpu_threads_per_run(at_once.min(cap));
     let mut numbers =
         Numbers { next: session.done_before, total: session.done_before + todo.len() as u64 };
     let mut queue: VecDeque<(i64, &PlannedRun)> = todo.iter().copied().collect();
@@ -370,7 +371,7 @@ mod tests {
     #[test]
     fn placed_devices_are_described_with_their_pin() {
         assert_eq!(devices_text(&[0, 1]), "GPU 0,1 (CUDA_VISIBLE_DEVICES=0,1)");
-        assert_eq!(devices_text(&[]), "the CPU (no GPU found)");
+        assert_eq!(devices_text(&[]), "the CPU (no GPU found or visible)");
         let placement =
             Placement { devices: vec![2, 3], beside: Arc::default(), cpu_threads: None };
         assert_eq!(placement.short(), "GPU 2,3");

@@ -235,6 +235,25 @@ impl Placer {
         Placed::Seat(Seat { slots, devices, shared_bytes })
     }
 
+    /// The most of these models that can be in flight at once on the free
+    /// devices: the smallest are placed first, until one must wait (models
+    /// too big for the machine never run). It bounds how many engines share
+    /// the CPU.
+    pub fn most_at_once(&self, models: impl IntoIterator<Item = Option<u64>>) -> usize {
+        let mut sizes: Vec<Option<u64>> = models.into_iter().collect();
+        sizes.sort();
+        let mut trial = self.clone();
+        let mut placed = 0;
+        for size in sizes {
+            match trial.place(size) {
+                Placed::Seat(_) => placed += 1,
+                Placed::TooBig(_) => {}
+                Placed::Wait => break,
+            }
+        }
+        placed
+    }
+
     /// Frees what `seat` held.
     pub fn release(&mut self, seat: &Seat) {
         for &slot in &seat.slots {
@@ -345,6 +364,20 @@ mod tests {
     fn gpus(count: u32, memory: Option<u64>) -> Placer {
         let devices = (0..count).map(|index| device(index, memory, None)).collect();
         Placer::new(&Inventory::new(devices, 64 * GIB))
+    }
+
+    #[test]
+    fn at_most_as_many_runs_at_once_as_the_smallest_fit() {
+        let two = gpus(2, Some(24 * GIB));
+        // Two models of 10 GiB: one per device, both at once.
+        assert_eq!(two.most_at_once([Some(10 * GIB), Some(10 * GIB)]), 2);
+        // Models that each need both devices never overlap.
+        assert_eq!(two.most_at_once([Some(30 * GIB), Some(30 * GIB)]), 1);
+        // One small and one big: the small one first, then the big one waits.
+        assert_eq!(two.most_at_once([Some(30 * GIB), Some(GIB)]), 1);
+        // Too big for the machine: never in flight.
+        assert_eq!(two.most_at_once([Some(100 * GIB), Some(GIB)]), 1);
+        assert_eq!(two.most_at_once([None, None, None]), 2);
     }
 
     fn seat(placed: Placed) -> Seat {

@@ -15,6 +15,7 @@ use crate::campaign::placement::Preview;
 use crate::config::{self, Campaign};
 use crate::error::{Exit, KittError, with_causes};
 use crate::plan::Plan;
+use crate::plan::RunPlan;
 use crate::plan::discover::{Sources, discover};
 use crate::plan::matrix::{PlanEnv, plan};
 use crate::report;
@@ -32,7 +33,7 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
     let config_text = crate::campaign::read_config_text(&args.config).map_err(|source| {
         KittError::Config(config::ConfigError::Read { path: args.config.clone(), source })
     })?;
-    let plan = plan_campaign(&campaign)?;
+    let mut plan = plan_campaign(&campaign)?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
@@ -42,6 +43,16 @@ pub fn run(args: &RunArgs, home: &Path, json: bool) -> Result<Exit, KittError> {
             let inventory = crate::hardware::inventory::inventory();
             Preview::new(&inventory, campaign.max_parallel)
         });
+        // A run the machine cannot hold is skipped by the real run: the
+        // dry run counts it so (totals, download) and says why.
+        if let Some(preview) = &preview {
+            for run in plan.runs.iter_mut().filter(|run| run.status == RunPlan::Planned) {
+                if let Err(reason) = preview.run(run.size_bytes) {
+                    run.status = RunPlan::Skipped;
+                    run.reason = Some(reason);
+                }
+            }
+        }
         let mut out = std::io::stdout().lock();
         let written = if json {
             report::plan::write_json(&mut out, &plan, preview.as_ref())

@@ -191,10 +191,16 @@ fn merge_duplicates(devices: Vec<Device>) -> Vec<Device> {
 }
 
 /// A memory field in MiB: `Ok(Some(bytes))`, `Ok(None)` when the device
-/// does not report it (bracketed: `[N/A]`), `Err` when it is garbled.
-fn memory_field(field: &str) -> Result<Option<u64>, ()> {
+/// does not report it, `Err` when it is garbled. Only `[N/A]` and `[Not
+/// Supported]` mean "not reported" (unified memory, for the total); another
+/// bracketed answer (`[Unknown Error]`, `[Insufficient Permissions]`) is a
+/// query that failed, garbled for the total (the device is skipped rather
+/// than credited the RAM) and unknown for the memory in use.
+fn memory_field(field: &str, total: bool) -> Result<Option<u64>, ()> {
     if field.starts_with('[') && field.ends_with(']') {
-        return Ok(None);
+        let inner = field[1..field.len() - 1].trim().to_ascii_lowercase();
+        let unreported = inner == "n/a" || inner == "not supported";
+        return if unreported || !total { Ok(None) } else { Err(()) };
     }
     let mib: u64 = field.parse().map_err(|_| ())?;
     mib.checked_mul(1 << 20).map(Some).ok_or(())
@@ -222,7 +228,9 @@ pub fn parse(text: &str) -> Vec<Device> {
             tracing::warn!(line, "ignoring an nvidia-smi line whose index is not a number");
             continue;
         };
-        let (Ok(memory_bytes), Ok(used_bytes)) = (memory_field(total), memory_field(used)) else {
+        let (Ok(memory_bytes), Ok(used_bytes)) =
+            (memory_field(total, true), memory_field(used, false))
+        else {
             tracing::warn!(line, "ignoring an nvidia-smi line whose memory is not a number");
             continue;
         };
@@ -299,6 +307,19 @@ mod tests {
         assert_eq!(devices.len(), 2);
         assert_eq!(devices[0].name, "First");
         assert_eq!(devices[1].index, 1);
+    }
+
+    #[test]
+    fn a_failed_memory_query_is_not_unified_memory() {
+        let devices = parse(
+            "0, GPU-a, A, [Unknown Error], [Unknown Error], 0\n\
+             1, GPU-b, B, [Insufficient Permissions], 0, 0\n\
+             2, GPU-c, C, 24576, [Unknown Error], 0\n\
+             3, GPU-d, D, [Not Supported], [Not Supported], 0\n",
+        );
+        let found: Vec<(u32, Option<u64>, Option<u64>)> =
+            devices.iter().map(|d| (d.index, d.memory_bytes, d.used_bytes)).collect();
+        assert_eq!(found, [(2, Some(24576 * MIB), None), (3, None, None)]);
     }
 
     #[test]

@@ -165,9 +165,18 @@ pub fn status_view(
     let Some(campaign) = campaign else { return Ok(None) };
     let live = lock::is_held(home, &campaign.id);
     let counts = store.run_counts(&campaign.id)?;
+    let pending = if live {
+        store.campaign_runs(&campaign.id, Some(RunStatus::Pending), None)?
+    } else {
+        Vec::new()
+    };
+    // A pending run that holds devices (a parallel run waiting for disk
+    // space) is current too; one with only a phase is a prefetch.
+    let holds_devices = |run: &RunRow| run.devices.is_some() && run.phase.is_some();
     let current_runs: Vec<RunRow> = if live {
         let running = store.campaign_runs(&campaign.id, Some(RunStatus::Running), None)?;
-        running.into_iter().filter(|run| run.in_config).collect()
+        let waiting = pending.iter().filter(|run| holds_devices(run)).cloned();
+        running.into_iter().chain(waiting).filter(|run| run.in_config).collect()
     } else {
         Vec::new()
     };
@@ -178,12 +187,8 @@ pub fn status_view(
     // A parallel run that ends clears the campaign's current run while
     // others still run.
     let current_run = current_run.or_else(|| current_runs.last().cloned());
-    let next_run = if live {
-        let pending = store.campaign_runs(&campaign.id, Some(RunStatus::Pending), None)?;
-        pending.into_iter().find(|run| run.in_config && run.phase.is_some())
-    } else {
-        None
-    };
+    let next_run =
+        pending.into_iter().find(|run| run.in_config && run.phase.is_some() && !holds_devices(run));
     let limit = (!all_failed).then_some(FAILED_SHOWN);
     let failed_runs = store.campaign_runs(&campaign.id, Some(RunStatus::Failed), limit)?;
     let eta_seconds = if live {

@@ -658,7 +658,8 @@ impl Store {
         .doing(&path, "recover interrupted runs")?;
         // A pending run's phase is that of a prefetch, which ended with its session.
         tx.execute(
-            "UPDATE campaign_runs SET phase = NULL WHERE campaign_id = ?1 AND status = 'pending'",
+            "UPDATE campaign_runs SET phase = NULL, devices = NULL \
+             WHERE campaign_id = ?1 AND status = 'pending'",
             [session.campaign_id],
         )
         .doing(&path, "recover interrupted runs")?;
@@ -789,6 +790,19 @@ impl Store {
         .doing(&self.path, "start a run")?;
         tx.commit().doing(&self.path, "start a run")?;
         Ok(attempt_id)
+    }
+
+    /// A pending run of a parallel campaign holds `devices` and waits
+    /// (for disk space) before it starts: `phase` says for what.
+    pub fn run_waiting(&self, run_id: i64, phase: &str, devices: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE campaign_runs SET phase = ?2, devices = ?3 \
+                 WHERE id = ?1 AND status = 'pending'",
+                params![run_id, phase, devices],
+            )
+            .doing(&self.path, "record that a run waits")
+            .map(drop)
     }
 
     /// What a running run is doing now.
