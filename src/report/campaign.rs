@@ -410,3 +410,81 @@ fn short(reason: &str) -> String {
     let head: String = line.chars().take(REASON_WIDTH).collect();
     format!("{head}…")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::lock::CampaignLock;
+    use crate::store::{NewCampaign, RunSpec, Session};
+
+    fn spec(key: &str) -> RunSpec<'_> {
+        RunSpec {
+            key,
+            model: "m",
+            engine: "llama_cpp",
+            quant: key,
+            suite: "quick",
+            source: "hf:org/m",
+            size_bytes: Some(1),
+            download_bytes: 1,
+            files: &[],
+        }
+    }
+
+    #[test]
+    fn a_parallel_run_waiting_for_disk_space_is_current_with_its_devices() {
+        let home = tempfile::tempdir().unwrap();
+        let mut store = Store::open(home.path()).unwrap();
+        let campaign = NewCampaign {
+            id: "c",
+            name: "c",
+            config_path: "/c.yaml",
+            config_hash: "0",
+            config_yaml: "{}",
+            storage_root: "/models",
+        };
+        assert!(store.create_campaign(&campaign).unwrap());
+        let session = Session {
+            campaign_id: "c",
+            config_path: "/c.yaml",
+            config_hash: "0",
+            config_yaml: "{}",
+            storage_root: "/models",
+            pid: 1,
+            host: "h",
+            item_limit: None,
+        };
+        let session = store.begin_session(&session, &[spec("a"), spec("b"), spec("n")]).unwrap();
+        let runs = store.campaign_runs("c", None, None).unwrap();
+        let id = |key: &str| runs.iter().find(|run| run.key == key).unwrap().id;
+        store.run_started(session, id("a"), Some("GPU 0")).unwrap();
+        store.run_waiting(id("b"), "waiting for disk space: 1.0 GiB short", "GPU 1").unwrap();
+        // A prefetch's phase on a pending run without devices: the next run.
+        store.run_phase(id("n"), "downloading").unwrap();
+        let _lock = CampaignLock::acquire(home.path(), "c").unwrap();
+
+        let view = status_view(&store, home.path(), Some("c"), false).unwrap().unwrap();
+        let current: Vec<(&str, Option<&str>, Option<&str>)> = view
+            .current_runs
+            .iter()
+            .map(|run| (run.key.as_str(), run.devices.as_deref(), run.phase.as_deref()))
+            .collect();
+        assert_eq!(
+            current,
+            [
+                ("a", Some("GPU 0"), Some("starting")),
+                ("b", Some("GPU 1"), Some("waiting for disk space: 1.0 GiB short")),
+            ]
+        );
+        assert_eq!(view.next_run.as_ref().map(|run| run.key.as_str()), Some("n"));
+        let mut text = Vec::new();
+        write_status(&mut text, &view, home.path()).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("b on GPU 1"), "{text}");
+
+        // Waiting is recorded only for a run that has not started.
+        store.run_waiting(id("a"), "waiting", "GPU 5").unwrap();
+        let a = store.campaign_run(id("a")).unwrap().unwrap();
+        assert_eq!((a.devices.as_deref(), a.phase.as_deref()), (Some("GPU 0"), Some("starting")));
+    }
+}
