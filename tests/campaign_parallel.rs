@@ -170,6 +170,12 @@ fn two_slow_models(scratch: &Scratch) -> PathBuf {
         .write("p.yaml", &config("par", &[("One", "test/one-GGUF"), ("Two", "test/two-GGUF")], ""))
 }
 
+/// Campaign `name` of one small model, A (file `a-F32.gguf`).
+fn one_small_model(scratch: &Scratch, name: &str) -> PathBuf {
+    install(scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
+    scratch.write("p.yaml", &config(name, &[("A", "test/a-GGUF")], ""))
+}
+
 /// `kitt --json campaign run PATH` on two fake GPUs, started in the
 /// background with its output piped.
 fn two_runs_started(scratch: &Scratch, engine: &Engine, path: &str) -> Child {
@@ -381,8 +387,7 @@ fn a_unified_memory_gpu_holds_what_the_ram_holds() {
     let Some(engine) = Engine::find() else { return };
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
-    install(&scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
-    let file = scratch.write("p.yaml", &config("unified", &[("A", "test/a-GGUF")], ""));
+    let file = one_small_model(&scratch, "unified");
     let mut command =
         campaign(&scratch, &engine, (1, "[N/A]"), &["--json", "run", file.to_str().unwrap()]);
     let outcome = scratch.run(&mut command);
@@ -426,8 +431,7 @@ fn memory_in_use_at_the_start_keeps_a_run_off_the_device_that_cannot_hold_it() {
     let Some(engine) = Engine::find() else { return };
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
-    install(&scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
-    let file = scratch.write("p.yaml", &config("in-use", &[("A", "test/a-GGUF")], ""));
+    let file = one_small_model(&scratch, "in-use");
     // Another process fills GPU 0: the run goes to GPU 1.
     let mut command =
         campaign(&scratch, &engine, (2, "24576"), &["--json", "run", file.to_str().unwrap()]);
@@ -597,8 +601,7 @@ fn an_nvml_machine_places_runs_on_the_gpus_cuda_visible_devices_leaves() {
     let nvml = FakeNvml::build();
     let _lock = ServerLock::acquire();
     let scratch = Scratch::new();
-    install(&scratch, "test/a-GGUF", "a-F32.gguf", &TinyModel::default());
-    let file = scratch.write("p.yaml", &config("nvml", &[("A", "test/a-GGUF")], ""));
+    let file = one_small_model(&scratch, "nvml");
     // NVML describes two GPUs; the fake nvidia-smi (four) must not be asked.
     let mut command = campaign(&scratch, &engine, (4, "24576"), &["--json", "run"]);
     command

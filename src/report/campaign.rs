@@ -415,46 +415,15 @@ fn short(reason: &str) -> String {
 mod tests {
     use super::*;
     use crate::campaign::lock::CampaignLock;
-    use crate::store::{NewCampaign, RunSpec, Session};
-
-    fn spec(key: &str) -> RunSpec<'_> {
-        RunSpec {
-            key,
-            model: "m",
-            engine: "llama_cpp",
-            quant: key,
-            suite: "quick",
-            source: "hf:org/m",
-            size_bytes: Some(1),
-            download_bytes: 1,
-            files: &[],
-        }
-    }
+    use crate::store::testing;
 
     #[test]
     fn a_parallel_run_waiting_for_disk_space_is_current_with_its_devices() {
         let home = tempfile::tempdir().unwrap();
         let mut store = Store::open(home.path()).unwrap();
-        let campaign = NewCampaign {
-            id: "c",
-            name: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-        };
-        assert!(store.create_campaign(&campaign).unwrap());
-        let session = Session {
-            campaign_id: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-            pid: 1,
-            host: "h",
-            item_limit: None,
-        };
-        let session = store.begin_session(&session, &[spec("a"), spec("b"), spec("n")]).unwrap();
+        let specs =
+            ["a", "b", "n"].map(|key| testing::run((key, "llama_cpp", key), "hf:org/m", &[], 1));
+        let session = testing::session(&mut store, &specs);
         let runs = store.campaign_runs("c", None, None).unwrap();
         let id = |key: &str| runs.iter().find(|run| run.key == key).unwrap().id;
         store.run_started(session, id("a"), Some("GPU 0")).unwrap();

@@ -237,41 +237,14 @@ fn devon_row(row: &Row<'_>) -> rusqlite::Result<DevonRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewCampaign, RunSpec, Session};
+    use crate::store::testing;
 
     fn campaign(store: &mut Store) -> i64 {
-        let campaign = NewCampaign {
-            id: "c",
-            name: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-        };
-        assert!(store.create_campaign(&campaign).unwrap());
         let files = vec!["m-Q8_0.gguf".to_owned()];
-        let run = RunSpec {
-            key: "a",
-            model: "m",
-            engine: "llama_cpp",
-            quant: "Q8_0",
-            suite: "quick",
-            source: "hf:org/m",
-            size_bytes: Some(100),
-            download_bytes: 100,
-            files: &files,
-        };
-        let session = Session {
-            campaign_id: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-            pid: 1,
-            host: "h",
-            item_limit: None,
-        };
-        store.begin_session(&session, &[run]).unwrap()
+        testing::session(
+            store,
+            &[testing::run(("a", "llama_cpp", "Q8_0"), "hf:org/m", &files, 100)],
+        )
     }
 
     #[test]

@@ -348,49 +348,17 @@ fn download_row(row: &Row<'_>) -> rusqlite::Result<DownloadRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewCampaign, RunSpec, Session};
+    use crate::store::RunSpec;
+    use crate::store::testing::{self, session};
 
     fn spec<'a>(key: &'a str, source: &'a str, files: &'a [String], bytes: u64) -> RunSpec<'a> {
-        RunSpec {
-            key,
-            model: "m",
-            engine: "llama_cpp",
-            quant: key,
-            suite: "quick",
-            source,
-            size_bytes: Some(bytes),
-            download_bytes: bytes,
-            files,
-        }
-    }
-
-    fn session(store: &mut Store, runs: &[RunSpec<'_>]) -> i64 {
-        let session = Session {
-            campaign_id: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-            pid: 1,
-            host: "h",
-            item_limit: None,
-        };
-        store.begin_session(&session, runs).unwrap()
+        testing::run((key, "llama_cpp", key), source, files, bytes)
     }
 
     #[test]
     fn totals_count_shared_files_once_and_follow_the_latest_session() {
         let home = tempfile::tempdir().unwrap();
         let mut store = Store::open(home.path()).unwrap();
-        let campaign = NewCampaign {
-            id: "c",
-            name: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-        };
-        assert!(store.create_campaign(&campaign).unwrap());
         let shared = vec!["m-Q8_0.gguf".to_owned()];
         let other = vec!["m-F16.gguf".to_owned()];
         // Two engines load the same Q8_0 file; F16 is another file.

@@ -18,6 +18,8 @@ mod pulls;
 mod results;
 mod schedules;
 pub mod schema;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use campaigns::{
     CampaignRow, CampaignStatus, CampaignSummary, Headline, NewCampaign, RunCounts, RunEnd, RunRow,

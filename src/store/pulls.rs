@@ -201,44 +201,15 @@ fn pull_row(row: &Row<'_>) -> rusqlite::Result<PullRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewCampaign, RunSpec, Session};
+    use crate::store::testing;
 
     #[test]
     fn a_pull_is_the_campaigns_from_its_start_until_it_is_removed() {
         let home = tempfile::tempdir().unwrap();
         let mut store = Store::open(home.path()).unwrap();
-        let campaign = NewCampaign {
-            id: "c",
-            name: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-        };
-        assert!(store.create_campaign(&campaign).unwrap());
         let files = Vec::new();
-        let run = RunSpec {
-            key: "m|ollama|1b",
-            model: "m",
-            engine: "ollama",
-            quant: "1b",
-            suite: "quick",
-            source: "ollama:m:1b",
-            size_bytes: Some(10),
-            download_bytes: 10,
-            files: &files,
-        };
-        let session = Session {
-            campaign_id: "c",
-            config_path: "/c.yaml",
-            config_hash: "0",
-            config_yaml: "{}",
-            storage_root: "/models",
-            pid: 1,
-            host: "h",
-            item_limit: None,
-        };
-        let session_id = store.begin_session(&session, &[run]).unwrap();
+        let run = testing::run(("m|ollama|1b", "ollama", "1b"), "ollama:m:1b", &files, 10);
+        let session_id = testing::session(&mut store, &[run]);
         let run_id = store.campaign_runs("c", None, None).unwrap()[0].id;
         let owned = |store: &Store| store.pulled_by_campaign("c", "m:1b", "/s").unwrap();
         assert!(!owned(&store));
