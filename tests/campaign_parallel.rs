@@ -308,6 +308,11 @@ fn a_model_bigger_than_one_gpu_gets_two_and_one_bigger_than_the_machine_is_skipp
         "GPU 0,1 (CUDA_VISIBLE_DEVICES=0,1) (placed by `parallel: true`)"
     );
     assert_eq!(results.len(), 1, "a skipped run has no result");
+    // Big needs both devices, so no run ever overlaps it: its engine keeps
+    // every CPU thread.
+    let big = &results["big"].engine;
+    assert!(!big.parameters.contains_key("threads"), "{:?}", big.parameters);
+    assert!(!big.comparability.contains_key("threads"), "{:?}", big.comparability);
 }
 
 #[test]
